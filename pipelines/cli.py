@@ -1,0 +1,127 @@
+"""``python -m pipelines STEP ...``: the one entry point a container (or a local subprocess) runs.
+
+Every step takes the same core flags: ``--model`` (a registered name or a path to a
+config.toml), ``--interval`` (the data interval's date, YYYY-MM-DD) and the roots.
+The step's result is printed as JSON on the last line and saved as result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipelines.config import ConfigError, load_model_config
+
+log = logging.getLogger("pipelines")
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _root(name: str, default: str) -> str:
+    # Read when the CLI runs, never at import: a container passes every root as a flag.
+    return os.environ.get(f"SKEWFREE_{name.upper()}_ROOT", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    home = os.environ.get("SKEWFREE_HOME", ".work")
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    def step(name: str, help: str, *roots: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--model", required=True, help="registered model name or path to its config.toml")
+        if name != "generate-data":
+            p.add_argument("--interval", required=True, type=_date, help="data interval date, YYYY-MM-DD")
+        for root in roots:
+            p.add_argument(f"--{root}-root", default=_root(root, f"{home}/{root}"),
+                           help=f"{root} root directory (env SKEWFREE_{root.upper()}_ROOT)")
+        return p
+
+    gen = step("generate-data", "write demo date partitions dt=YYYY-MM-DD/", "data")
+    gen.add_argument("--end", type=_date, required=True, help="last day to generate")
+    gen.add_argument("--days", type=_positive_int, default=14)
+    gen.add_argument("--rows-per-day", type=_positive_int, default=20_000)
+    gen.add_argument("--format", choices=("csv", "parquet"), help="default: the model config's format")
+
+    step("validate", "check the interval's partitions exist, are non-empty and match the schema",
+         "data", "artifact")
+    tr = step("transform", "TFT analyze (train window) and transform (train + eval) on Beam", "artifact")
+    tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
+                    help="a Beam pipeline option, repeatable (default: DirectRunner in memory)")
+    train = step("train", "train the tf_keras model and export a raw-feature SavedModel", "artifact")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--learning-rate", type=float)
+    step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
+         "data", "artifact")
+    step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
+         "artifact", "serving")
+    return parser
+
+
+def run(args: argparse.Namespace):
+    config = load_model_config(args.model)
+    if args.step == "generate-data":
+        from pipelines.datagen import generate_data
+
+        return generate_data(config, data_root=args.data_root, end=args.end, days=args.days,
+                             rows_per_day=args.rows_per_day, fmt=args.format)
+    common = {"interval": args.interval, "artifact_root": Path(args.artifact_root)}
+    if args.step == "validate":
+        from pipelines.validate import validate
+
+        return validate(config, data_root=args.data_root, **common)
+    if args.step == "transform":
+        from pipelines.transform import transform
+
+        return transform(config, beam_args=args.beam_args, **common)
+    if args.step == "train":
+        from pipelines.train import train
+
+        overrides = {k: v for k in ("epochs", "batch_size", "learning_rate") if (v := getattr(args, k)) is not None}
+        return train(config, overrides=overrides, **common)
+    if args.step == "evaluate":
+        from pipelines.evaluate import evaluate
+
+        return evaluate(config, data_root=args.data_root, **common)
+    if args.step == "publish":
+        from pipelines.publish import publish
+
+        return publish(config, serving_root=Path(args.serving_root), **common)
+    raise AssertionError(args.step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.
+        print(f"error: {args.step}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
+    print(json.dumps(payload, default=str), flush=True)
+    return 0

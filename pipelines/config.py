@@ -1,0 +1,179 @@
+"""Model configuration: the light, TensorFlow-free part of a model module.
+
+A model is a folder ``pipelines/models/<name>/`` holding ``config.toml`` (read
+here, also by the DAG factory at parse time), ``features.py`` (the raw schema and
+feature contract, TF-free) and ``model.py`` (``preprocessing_fn`` and
+``build_model``; imported only inside the TF steps).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+MODELS_DIR = Path(__file__).parent / "models"
+DATA_FORMATS = ("csv", "parquet")
+
+
+class ConfigError(ValueError):
+    """A model config is missing a field or has a bad value; the message names both and the file."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A value threshold on one metric: ``min <= value <= max`` (either side optional)."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    def violation(self, value: float) -> str | None:
+        if self.min is not None and value < self.min:
+            return f"{self.metric}={value:.4f} is below the minimum {self.min}"
+        if self.max is not None and value > self.max:
+            return f"{self.metric}={value:.4f} is above the maximum {self.max}"
+        return None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    location: str  # pattern with {data_root} and {date}
+    format: str = "csv"
+    lookback_days: int = 6
+    eval_days: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 256
+    learning_rate: float = 0.003
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    module: str
+    schedule: str
+    start_date: dt.date
+    data: DataConfig
+    train: TrainConfig
+    thresholds: tuple[Bound, ...]
+    source: Path = field(compare=False)
+
+    # -- data windows -------------------------------------------------------
+    def window(self, interval: dt.date) -> list[dt.date]:
+        """Partitions a run for ``interval`` reads: ``[interval - lookback, interval]``, oldest first."""
+        return [interval - dt.timedelta(days=n) for n in range(self.data.lookback_days, -1, -1)]
+
+    def split_window(self, interval: dt.date) -> tuple[list[dt.date], list[dt.date]]:
+        """(train dates, eval dates): the newest ``eval_days`` partitions are held out for evaluation."""
+        days = self.window(interval)
+        return days[: -self.data.eval_days], days[-self.data.eval_days :]
+
+    def partition_path(self, data_root: str, day: dt.date) -> str:
+        return self.data.location.format(data_root=str(data_root).rstrip("/"), date=day.isoformat())
+
+    # -- model code ---------------------------------------------------------
+    def features_module(self) -> ModuleType:
+        """The TF-free feature contract (raw schema, label, transformed names)."""
+        return importlib.import_module(f"{self.module}.features")
+
+    def model_module(self) -> ModuleType:
+        """``preprocessing_fn`` and ``build_model``; imports TensorFlow."""
+        return importlib.import_module(f"{self.module}.model")
+
+
+def _section(raw: dict[str, Any], key: str, source: Path) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{key}] must be a table")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], section: str, source: Path) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) in [{section}]: {', '.join(unknown)}")
+    try:
+        obj = cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: [{section}] {exc}") from None
+    for name, f in cls.__dataclass_fields__.items():
+        want = {"int": int, "float": (int, float), "str": str}.get(str(f.type))
+        value = getattr(obj, name)
+        if want and (not isinstance(value, want) or isinstance(value, bool)):
+            raise ConfigError(f"{source}: [{section}] {name} must be {f.type}, got {value!r}")
+    return obj
+
+
+def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
+    for key in ("name", "module", "schedule", "start_date"):
+        if key not in raw:
+            raise ConfigError(f"{source}: missing required field '{key}'")
+    data = _build(DataConfig, _section(raw, "data", source), "data", source)
+    if "{date}" not in data.location:
+        raise ConfigError(f"{source}: [data] location must contain '{{date}}', got {data.location!r}")
+    if data.format not in DATA_FORMATS:
+        raise ConfigError(f"{source}: [data] format must be one of {DATA_FORMATS}, got {data.format!r}")
+    if data.lookback_days < 1 or not 1 <= data.eval_days <= data.lookback_days:
+        raise ConfigError(
+            f"{source}: [data] needs lookback_days >= 1 and 1 <= eval_days <= lookback_days "
+            f"(got lookback_days={data.lookback_days}, eval_days={data.eval_days})"
+        )
+    train = _build(TrainConfig, _section(raw, "train", source), "train", source)
+    if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0:
+        raise ConfigError(f"{source}: [train] epochs, batch_size and learning_rate must be positive")
+    bounds = []
+    for metric, spec in _section(raw, "thresholds", source).items():
+        if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"}:
+            raise ConfigError(f"{source}: [thresholds] {metric} must be a table with 'min' and/or 'max'")
+        bounds.append(Bound(metric=metric, min=spec.get("min"), max=spec.get("max")))
+    start = raw["start_date"]
+    if isinstance(start, str):
+        try:
+            start = dt.date.fromisoformat(start)
+        except ValueError:
+            raise ConfigError(f"{source}: start_date must be YYYY-MM-DD, got {start!r}") from None
+    if not isinstance(start, dt.date):
+        raise ConfigError(f"{source}: start_date must be a date, got {start!r}")
+    return ModelConfig(
+        name=str(raw["name"]),
+        module=str(raw["module"]),
+        schedule=str(raw["schedule"]),
+        start_date=start,
+        data=data,
+        train=train,
+        thresholds=tuple(bounds),
+        source=source,
+    )
+
+
+def resolve_config_path(model: str | Path) -> Path:
+    """A registered model name (``taxi``) or a path to a ``config.toml``."""
+    path = Path(model)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise ConfigError(f"model config file not found: {path}")
+        return path.resolve()
+    candidate = MODELS_DIR / str(model) / "config.toml"
+    if not candidate.is_file():
+        known = sorted(p.parent.name for p in MODELS_DIR.glob("*/config.toml"))
+        raise ConfigError(f"unknown model {model!r}; known models: {', '.join(known) or 'none'}")
+    return candidate
+
+
+def load_model_config(model: str | Path) -> ModelConfig:
+    source = resolve_config_path(model)
+    try:
+        raw = tomllib.loads(source.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return _parse(raw, source)

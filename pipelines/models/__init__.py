@@ -1,0 +1,1 @@
+"""Model modules: one folder per model (config.toml, features.py, model.py)."""

@@ -1,0 +1,50 @@
+"""The run directory: ``{artifact_root}/{model}/runs/{interval}/{step}/`` and its result files."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.storage import read_json, write_json
+
+STEPS = ("validate", "transform", "train", "evaluate", "publish")
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where one model's run for one data interval keeps its outputs."""
+
+    artifact_root: Path
+    model: str
+    interval: dt.date
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.artifact_root) / self.model / "runs" / self.interval.isoformat()
+
+    def step_dir(self, step: str) -> Path:
+        if step not in STEPS:
+            raise ValueError(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
+        return self.run_dir / step
+
+    def result_path(self, step: str) -> Path:
+        return self.step_dir(step) / "result.json"
+
+    def read_result(self, step: str) -> dict[str, Any]:
+        """The ``result.json`` of an earlier step; a clear error if that step has not completed."""
+        path = self.result_path(step)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"step {step!r} has no completed output for {self.model} interval {self.interval} "
+                f"(expected {path}); run it first"
+            )
+        return read_json(path)
+
+
+def write_result(step_dir: Path, result: Any) -> Path:
+    path = Path(step_dir) / "result.json"
+    write_json(path, dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result)
+    return path

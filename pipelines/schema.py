@@ -1,0 +1,99 @@
+"""Raw feature schema: types and domains, TensorFlow-free.
+
+One definition serves every reader: ``validate`` checks partitions against it
+with pyarrow, ``transform`` turns it into a TFMD schema for TFXIO, and
+``evaluate`` uses it to encode raw rows as tf.Examples for the serving signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+FeatureType = Literal["int", "float", "string"]
+
+_ARROW_TYPES: dict[str, pa.DataType] = {"int": pa.int64(), "float": pa.float32(), "string": pa.string()}
+# TFXIO's RecordBatch format: every column is a list; a missing value is an empty list.
+_TFXIO_TYPES: dict[str, pa.DataType] = {
+    "int": pa.large_list(pa.int64()),
+    "float": pa.large_list(pa.float32()),
+    "string": pa.large_list(pa.large_binary()),
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One raw column.
+
+    :param name: column name in the partition files.
+    :param type: ``int``, ``float`` or ``string``.
+    :param nullable: whether missing values are allowed.
+    :param min: smallest allowed value (numbers).
+    :param max: largest allowed value (numbers).
+    :param values: the allowed values (strings or ints); ``None`` means open domain.
+    """
+
+    name: str
+    type: FeatureType
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str | int, ...] | None = None
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _ARROW_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class RawSchema:
+    features: tuple[Feature, ...]
+    label: str
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in schema: {names}")
+        if self.label not in names:
+            raise ValueError(f"label {self.label!r} is not a feature of the schema")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def arrow_schema(self) -> pa.Schema:
+        """Flat columns as written in the partition files."""
+        return pa.schema([pa.field(f.name, f.arrow_type, nullable=f.nullable) for f in self.features])
+
+    def serving_features(self) -> tuple[Feature, ...]:
+        """Features a serving request carries: everything but the label."""
+        return tuple(f for f in self.features if f.name != self.label)
+
+
+def to_tfxio_batch(table: pa.Table | pa.RecordBatch, features: tuple[Feature, ...]) -> pa.RecordBatch:
+    """Flat, nullable columns -> TFXIO's list columns (null becomes an empty list).
+
+    This is the form TFT, tfx_bsl's example encoder and the TFXIO tensor adapters
+    read, so Parquet input and evaluation rows enter TF exactly as CSV rows do.
+    """
+    arrays = []
+    for f in features:
+        column = table.column(f.name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        column = column.cast(f.arrow_type)
+        if f.type == "string":
+            column = column.cast(pa.large_binary())
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(valid)]), pa.int64())
+        arrays.append(pa.LargeListArray.from_arrays(offsets, column.drop_null()).cast(_TFXIO_TYPES[f.type]))
+    return pa.RecordBatch.from_arrays(arrays, names=[f.name for f in features])

@@ -1,0 +1,119 @@
+"""Local artifact storage: atomic files and directories, JSON results, partition reading.
+
+Every write goes to a temporary sibling first and is renamed into place, so a
+reader never sees half an output and a failed step leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipelines.schema import RawSchema
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Build a directory beside ``final`` and swap it in only if the block succeeds.
+
+    On failure the temporary directory is removed and ``final`` (a previous good
+    output) is left as it was.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(root: Path) -> str:
+    """Content digest of a directory: relative paths and bytes of every file."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + file_digest(path).encode() + b"\n")
+    return h.hexdigest()
+
+
+# -- partitions -------------------------------------------------------------------
+
+def write_table_bytes(table: pa.Table, fmt: str) -> bytes:
+    sink = io.BytesIO()
+    if fmt == "csv":
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))
+    elif fmt == "parquet":
+        pq.write_table(table, sink, compression="zstd")
+    else:
+        raise ValueError(f"unsupported data format {fmt!r}; expected csv or parquet")
+    return sink.getvalue()
+
+
+def partition_files(partition: Path, fmt: str) -> list[Path]:
+    return sorted(p for p in Path(partition).glob(f"*.{fmt}") if not p.name.startswith("."))
+
+
+def read_files(files: list[Path], fmt: str, schema: RawSchema) -> pa.Table:
+    """Read partition files as typed flat columns; raise with the file name when they do not parse."""
+    target = schema.arrow_schema()
+    tables = []
+    for path in files:
+        try:
+            if fmt == "csv":
+                table = pacsv.read_csv(
+                    path,
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={f.name: f.arrow_type for f in schema.features},
+                        strings_can_be_null=True,
+                        include_columns=schema.names,
+                    ),
+                )
+            else:
+                table = pq.read_table(path, columns=schema.names)
+            tables.append(table.select(schema.names).cast(target))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
+            raise ValueError(f"{path}: does not match the schema: {exc}") from None
+    return pa.concat_tables(tables) if tables else target.empty_table()

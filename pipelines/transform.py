@@ -1,0 +1,149 @@
+"""transform: TFT AnalyzeAndTransformDataset on Beam with TFXIO (RecordBatch) input.
+
+Analyzes the training window only, transforms the train and eval splits with the
+same transform graph, and writes ``transform_fn/`` (TFTransformOutput layout),
+transformed tf.Example TFRecords per split, and row counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import ModelConfig
+from pipelines.runs import Run, write_result
+from pipelines.schema import RawSchema
+from pipelines.storage import staged_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
+
+
+@dataclass
+class TransformResult:
+    model: str
+    interval: str
+    transform_fn: str
+    train_files: str
+    eval_files: str
+    rows: dict[str, int]
+    beam_args: list[str]
+
+
+def _csv_header(path: str) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f))
+
+
+def read_raw(pipeline, label: str, files: list[str], fmt: str, schema: RawSchema):
+    """Raw rows as TFXIO RecordBatches plus their TensorAdapterConfig."""
+    import apache_beam as beam
+    from tfx_bsl.public import tfxio
+    from tfx_bsl.tfxio.parquet_tfxio import ParquetTFXIO
+
+    from pipelines.schema import to_tfxio_batch
+    from pipelines.tf_schema import tfmd_schema
+
+    tfmd = tfmd_schema(schema)
+    if fmt == "csv":
+        sources = [
+            tfxio.CsvTFXIO(file_pattern=path, column_names=_csv_header(path), schema=tfmd, skip_header_lines=1)
+            for path in files
+        ]
+        batches = [pipeline | f"Read{label}[{i}]" >> s.BeamSource() for i, s in enumerate(sources)]
+        config = sources[0].TensorAdapterConfig()
+        batches = batches | f"Flatten{label}" >> beam.Flatten()
+    else:
+        source = ParquetTFXIO(file_pattern=files, column_names=schema.names, schema=tfmd)
+        config = source.TensorAdapterConfig()
+        arrow_schema = source.ArrowSchema()
+        batches = (
+            pipeline
+            | f"Read{label}" >> source.BeamSource()
+            # Parquet columns are flat; TFXIO wants list columns (missing value = empty list).
+            | f"ToTFXIO{label}" >> beam.Map(lambda b: to_tfxio_batch(b, schema.features).cast(arrow_schema))
+        )
+    return batches, config
+
+
+def transform(
+    config: ModelConfig, *, interval: dt.date, artifact_root: Path, beam_args: list[str] | None = None,
+) -> TransformResult:
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.metrics.metric import Metrics, MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tfx_bsl.coders.example_coder import RecordBatchToExamples
+
+    schema: RawSchema = config.features_module().SCHEMA
+    preprocessing_fn = config.model_module().preprocessing_fn
+    run = Run(artifact_root, config.name, interval)
+    validation = run.read_result("validate")
+    train_dates, eval_dates = config.split_window(interval)
+    files = {
+        "train": [f for d in train_dates for f in validation["partitions"][d.isoformat()]],
+        "eval": [f for d in eval_dates for f in validation["partitions"][d.isoformat()]],
+    }
+    beam_args = list(beam_args or DEFAULT_BEAM_ARGS)
+    with staged_dir(run.step_dir("transform")) as out:
+        counters = {split: Metrics.counter("skewfree", f"{split}_rows") for split in files}
+
+        def counted(split):
+            counter = counters[split]
+
+            def count(batch):
+                counter.inc(batch.num_rows)
+                return batch
+
+            return count
+
+        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+        with tft_beam.Context(temp_dir=str(out / "tmp")):
+            raw = {}
+            for split, split_files in files.items():
+                batches, adapter_config = read_raw(pipeline, split.title(), split_files, config.data.format, schema)
+                raw[split] = (batches | f"Count{split.title()}" >> beam.Map(counted(split)), adapter_config)
+
+            (train_data, _), transform_fn = raw["train"] | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+                preprocessing_fn, output_record_batches=True
+            )
+            eval_data, _ = (raw["eval"], transform_fn) | "TransformEval" >> tft_beam.TransformDataset(
+                output_record_batches=True
+            )
+            for split, data in (("train", train_data), ("eval", eval_data)):
+                _ = (
+                    data
+                    | f"Encode{split.title()}" >> beam.FlatMapTuple(lambda batch, _: RecordBatchToExamples(batch))
+                    | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+                        str(out / split / "part"), file_name_suffix=".tfrecord"
+                    )
+                )
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(out / "transform_fn"))
+        result = pipeline.run()
+        result.wait_until_finish()
+        rows = {}
+        for split in files:
+            found = result.metrics().query(MetricsFilter().with_name(f"{split}_rows"))["counters"]
+            rows[split] = int(sum(c.committed or c.attempted or 0 for c in found))
+        if not rows["train"] or not rows["eval"]:
+            raise ValueError(f"transform read no rows for a split: {rows}")
+
+        shutil.rmtree(out / "tmp", ignore_errors=True)
+        final = run.step_dir("transform")
+        res = TransformResult(
+            model=config.name,
+            interval=interval.isoformat(),
+            transform_fn=str(final / "transform_fn"),
+            train_files=str(final / "train" / "part-*.tfrecord"),
+            eval_files=str(final / "eval" / "part-*.tfrecord"),
+            rows=rows,
+            beam_args=beam_args,
+        )
+        write_result(out, res)
+    log.info("transformed %s rows", rows)
+    return res
