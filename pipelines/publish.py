@@ -1,0 +1,113 @@
+"""publish: copy a blessed SavedModel to ``{serving_root}/{model}/{version}/`` atomically.
+
+Versions are integers ``YYYYMMDDnn``: the data interval's date and a sequence
+number, so a model trained on newer data always has a higher version and no
+version is ever reused. The copy is built in a non-numeric temporary directory
+(TF Serving ignores those) and renamed into place; an existing version is never
+overwritten. Re-publishing the same content for the same interval is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import ModelConfig
+from pipelines.runs import Run, write_result
+from pipelines.storage import read_json, staged_dir, tree_digest, write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MAX_VERSIONS_PER_DAY = 100
+
+
+class NotBlessedError(ValueError):
+    """The evaluation gate did not bless this model."""
+
+
+@dataclass
+class PublishResult:
+    model: str
+    interval: str
+    version: int
+    path: str
+    content_digest: str
+    reused: bool
+
+
+def existing_versions(model_base: Path) -> list[int]:
+    """Integer-named version directories, as TF Serving sees them."""
+    if not model_base.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def day_versions(interval: dt.date) -> range:
+    first = int(interval.strftime("%Y%m%d")) * MAX_VERSIONS_PER_DAY
+    return range(first, first + MAX_VERSIONS_PER_DAY)
+
+
+def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: Path) -> PublishResult:
+    run = Run(artifact_root, config.name, interval)
+    evaluation = run.read_result("evaluate")
+    if not evaluation["blessed"]:
+        raise NotBlessedError(
+            f"{config.name} for interval {interval} was not blessed, refusing to publish: "
+            + "; ".join(evaluation["reasons"])
+        )
+    source = Path(evaluation["saved_model"])
+    if not (source / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"no SavedModel at {source}")
+    digest = tree_digest(source)
+    model_base = Path(serving_root) / config.name
+    model_base.mkdir(parents=True, exist_ok=True)
+
+    same_day = [v for v in existing_versions(model_base) if v in day_versions(interval)]
+    for version in same_day:
+        manifest = model_base / str(version) / MANIFEST
+        if manifest.is_file() and read_json(manifest).get("content_digest") == digest:
+            log.info("version %d already holds this model (digest %s); nothing to publish", version, digest[:12])
+            return _finish(run, config, interval, version, model_base, digest, reused=True)
+
+    version = (max(same_day) + 1) if same_day else day_versions(interval).start
+    if version not in day_versions(interval):
+        raise ValueError(f"{config.name} already has {MAX_VERSIONS_PER_DAY} versions for {interval}")
+    tmp = model_base / f".publishing-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(source, tmp)
+        write_json(tmp / MANIFEST, {
+            "model": config.name,
+            "version": version,
+            "interval": interval.isoformat(),
+            "content_digest": digest,
+            "metrics": evaluation["metrics"],
+            "source": str(source),
+        })
+        # rename() onto an existing non-empty directory fails: a version is never overwritten
+        os.rename(tmp, model_base / str(version))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("published %s version %d", config.name, version)
+    return _finish(run, config, interval, version, model_base, digest, reused=False)
+
+
+def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, model_base: Path, digest: str,
+            *, reused: bool) -> PublishResult:
+    result = PublishResult(
+        model=config.name,
+        interval=interval.isoformat(),
+        version=version,
+        path=str(model_base / str(version)),
+        content_digest=digest,
+        reused=reused,
+    )
+    with staged_dir(run.step_dir("publish")) as out:
+        write_result(out, result)
+    return result

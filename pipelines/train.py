@@ -1,0 +1,130 @@
+"""train: tf_keras on the transformed TFRecords; export ONE SavedModel that takes raw features.
+
+The serving signature parses serialized tf.Examples with the raw schema (label
+excluded) and applies the TFT transform layer inside the model, so serving
+computes features with exactly the graph training used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import ModelConfig, TrainConfig
+from pipelines.runs import Run, write_result
+from pipelines.storage import staged_dir
+
+log = logging.getLogger(__name__)
+
+SERVING_OUTPUT = "probability"
+
+
+@dataclass
+class TrainResult:
+    model: str
+    interval: str
+    saved_model: str
+    params: dict[str, Any]
+    devices: list[str]
+    epochs_run: int
+    seconds: float
+    history: dict[str, float]
+    tensorboard: str
+
+
+def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_size: int,
+                 shuffle_seed: int | None = None):
+    """Batched (features, label) from transformed tf.Example TFRecords: parallel read, parse, prefetch."""
+    import tensorflow as tf
+
+    files = tf.data.Dataset.list_files(file_pattern, shuffle=False)
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(20_000, seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def parse(serialized):
+        features = tf.io.parse_example(serialized, feature_spec)
+        return features, features.pop(label)
+
+    return ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def export_serving_model(model, tft_output, schema, export_dir: Path) -> None:
+    """Save ``model`` with the TFT layer attached and a raw-tf.Example ``serving_default`` signature."""
+    import tensorflow as tf
+
+    from pipelines.tf_schema import serving_feature_spec
+
+    model.tft_layer = tft_output.transform_features_layer()  # tracked, so its assets ship with the model
+    raw_spec = serving_feature_spec(schema)
+    input_names = list(model.input_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples(serialized):
+        raw = tf.io.parse_example(serialized, raw_spec)
+        transformed = model.tft_layer(raw)
+        probability = model({name: transformed[name] for name in input_names})
+        return {SERVING_OUTPUT: tf.squeeze(probability, axis=1)}
+
+    model.save(str(export_dir), save_format="tf", signatures={"serving_default": serve_tf_examples})
+
+
+def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
+          overrides: dict[str, Any] | None = None) -> TrainResult:
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tf_keras
+
+    started = time.monotonic()
+    params: TrainConfig = dataclasses.replace(config.train, **(overrides or {}))
+    features = config.features_module()
+    module = config.model_module()
+    run = Run(artifact_root, config.name, interval)
+    transformed = run.read_result("transform")
+
+    devices = [d.name for d in tf.config.list_physical_devices()]
+    log.info("TensorFlow %s sees devices: %s", tf.__version__, devices)
+    tf_keras.utils.set_random_seed(params.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    tft_output = tft.TFTransformOutput(transformed["transform_fn"])
+    spec = tft_output.transformed_feature_spec()
+    label = features.transformed_name(features.LABEL_KEY)
+    train_ds = make_dataset(transformed["train_files"], spec, label, batch_size=params.batch_size,
+                            shuffle_seed=params.seed)
+    eval_ds = make_dataset(transformed["eval_files"], spec, label, batch_size=4096)
+
+    # Checkpoints live outside the staged output so a killed attempt resumes from its last epoch.
+    backup_dir = run.run_dir / "train_checkpoints"
+    with staged_dir(run.step_dir("train")) as out:
+        model = module.build_model(tft_output, learning_rate=params.learning_rate)
+        history = model.fit(
+            train_ds,
+            validation_data=eval_ds,
+            epochs=params.epochs,
+            callbacks=[
+                tf_keras.callbacks.BackupAndRestore(str(backup_dir)),
+                tf_keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")),
+            ],
+            verbose=2,
+        )
+        export_serving_model(model, tft_output, features.SCHEMA, out / "saved_model")
+        final = run.step_dir("train")
+        result = TrainResult(
+            model=config.name,
+            interval=interval.isoformat(),
+            saved_model=str(final / "saved_model"),
+            params=dataclasses.asdict(params),
+            devices=devices,
+            epochs_run=len(history.epoch),
+            seconds=round(time.monotonic() - started, 2),
+            history={k: round(float(v[-1]), 6) for k, v in history.history.items()},
+            tensorboard=str(final / "tensorboard"),
+        )
+        write_result(out, result)
+    return result
