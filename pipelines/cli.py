@@ -43,6 +43,26 @@ def _root(name: str, default: str) -> str:
     return os.environ.get(f"SKEWFREE_{name.upper()}_ROOT", default)
 
 
+# The roots each step reads or writes; the Airflow side builds argv from this same table.
+STEP_ROOTS: dict[str, tuple[str, ...]] = {
+    "validate": ("data", "artifact"),
+    "transform": ("artifact",),
+    "train": ("artifact",),
+    "evaluate": ("data", "artifact"),
+    "publish": ("artifact", "serving"),
+}
+
+
+def step_argv(step: str, *, model: str, interval: str, roots: dict[str, str], extra: tuple[str, ...] = ()) -> list[str]:
+    """The exact argv a container runs for one step (``python -m pipelines STEP ...``)."""
+    if step not in STEP_ROOTS:
+        raise ValueError(f"unknown step {step!r}; steps are {', '.join(STEP_ROOTS)}")
+    argv = ["python", "-m", "pipelines", step, "--model", model, "--interval", interval]
+    for root in STEP_ROOTS[step]:
+        argv += [f"--{root}-root", roots[root]]
+    return [*argv, *extra]
+
+
 def build_parser() -> argparse.ArgumentParser:
     home = os.environ.get("SKEWFREE_HOME", ".work")
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
@@ -65,18 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=("csv", "parquet"), help="default: the model config's format")
 
     step("validate", "check the interval's partitions exist, are non-empty and match the schema",
-         "data", "artifact")
-    tr = step("transform", "TFT analyze (train window) and transform (train + eval) on Beam", "artifact")
+         *STEP_ROOTS["validate"])
+    tr = step("transform", "TFT analyze (train window) and transform (train + eval) on Beam",
+              *STEP_ROOTS["transform"])
     tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
                     help="a Beam pipeline option, repeatable (default: DirectRunner in memory)")
-    train = step("train", "train the tf_keras model and export a raw-feature SavedModel", "artifact")
+    train = step("train", "train the tf_keras model and export a raw-feature SavedModel", *STEP_ROOTS["train"])
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--learning-rate", type=float)
     step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
-         "data", "artifact")
+         *STEP_ROOTS["evaluate"])
     step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
-         "artifact", "serving")
+         *STEP_ROOTS["publish"])
     return parser
 
 
@@ -121,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.
         print(f"error: {args.step}: {exc}", file=sys.stderr, flush=True)
+        # the last line is what the orchestrator reports: keep the whole message on it
+        print(f"error: {args.step}: {' '.join(str(exc).split())}", flush=True)
         return 1
     payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
     print(json.dumps(payload, default=str), flush=True)
