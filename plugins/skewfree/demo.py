@@ -53,15 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", type=dt.date.fromisoformat, default=DEFAULT_END, help="latest data day")
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--rows-per-day", type=int, default=20_000)
+    parser.add_argument("--no-generate", action="store_true", help="use the data already under the data root")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     settings = Settings.from_env()
     config = load_model_config(args.model)
-    print(f"==> generating {args.days} days x {args.rows_per_day} rows ending {args.end} under {settings.data_root}")
-    gen = generate_data(config, data_root=settings.data_root, end=args.end, days=args.days,
-                        rows_per_day=args.rows_per_day)
-    print(f"    {gen.written} partitions written, {gen.unchanged} unchanged")
+    if not args.no_generate:
+        print(f"==> generating {args.days} days x {args.rows_per_day} rows ending {args.end} under {settings.data_root}")
+        gen = generate_data(config, data_root=settings.data_root, end=args.end, days=args.days,
+                            rows_per_day=args.rows_per_day)
+        print(f"    {gen.written} partitions written, {gen.unchanged} unchanged")
 
     print("==> airflow db migrate (SQLite)")
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     for task_id, state, duration in summarize(dag_run):
         print(f"    {task_id:<12} {state:<10} {duration if duration is None else f'{duration:8.1f}s':>9}")
     run = Run(Path(settings.artifact_root), config.name, args.end)
+    validation = run.step_dir("validate") / "validation.json"
+    if validation.is_file() and (errors := json.loads(validation.read_text())["errors"]):
+        print("\n    validation failed:\n      - " + "\n      - ".join(errors))
     if run.result_path("evaluate").is_file():
         evaluation = run.read_result("evaluate")
         print(f"\n    eval metrics (serving signature, raw rows): {json.dumps(evaluation['metrics'])}")

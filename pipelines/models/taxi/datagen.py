@@ -69,7 +69,7 @@ def generate_day(day: dt.date, rows: int, rng: np.random.Generator, day_index: i
     card_like = np.isin(payment, [0, 2, 3])
     night = (hour >= 22) | (hour <= 4)
     logit = (
-        -3.0
+        -3.3
         + 2.9 * card_like
         - 2.5 * (payment == 1)
         + 0.9 * np.tanh(np.log1p(miles) - 1.2)
@@ -78,7 +78,7 @@ def generate_day(day: dt.date, rows: int, rng: np.random.Generator, day_index: i
         + 0.9 * airport * card_like
         - 0.7 * (fare / np.maximum(miles, 0.5) > 6.0)
         + _COMPANY_EFFECT[company]
-        + 0.4 * np.sin(2 * np.pi * (day.weekday() + hour / 24) / 7)
+        + 0.15 * np.sin(2 * np.pi * (day.weekday() + hour / 24) / 7)
     )
     tipped = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 

@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests use real pyarrow/TF/TFT/Beam/Airflow on small data under tmp dirs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+END = dt.date(2026, 11, 10)
+
+
+@pytest.fixture(scope="session")
+def taxi_config():
+    from pipelines.config import load_model_config
+
+    return load_model_config("taxi")
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory, taxi_config) -> Path:
+    """8 days x 1,000 rows of taxi data ending at END (one full window plus one day)."""
+    from pipelines.datagen import generate_data
+
+    root = tmp_path_factory.mktemp("data")
+    generate_data(taxi_config, data_root=str(root), end=END, days=8, rows_per_day=1000)
+    return root
