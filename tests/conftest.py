@@ -31,3 +31,19 @@ def small_data(tmp_path_factory, taxi_config) -> Path:
     root = tmp_path_factory.mktemp("data")
     generate_data(taxi_config, data_root=str(root), end=END, days=8, rows_per_day=1000)
     return root
+
+
+def airflow_env(home: Path, dags_folder: Path | None = None) -> dict[str, str]:
+    """Environment for an isolated Airflow (SQLite under ``home``) and Skewfree roots under ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SKEWFREE_"))}
+    env.update(
+        SKEWFREE_HOME=str(home),
+        AIRFLOW_HOME=str(home / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder or ROOT / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TF_USE_LEGACY_KERAS="1",
+    )
+    return env

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n==> {dag_id} run {dag_run.run_id}: {dag_run.state}")
     print(f"    {'task':<12} {'state':<10} {'duration':>9}")
     for task_id, state, duration in summarize(dag_run):
-        print(f"    {task_id:<12} {state:<10} {duration if duration is None else f'{duration:8.1f}s':>9}")
+        shown = "-" if duration is None else f"{duration:.1f}s"
+        print(f"    {task_id:<12} {state:<10} {shown:>9}")
     run = Run(Path(settings.artifact_root), config.name, args.end)
     validation = run.step_dir("validate") / "validation.json"
     if validation.is_file() and (errors := json.loads(validation.read_text())["errors"]):

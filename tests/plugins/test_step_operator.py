@@ -1,0 +1,43 @@
+
+import pytest
+
+from skewfree.operators.step import PipelineStepOperator
+from skewfree.settings import Settings
+
+SETTINGS = Settings(backend="local", data_root="/d", artifact_root="/a", serving_root="/s")
+
+
+def test_argv_is_the_container_command():
+    op = PipelineStepOperator(task_id="publish", step="publish", model="taxi", interval="2026-11-10")
+    assert op.argv(SETTINGS) == [
+        "python", "-m", "pipelines", "publish", "--model", "taxi", "--interval", "2026-11-10",
+        "--artifact-root", "/a", "--serving-root", "/s",
+    ]
+
+
+def test_argv_parses_with_the_pipelines_cli():
+    from pipelines.cli import build_parser
+
+    for step in ("validate", "transform", "train", "evaluate", "publish"):
+        argv = PipelineStepOperator(task_id=step, step=step, model="taxi", interval="2026-11-10").argv(SETTINGS)
+        args = build_parser().parse_args(argv[3:])
+        assert args.step == step and str(args.interval) == "2026-11-10"
+
+
+def test_failed_step_reports_its_error_line(tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowException
+
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
+    for key in ("SKEWFREE_DATA_ROOT", "SKEWFREE_ARTIFACT_ROOT", "SKEWFREE_SERVING_ROOT"):
+        monkeypatch.delenv(key, raising=False)
+    op = PipelineStepOperator(task_id="validate", step="validate", model="taxi", interval="2026-11-10")
+    with pytest.raises(AirflowException) as err:
+        op.execute(context={})
+    message = str(err.value)
+    assert "step validate failed (exit 1)" in message
+    assert f"{tmp_path}/data/taxi_trips/dt=2026-11-10 does not exist" in message
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="SKEWFREE_BACKEND='k8s' is not one of local"):
+        Settings.from_env({"SKEWFREE_BACKEND": "k8s"})
