@@ -8,9 +8,9 @@ transformed tf.Example TFRecords per split, and row counts.
 from __future__ import annotations
 
 import csv
-import shutil
 import datetime as dt
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -10,7 +10,7 @@ from pipelines.storage import partition_files, read_files
 def test_same_date_same_bytes_and_rerun_rewrites_nothing(tmp_path, taxi_config):
     end = dt.date(2026, 11, 5)
     first = generate_data(taxi_config, data_root=str(tmp_path / "a"), end=end, days=2, rows_per_day=500)
-    other = generate_data(taxi_config, data_root=str(tmp_path / "b"), end=end, days=1, rows_per_day=500)
+    generate_data(taxi_config, data_root=str(tmp_path / "b"), end=end, days=1, rows_per_day=500)
     path = "taxi_trips/dt=2026-11-05/part-00000.csv"
     assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
     assert (first.written, first.unchanged) == (2, 0)
