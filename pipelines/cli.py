@@ -48,7 +48,7 @@ STEP_ROOTS: dict[str, tuple[str, ...]] = {
     "validate": ("data", "artifact"),
     "transform": ("artifact",),
     "train": ("artifact",),
-    "evaluate": ("data", "artifact"),
+    "evaluate": ("artifact",),
     "publish": ("artifact", "serving"),
 }
 
@@ -98,7 +98,47 @@ def build_parser() -> argparse.ArgumentParser:
          *STEP_ROOTS["evaluate"])
     step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
          *STEP_ROOTS["publish"])
+    serve = sub.add_parser("serve", help="local TF-Serving-compatible REST server (stand-in for tensorflow/serving)")
+    serve.add_argument("--model-name", help="serve one model from --model-base-path with the latest policy")
+    serve.add_argument("--model-base-path", help="directory of integer-named SavedModel versions")
+    serve.add_argument("--model-config-file", help="model_config_list in protobuf text format (re-read on change)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8501, help="REST port (TF Serving's default 8501)")
+    serve.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
+    serve.add_argument("--model-config-file-poll-wait-seconds", type=float, default=1.0)
     return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from pipelines.serving.models import ModelManager, ModelSpec
+    from pipelines.serving.rest import ModelHTTPServer
+
+    if bool(args.model_config_file) == bool(args.model_base_path):
+        raise ValueError("give either --model-config-file or --model-name with --model-base-path")
+    specs = None
+    if args.model_base_path:
+        if not args.model_name:
+            raise ValueError("--model-base-path needs --model-name")
+        specs = [ModelSpec(name=args.model_name, base_path=args.model_base_path)]
+    elif not Path(args.model_config_file).is_file():
+        raise FileNotFoundError(f"model config file not found: {args.model_config_file}")
+    manager = ModelManager(specs, config_file=args.model_config_file,
+                           fs_poll_seconds=args.file_system_poll_wait_seconds,
+                           config_poll_seconds=args.model_config_file_poll_wait_seconds)
+    manager.start()
+    server = ModelHTTPServer((args.host, args.port), manager)
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    server.serve_in_thread()
+    log.info("serving REST on http://%s:%d/v1/models/...", args.host, server.server_address[1])
+    stopped.wait()
+    server.shutdown()
+    manager.stop()
+    return 0
 
 
 def run(args: argparse.Namespace):
@@ -125,7 +165,7 @@ def run(args: argparse.Namespace):
     if args.step == "evaluate":
         from pipelines.evaluate import evaluate
 
-        return evaluate(config, data_root=args.data_root, **common)
+        return evaluate(config, **common)
     if args.step == "publish":
         from pipelines.publish import publish
 
@@ -138,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stdout)
     args = build_parser().parse_args(argv)
     try:
+        if args.step == "serve":
+            return serve(args)
         result = run(args)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.

@@ -1,27 +1,39 @@
-"""evaluate: metrics through the exported serving signature on raw eval rows, and the blessing.
+"""evaluate: metrics through the exported serving signature, a train/serve skew gate, the blessing.
 
-The eval partitions are read raw, encoded as the tf.Examples a client would send,
-and scored by the SavedModel loaded fresh from disk: the gate judges the model
-exactly as it will be served.
+The eval split comes from the transform output, where each transformed example
+also carries its raw row as the serialized tf.Example a client would send. So
+every eval row is scored twice:
+
+- the **training path**: the transformed example, fed to the trained Keras model;
+- the **serving path**: the raw example, through the exported SavedModel's
+  ``serving_default`` signature, loaded fresh from disk (TFT layer inside).
+
+Metrics are computed on the serving path: the gate judges the model as it will
+be served. The two paths must agree within ``SKEW_TOLERANCE`` on every row, or
+the model is not blessed.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipelines.config import ModelConfig
 from pipelines.runs import Run, write_result
-from pipelines.schema import RawSchema, to_tfxio_batch
-from pipelines.storage import read_files, staged_dir, write_json
+from pipelines.storage import staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
 PREDICT_BATCH = 4096
+SKEW_TOLERANCE = 1e-5
+WORST_ROWS_SHOWN = 3
+CANARY_ROWS = 64
 
 
 @dataclass
@@ -33,26 +45,51 @@ class EvaluateResult:
     reasons: list[str]
     metrics: dict[str, float]
     blessing: str
-
-
-def raw_examples(table, schema: RawSchema) -> list[bytes]:
-    """Raw rows as serialized tf.Examples carrying the serving features (no label)."""
-    from tfx_bsl.coders.example_coder import RecordBatchToExamples
-
-    return RecordBatchToExamples(to_tfxio_batch(table, schema.serving_features()))
+    canary: str
 
 
 def predict_examples(saved_model_dir: str, examples: list[bytes]) -> np.ndarray:
+    """The serving path: serialized raw tf.Examples through ``serving_default``."""
     import tensorflow as tf
 
-    from pipelines.train import SERVING_OUTPUT
+    from pipelines.train import SERVING_OUTPUT, SERVING_SIGNATURE
 
-    serve = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    serve = tf.saved_model.load(saved_model_dir).signatures[SERVING_SIGNATURE]
     chunks = [
         serve(examples=tf.constant(examples[i : i + PREDICT_BATCH]))[SERVING_OUTPUT].numpy()
         for i in range(0, len(examples), PREDICT_BATCH)
     ]
-    return np.concatenate(chunks).astype(np.float64)
+    return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros(0)
+
+
+def read_eval_split(file_pattern: str, transformed_spec: dict) -> tuple[dict[str, np.ndarray], list[bytes]]:
+    """Transformed eval features and, row-aligned, the raw serialized examples they came from."""
+    import tensorflow as tf
+
+    from pipelines.transform import RAW_EXAMPLE_KEY
+
+    spec = {**transformed_spec, RAW_EXAMPLE_KEY: tf.io.FixedLenFeature([], tf.string)}
+    ds = tf.data.TFRecordDataset(tf.io.gfile.glob(file_pattern)).batch(PREDICT_BATCH)
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in ds.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE):
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value.numpy())
+    columns = {k: np.concatenate(v) for k, v in parts.items()}
+    return columns, list(columns.pop(RAW_EXAMPLE_KEY))
+
+
+def raw_features(example: bytes) -> dict[str, Any]:
+    """A serialized raw tf.Example as a plain dict (a missing feature is absent)."""
+    import tensorflow as tf
+
+    out = {}
+    for name, feature in tf.train.Example.FromString(example).features.feature.items():
+        kind = feature.WhichOneof("kind")
+        values = list(getattr(feature, kind).value) if kind else []
+        if values:
+            value = values[0]
+            out[name] = value.decode() if isinstance(value, bytes) else value
+    return out
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
@@ -72,24 +109,50 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, f
     }
 
 
-def evaluate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact_root: Path) -> EvaluateResult:
-    schema: RawSchema = config.features_module().SCHEMA
-    run = Run(artifact_root, config.name, interval)
-    validation = run.read_result("validate")
-    trained = run.read_result("train")
-    _, eval_dates = config.split_window(interval)
-    files = [Path(f) for d in eval_dates for f in validation["partitions"][d.isoformat()]]
-    table = read_files(files, config.data.format, schema)
-    labels = table.column(schema.label).to_numpy().astype(np.float64)
-    probabilities = predict_examples(trained["saved_model"], raw_examples(table, schema))
-    metrics = {k: round(v, 6) for k, v in binary_metrics(labels, probabilities).items()}
+def skew_reason(training: np.ndarray, serving: np.ndarray, examples: list[bytes]) -> str | None:
+    """Why the serving path disagrees with the training path, naming the worst rows; None if it does not."""
+    diff = np.abs(training - serving)
+    bad = int((diff > SKEW_TOLERANCE).sum())
+    if not bad:
+        return None
+    worst = np.argsort(-diff)[:WORST_ROWS_SHOWN]
+    rows = "; ".join(
+        f"eval row {i}: training {training[i]:.6f} vs serving {serving[i]:.6f} (raw {raw_features(examples[i])})"
+        for i in worst
+    )
+    return (f"train/serve skew: {bad} of {len(diff)} eval rows differ by more than {SKEW_TOLERANCE} "
+            f"(max {diff.max():.6g}); worst: {rows}")
 
+
+def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path) -> EvaluateResult:
+    import tensorflow_transform as tft
+    import tf_keras
+
+    features = config.features_module()
+    run = Run(artifact_root, config.name, interval)
+    transformed = run.read_result("transform")
+    trained = run.read_result("train")
+    label = features.transformed_name(features.LABEL_KEY)
+
+    tft_output = tft.TFTransformOutput(transformed["transform_fn"])
+    columns, examples = read_eval_split(transformed["eval_files"], tft_output.transformed_feature_spec())
+    labels = columns.pop(label).astype(np.float64)
+
+    keras_model = tf_keras.models.load_model(trained["saved_model"], compile=False)
+    training = keras_model.predict({k: columns[k] for k in keras_model.input_names}, batch_size=PREDICT_BATCH,
+                                   verbose=0).reshape(-1).astype(np.float64)
+    serving = predict_examples(trained["saved_model"], examples)
+
+    metrics = {k: round(v, 6) for k, v in binary_metrics(labels, serving).items()}
+    metrics["max_abs_skew"] = float(np.abs(training - serving).max())
     reasons = []
     for bound in config.thresholds:
         if bound.metric not in metrics:
             reasons.append(f"threshold on unknown metric {bound.metric!r}; metrics are {sorted(metrics)}")
         elif (why := bound.violation(metrics[bound.metric])) is not None:
             reasons.append(why)
+    if (why := skew_reason(training, serving, examples)) is not None:
+        reasons.append(why)
     blessed = not reasons
     log.info("metrics %s -> %s", metrics, "BLESSED" if blessed else "NOT blessed: " + "; ".join(reasons))
 
@@ -102,6 +165,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
         reasons=reasons,
         metrics=metrics,
         blessing=str(final / "blessing.json"),
+        canary=str(final / "canary.json"),
     )
     with staged_dir(final) as out:
         write_json(out / "blessing.json", {
@@ -109,8 +173,14 @@ def evaluate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
             "reasons": reasons,
             "metrics": metrics,
             "thresholds": [b.__dict__ for b in config.thresholds],
+            "skew_tolerance": SKEW_TOLERANCE,
             "saved_model": trained["saved_model"],
         })
-        np.save(out / "eval_predictions.npy", probabilities)
+        # Real eval rows with their offline (serving-path) predictions: canary requests for a rollout.
+        write_json(out / "canary.json", [
+            {"b64": base64.b64encode(examples[i]).decode(), "features": raw_features(examples[i]),
+             "prediction": float(serving[i])}
+            for i in range(min(CANARY_ROWS, len(examples)))
+        ])
         write_result(out, result)
     return result

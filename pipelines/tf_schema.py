@@ -35,3 +35,12 @@ def serving_feature_spec(schema: RawSchema) -> dict:
 
 def tfmd_schema(schema: RawSchema) -> schema_pb2.Schema:
     return schema_utils.schema_from_feature_spec(raw_feature_spec(schema))
+
+
+def raw_examples(table, schema: RawSchema) -> list[bytes]:
+    """Raw rows (flat pyarrow columns) as the serialized tf.Examples a client sends: no label."""
+    from tfx_bsl.coders.example_coder import RecordBatchToExamples
+
+    from pipelines.schema import to_tfxio_batch
+
+    return RecordBatchToExamples(to_tfxio_batch(table, schema.serving_features()))

@@ -54,24 +54,49 @@ def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_siz
     return ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+SERVING_SIGNATURE = "serving_default"  # serialized tf.Example with raw features
+RAW_SIGNATURE = "serving_raw"  # raw features as named tensors: TF Serving's JSON {"instances": [{...}]}
+
+
 def export_serving_model(model, tft_output, schema, export_dir: Path) -> None:
-    """Save ``model`` with the TFT layer attached and a raw-tf.Example ``serving_default`` signature."""
+    """Save ``model`` with the TFT layer inside and two raw-feature signatures.
+
+    ``serving_default`` parses serialized tf.Examples (a missing feature is simply
+    absent); ``serving_raw`` takes one named tensor per raw feature, one value per
+    row. Both feed the same TFT layer and model, so they agree on the same row.
+    """
     import tensorflow as tf
 
-    from pipelines.tf_schema import serving_feature_spec
+    from pipelines.tf_schema import TF_DTYPES, serving_feature_spec
 
     model.tft_layer = tft_output.transform_features_layer()  # tracked, so its assets ship with the model
+    features = schema.serving_features()
     raw_spec = serving_feature_spec(schema)
     input_names = list(model.input_names)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve_tf_examples(serialized):
-        raw = tf.io.parse_example(serialized, raw_spec)
+    def predict_raw(raw: dict) -> dict:
         transformed = model.tft_layer(raw)
         probability = model({name: transformed[name] for name in input_names})
         return {SERVING_OUTPUT: tf.squeeze(probability, axis=1)}
 
-    model.save(str(export_dir), save_format="tf", signatures={"serving_default": serve_tf_examples})
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples(serialized):
+        return predict_raw(tf.io.parse_example(serialized, raw_spec))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], TF_DTYPES[f.type], name=f.name) for f in features])
+    def serve_raw_features(*columns):
+        raw = {}
+        for f, column in zip(features, columns, strict=True):
+            if f.nullable:  # the TFT graph takes nullable columns as [batch, 1] SparseTensors
+                rows = tf.range(tf.shape(column, out_type=tf.int64)[0])
+                indices = tf.stack([rows, tf.zeros_like(rows)], axis=1)
+                raw[f.name] = tf.SparseTensor(indices, column, [tf.shape(column, out_type=tf.int64)[0], 1])
+            else:
+                raw[f.name] = column
+        return predict_raw(raw)
+
+    model.save(str(export_dir), save_format="tf",
+               signatures={SERVING_SIGNATURE: serve_tf_examples, RAW_SIGNATURE: serve_raw_features})
 
 
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,

@@ -21,6 +21,10 @@ from pipelines.storage import staged_dir
 
 log = logging.getLogger(__name__)
 
+# Each transformed eval example also carries its raw row, serialized as the tf.Example a client sends
+# (TFT passes this column through untouched): the skew gate pairs both paths row by row.
+RAW_EXAMPLE_KEY = "__raw_example__"
+
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
 
 
@@ -71,6 +75,28 @@ def read_raw(pipeline, label: str, files: list[str], fmt: str, schema: RawSchema
     return batches, config
 
 
+def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
+    """Append the RAW_EXAMPLE_KEY passthrough column to every batch (and to the adapter's schema)."""
+    import apache_beam as beam
+    import pyarrow as pa
+    from tfx_bsl.coders.example_coder import RecordBatchToExamples
+    from tfx_bsl.public import tfxio
+
+    serving_names = [f.name for f in schema.serving_features()]
+    column_type = pa.large_list(pa.large_binary())
+
+    def attach(batch):
+        examples = pa.array(RecordBatchToExamples(batch.select(serving_names)), pa.large_binary())
+        offsets = pa.array(range(batch.num_rows + 1), pa.int64())
+        return batch.append_column(RAW_EXAMPLE_KEY, pa.LargeListArray.from_arrays(offsets, examples))
+
+    config = tfxio.TensorAdapterConfig(
+        adapter_config.arrow_schema.append(pa.field(RAW_EXAMPLE_KEY, column_type)),
+        adapter_config.tensor_representations,
+    )
+    return batches | f"AttachRawExamples{label}" >> beam.Map(attach), config
+
+
 def transform(
     config: ModelConfig, *, interval: dt.date, artifact_root: Path, beam_args: list[str] | None = None,
 ) -> TransformResult:
@@ -103,11 +129,14 @@ def transform(
             return count
 
         pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-        with tft_beam.Context(temp_dir=str(out / "tmp")):
+        with tft_beam.Context(temp_dir=str(out / "tmp"), passthrough_keys={RAW_EXAMPLE_KEY}):
             raw = {}
             for split, split_files in files.items():
                 batches, adapter_config = read_raw(pipeline, split.title(), split_files, config.data.format, schema)
-                raw[split] = (batches | f"Count{split.title()}" >> beam.Map(counted(split)), adapter_config)
+                batches = batches | f"Count{split.title()}" >> beam.Map(counted(split))
+                if split == "eval":
+                    batches, adapter_config = with_raw_examples(batches, adapter_config, schema, split.title())
+                raw[split] = (batches, adapter_config)
 
             (train_data, _), transform_fn = raw["train"] | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
                 preprocessing_fn, output_record_batches=True

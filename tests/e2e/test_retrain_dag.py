@@ -67,9 +67,9 @@ def test_blessed_run_publishes_a_servable_raw_feature_model(stack, blessed_run):
     import numpy as np
     import tensorflow as tf
 
-    from pipelines.evaluate import raw_examples
     from pipelines.models.taxi.features import SCHEMA
     from pipelines.storage import partition_files, read_files
+    from pipelines.tf_schema import raw_examples
 
     assert task_states(blessed_run.stdout) == {
         "validate": "success", "transform": "success", "train": "success",

@@ -1,0 +1,289 @@
+"""Which versions are loaded: file-system polling, version policies, the model config file, labels.
+
+Semantics follow TF Serving:
+- a version is an integer-named directory under the model's base path; other
+  names (such as an in-progress ``.publishing-...`` directory) are ignored;
+- policy ``latest`` (default, ``num_versions`` 1), ``specific`` or ``all``;
+- a new version is loaded before an old one is unloaded, and an old one is kept
+  while no wanted version is AVAILABLE (availability-preserving);
+- ``version_labels`` may only point at a version that is AVAILABLE; a label
+  update that breaks this rule is refused and the previous labels stay;
+- the config file (``model_config_list`` in protobuf text format) is re-read
+  when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+class ServingError(Exception):
+    """An error with TF Serving's HTTP status: 404 for unknown servables, 400 for bad requests."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    base_path: str
+    policy: str = "latest"  # latest | specific | all
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+    labels: tuple[tuple[str, int], ...] = ()
+
+
+def parse_model_config(text: str, source: str = "<config>") -> list[ModelSpec]:
+    """``model_config_list`` text proto -> specs, parsed with tensorflow-serving-api's protos."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    proto = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as exc:
+        raise ValueError(f"{source}: not a valid ModelServerConfig: {exc}") from None
+    specs = []
+    for config in proto.model_config_list.config:
+        if not config.name or not config.base_path:
+            raise ValueError(f"{source}: every config needs a name and a base_path")
+        if config.model_platform not in ("", "tensorflow"):
+            raise ValueError(f"{source}: model {config.name}: only model_platform 'tensorflow' is supported")
+        policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
+        specs.append(ModelSpec(
+            name=config.name,
+            base_path=config.base_path,
+            policy=policy,
+            num_versions=(config.model_version_policy.latest.num_versions or 1) if policy == "latest" else 1,
+            versions=tuple(config.model_version_policy.specific.versions),
+            labels=tuple(sorted(config.version_labels.items())),
+        ))
+    if len({s.name for s in specs}) != len(specs):
+        raise ValueError(f"{source}: model names must be unique")
+    return specs
+
+
+def version_dirs(base_path: str) -> list[int]:
+    base = Path(base_path)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+@dataclass
+class Version:
+    number: int
+    state: str = START
+    error_code: str = "OK"
+    error_message: str = ""
+    loaded: Any = None  # the tf.saved_model.load result while AVAILABLE
+    signature_defs: Any = None
+
+    def status(self) -> dict:
+        return {"version": str(self.number), "state": self.state,
+                "status": {"error_code": self.error_code, "error_message": self.error_message}}
+
+
+@dataclass
+class Model:
+    spec: ModelSpec
+    versions: dict[int, Version] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+class ModelManager:
+    """Keeps the wanted versions of every model loaded; thread-safe for readers."""
+
+    def __init__(self, specs: list[ModelSpec] | None = None, *, config_file: str | None = None,
+                 fs_poll_seconds: float = 1.0, config_poll_seconds: float = 1.0):
+        self._lock = threading.RLock()
+        self._models: dict[str, Model] = {}
+        self._config_file = config_file
+        self._config_text: str | None = None
+        self._specs = list(specs or [])
+        self.fs_poll_seconds = fs_poll_seconds
+        self.config_poll_seconds = config_poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_config_error: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        self.poll_once()
+        self._thread = threading.Thread(target=self._run, name="model-manager", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        next_config = time.monotonic() + self.config_poll_seconds
+        while not self._stop.wait(self.fs_poll_seconds):
+            try:
+                if self._config_file and time.monotonic() >= next_config:
+                    next_config = time.monotonic() + self.config_poll_seconds
+                    self._read_config()
+                self._reconcile()
+            except Exception:  # a bad poll must not kill the server; it is logged and retried
+                log.exception("model manager poll failed")
+
+    def poll_once(self) -> None:
+        if self._config_file:
+            self._read_config()
+        self._reconcile()
+
+    # -- config -------------------------------------------------------------------
+    def _read_config(self) -> None:
+        text = Path(self._config_file).read_text()
+        if text == self._config_text:
+            return
+        try:
+            specs = parse_model_config(text, self._config_file)
+        except ValueError as exc:
+            self.last_config_error = str(exc)
+            log.error("keeping the previous config: %s", exc)
+            self._config_text = text
+            return
+        self._config_text = text
+        self.last_config_error = None
+        with self._lock:
+            self._specs = specs
+        log.info("model config %s: %s", self._config_file, [(s.name, s.policy, s.versions) for s in specs])
+
+    # -- reconcile ----------------------------------------------------------------
+    def _wanted(self, spec: ModelSpec, on_disk: list[int]) -> list[int]:
+        if spec.policy == "specific":
+            return [v for v in spec.versions if v in on_disk]
+        if spec.policy == "all":
+            return on_disk
+        return on_disk[-spec.num_versions:]
+
+    def _reconcile(self) -> None:
+        with self._lock:
+            specs = list(self._specs)
+            for name in set(self._models) - {s.name for s in specs}:
+                self._unload_all(self._models.pop(name))
+        for spec in specs:
+            with self._lock:
+                model = self._models.setdefault(spec.name, Model(spec))
+                model.spec = spec
+            on_disk = version_dirs(spec.base_path)
+            wanted = self._wanted(spec, on_disk)
+            for number in wanted:  # load new versions first ...
+                version = model.versions.get(number)
+                if version is None or version.state == END and version.error_code == "OK":
+                    self._load(model, number, Path(spec.base_path) / str(number))
+            with self._lock:  # ... then unload the unwanted, but never the last available one
+                if any(model.versions[v].state == AVAILABLE for v in wanted if v in model.versions):
+                    for number, version in model.versions.items():
+                        if number not in wanted and version.state == AVAILABLE:
+                            self._unload(version)
+                self._apply_labels(model, spec)
+
+    def _load(self, model: Model, number: int, path: Path) -> None:
+        import tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        version = Version(number, state=LOADING)
+        with self._lock:
+            model.versions[number] = version
+        log.info("loading %s version %d from %s", model.spec.name, number, path)
+        try:
+            loaded = tf.saved_model.load(str(path))
+            proto = saved_model_pb2.SavedModel()
+            proto.ParseFromString((path / "saved_model.pb").read_bytes())
+            signature_defs = proto.meta_graphs[0].signature_def
+            for signature in loaded.signatures.values():  # fail at load time, not on the first request
+                signature.structured_input_signature
+        except Exception as exc:  # any load failure is reported in the version status, as TF Serving does
+            log.error("failed to load %s version %d: %s", model.spec.name, number, exc)
+            with self._lock:
+                version.state, version.error_code = END, "UNKNOWN"
+                version.error_message = f"Failed to load servable version {number}: {type(exc).__name__}: {exc}"
+            return
+        with self._lock:
+            version.loaded, version.signature_defs, version.state = loaded, signature_defs, AVAILABLE
+        log.info("%s version %d is AVAILABLE", model.spec.name, number)
+
+    def _unload(self, version: Version) -> None:
+        version.state = UNLOADING
+        version.loaded = None
+        version.state = END
+        log.info("unloaded version %d", version.number)
+
+    def _unload_all(self, model: Model) -> None:
+        for version in model.versions.values():
+            if version.state == AVAILABLE:
+                self._unload(version)
+
+    def _apply_labels(self, model: Model, spec: ModelSpec) -> None:
+        wanted = dict(spec.labels)
+        if wanted == model.labels:
+            return
+        unavailable = {k: v for k, v in wanted.items()
+                       if v not in model.versions or model.versions[v].state != AVAILABLE}
+        if unavailable:
+            # TF Serving refuses to point a label at a version that is not loaded.
+            waiting = any(model.versions.get(v) and model.versions[v].state in (START, LOADING)
+                          for v in unavailable.values())
+            if not waiting:
+                self.last_config_error = (
+                    f"Request to assign label to version(s) {sorted(unavailable.values())} of model "
+                    f"{spec.name}, which is not currently available for inference"
+                )
+                log.error(self.last_config_error)
+            return
+        model.labels = wanted
+
+    # -- lookups for the REST layer ------------------------------------------------
+    def statuses(self, name: str, version: int | None = None, label: str | None = None) -> list[dict]:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None or not model.versions:
+                raise ServingError(404, f"Could not find any versions of model {name}")
+            if label is not None:
+                version = self._label_version(model, label)
+            if version is not None:
+                if version not in model.versions:
+                    raise ServingError(404, f"Could not find version {version} of model {name}")
+                return [model.versions[version].status()]
+            return [v.status() for _, v in sorted(model.versions.items(), reverse=True)]
+
+    def servable(self, name: str, version: int | None = None, label: str | None = None) -> Version:
+        """The AVAILABLE version a request addresses (latest available when unspecified)."""
+        with self._lock:
+            model = self._models.get(name)
+            request = (f"Specific({name}, {version})" if version is not None else
+                       f"Label({name}, {label})" if label is not None else f"Latest({name})")
+            if model is None:
+                raise ServingError(404, f"Servable not found for request: {request}")
+            if label is not None:
+                version = self._label_version(model, label)
+            if version is None:
+                available = [n for n, v in model.versions.items() if v.state == AVAILABLE]
+                if not available:
+                    raise ServingError(404, f"Servable not found for request: {request}")
+                version = max(available)
+            found = model.versions.get(version)
+            if found is None or found.state != AVAILABLE:
+                raise ServingError(404, f"Servable not found for request: {request}")
+            return found
+
+    def _label_version(self, model: Model, label: str) -> int:
+        if label not in model.labels:
+            raise ServingError(400, f"Unrecognized servable version label: {label}")
+        return model.labels[label]

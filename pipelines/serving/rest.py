@@ -1,0 +1,244 @@
+"""TF Serving's REST API (the subset Skewfree uses) over a ModelManager.
+
+GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            -> {"model_version_status": [...]}
+GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   -> {"model_spec": ..., "metadata": ...}
+POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    -> {"predictions": [...]} | {"outputs": ...}
+Errors are {"error": "..."} with 404 for unknown servables and 400 for bad requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from pipelines.serving.models import ModelManager, ServingError, Version
+
+log = logging.getLogger(__name__)
+
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:/(?P<metadata>metadata)|:(?P<verb>predict|classify|regress))?$"
+)
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _convert(values: list, dtype, where: str) -> np.ndarray:
+    """JSON values for one input -> numpy, refusing anything TF Serving would refuse."""
+    import tensorflow as tf
+
+    out = []
+    for value in values:
+        if isinstance(value, dict) and set(value) == {"b64"} and dtype == tf.string:
+            try:
+                out.append(base64.b64decode(value["b64"], validate=True))
+            except (ValueError, TypeError):
+                raise ServingError(400, f"{where}: 'b64' value is not valid base64") from None
+        elif value is None:
+            raise ServingError(400, f"{where}: null is not allowed; send the row as a serialized tf.Example "
+                                    f"(serving_default) to leave a feature missing")
+        elif dtype == tf.string:
+            if not isinstance(value, str):
+                raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type string")
+            out.append(value.encode())
+        elif dtype.is_integer:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type "
+                                        f"{dtype.name}")
+            out.append(value)
+        elif dtype.is_floating:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type "
+                                        f"{dtype.name}")
+            out.append(value)
+        else:
+            raise ServingError(400, f"{where}: unsupported input dtype {dtype.name}")
+    return np.array(out, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+
+
+def _signature(servable: Version, name: str | None):
+    name = name or DEFAULT_SIGNATURE
+    signature = servable.loaded.signatures.get(name)
+    if signature is None:
+        raise ServingError(400, f"Serving signature name: \"{name}\" not found in signature def; "
+                                f"signatures are {sorted(servable.loaded.signatures)}")
+    return signature
+
+
+def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list):
+        raise ServingError(400, "'instances' must be a JSON list")
+    if not instances:
+        raise ServingError(400, "'instances' is an empty list: send at least one instance")
+    names = sorted(specs)
+    columns: dict[str, list] = {n: [] for n in names}
+    for i, instance in enumerate(instances):
+        where = f"instances[{i}]"
+        if len(names) == 1 and not (isinstance(instance, dict) and set(instance) == set(names)):
+            columns[names[0]].append(instance)  # single input: a bare value or {"b64": ...}
+            continue
+        if not isinstance(instance, dict):
+            raise ServingError(400, f"{where}: expected a JSON object with named inputs {names}, "
+                                    f"got {_json_type(instance)}")
+        missing = [n for n in names if n not in instance]
+        if missing:
+            raise ServingError(400, f"{where}: missing named input(s) {missing}")
+        unknown = sorted(set(instance) - set(names))
+        if unknown:
+            raise ServingError(400, f"{where}: unknown named input(s) {unknown}; the signature takes {names}")
+        for n in names:
+            columns[n].append(instance[n])
+    return {n: _convert(columns[n], specs[n].dtype, f"instances: named input '{n}'") for n in names}
+
+
+def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
+    names = sorted(specs)
+    if len(names) == 1 and not (isinstance(inputs, dict) and set(inputs) == set(names)):
+        inputs = {names[0]: inputs}  # single input: the value itself
+    if not isinstance(inputs, dict):
+        raise ServingError(400, f"'inputs' must be a JSON object with named inputs {names}")
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise ServingError(400, f"inputs: missing named input(s) {missing}")
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise ServingError(400, f"inputs: unknown named input(s) {unknown}; the signature takes {names}")
+    lengths = set()
+    out = {}
+    for n in names:
+        values = inputs[n] if isinstance(inputs[n], list) else [inputs[n]]
+        if not values:
+            raise ServingError(400, f"inputs: named input '{n}' is an empty list")
+        out[n] = _convert(values, specs[n].dtype, f"inputs: named input '{n}'")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise ServingError(400, f"inputs: named inputs have different batch sizes {sorted(lengths)}")
+    return out
+
+
+def predict(servable: Version, body: dict) -> dict:
+    import tensorflow as tf
+
+    signature = _signature(servable, body.get("signature_name"))
+    specs = signature.structured_input_signature[1]
+    if "instances" in body and "inputs" in body:
+        raise ServingError(400, "Not both 'instances' and 'inputs' may be given")
+    if "instances" in body:
+        columns, row_format = _row_inputs(body["instances"], specs), True
+    elif "inputs" in body:
+        columns, row_format = _columnar_inputs(body["inputs"], specs), False
+    else:
+        raise ServingError(400, "Missing 'instances' or 'inputs' key in the request body")
+    try:
+        outputs = signature(**{n: tf.constant(v, dtype=specs[n].dtype) for n, v in columns.items()})
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+        raise ServingError(400, f"the model rejected the request: {str(exc).splitlines()[0]}") from None
+    outputs = {k: v.numpy().tolist() for k, v in outputs.items()}
+    if not row_format:
+        return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
+    if len(outputs) == 1:
+        return {"predictions": next(iter(outputs.values()))}
+    rows = len(next(iter(outputs.values())))
+    return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(rows)]}
+
+
+def metadata(name: str, servable: Version) -> dict:
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature_def in servable.signature_defs.items():
+        if not key.startswith("__"):
+            signature_map.signature_def[key].CopyFrom(signature_def)
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(servable.number)},
+        "metadata": {"signature_def": {
+            **json_format.MessageToDict(signature_map, preserving_proto_field_name=True),
+            "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+        }},
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ModelHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self, method: str) -> None:
+        try:
+            match = _PATH.match(self.path.split("?", 1)[0])
+            if not match:
+                raise ServingError(404, f"Malformed request: {method} {self.path}")
+            name, label = match["name"], match["label"]
+            version = None
+            if match["version"] is not None:
+                if not match["version"].isdigit():
+                    raise ServingError(400, f"Malformed request: version '{match['version']}' is not an integer")
+                version = int(match["version"])
+            manager = self.server.manager
+            if method == "GET" and not match["verb"]:
+                if match["metadata"]:
+                    self._send(200, metadata(name, manager.servable(name, version, label)))
+                else:
+                    self._send(200, {"model_version_status": manager.statuses(name, version, label)})
+            elif method == "POST" and match["verb"] == "predict" and not match["metadata"]:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise ServingError(400, f"JSON Parse error: {exc}") from None
+                if not isinstance(body, dict):
+                    raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+                self._send(200, predict(manager.servable(name, version, label), body))
+            elif match["verb"] in ("classify", "regress"):
+                raise ServingError(400, f"this local server implements :predict only, not :{match['verb']}")
+            else:
+                raise ServingError(405 if match else 404, f"Malformed request: {method} {self.path}")
+        except ServingError as exc:
+            self._send(exc.status, {"error": exc.message})
+        except Exception as exc:  # an unexpected server bug is a 500 with its message, never a dropped socket
+            log.exception("request failed")
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._route("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._route("POST")
+
+
+class ModelHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], manager: ModelManager):
+        super().__init__(address, _Handler)
+        self.manager = manager
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="model-http", daemon=True)
+        thread.start()
+        return thread
