@@ -207,8 +207,6 @@ class ModelManager:
             proto = saved_model_pb2.SavedModel()
             proto.ParseFromString((path / "saved_model.pb").read_bytes())
             signature_defs = proto.meta_graphs[0].signature_def
-            for signature in loaded.signatures.values():  # fail at load time, not on the first request
-                signature.structured_input_signature
         except Exception as exc:  # any load failure is reported in the version status, as TF Serving does
             log.error("failed to load %s version %d: %s", model.spec.name, number, exc)
             with self._lock:
