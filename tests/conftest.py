@@ -47,3 +47,36 @@ def airflow_env(home: Path, dags_folder: Path | None = None) -> dict[str, str]:
         TF_USE_LEGACY_KERAS="1",
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, small_data, taxi_config):
+    """validate -> transform -> train -> evaluate on ``small_data`` in-process, with real Beam and TF."""
+    from pipelines.evaluate import evaluate
+    from pipelines.runs import Run
+    from pipelines.train import train
+    from pipelines.transform import transform
+    from pipelines.validate import validate
+
+    art = tmp_path_factory.mktemp("artifacts")
+    validate(taxi_config, interval=END, data_root=str(small_data), artifact_root=art)
+    transform(taxi_config, interval=END, artifact_root=art)
+    train(taxi_config, interval=END, artifact_root=art, overrides={"epochs": 2})
+    evaluation = evaluate(taxi_config, interval=END, artifact_root=art)
+    return {"artifact_root": art, "run": Run(art, "taxi", END), "evaluation": evaluation}
+
+
+@pytest.fixture(scope="session")
+def complete_rows(small_data):
+    """Raw eval-day rows with every serving feature present (JSON instances cannot carry a missing value)."""
+    import pyarrow.compute as pc
+
+    from pipelines.models.taxi.features import SCHEMA
+    from pipelines.storage import partition_files, read_files
+
+    table = read_files(partition_files(small_data / "taxi_trips" / f"dt={END}", "csv"), "csv", SCHEMA)
+    mask = None
+    for f in SCHEMA.serving_features():
+        valid = pc.is_valid(table.column(f.name))
+        mask = valid if mask is None else pc.and_(mask, valid)
+    return table.filter(mask).slice(0, 40)
