@@ -1,0 +1,225 @@
+"""REST contract of the model server: the local dev server, and a real TF Serving when configured.
+
+Set ``TF_SERVING_URL`` (e.g. http://127.0.0.1:8501) and ``TF_SERVING_MODEL_BASE_PATH`` (the
+directory that server watches for the model ``taxi``, shared with this machine) to run every
+test here against ``tensorflow/serving`` too; without them that target is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import END, ROOT
+
+pytestmark = pytest.mark.slow
+MODEL = "taxi"
+
+
+@dataclass
+class Target:
+    url: str
+    base_path: Path
+    version: int
+
+
+def http(method: str, url: str, body: bytes | dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := predicate():
+                return value
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def version_states(target_url: str) -> dict[int, str]:
+    status, body = http("GET", f"{target_url}/v1/models/{MODEL}")
+    if status != 200:
+        return {}
+    return {int(v["version"]): v["state"] for v in body["model_version_status"]}
+
+
+@pytest.fixture(scope="module", params=["local", "tf_serving"])
+def target(request, trained_run, tmp_path_factory, taxi_config):
+    from pipelines.publish import publish
+
+    process = None
+    if request.param == "tf_serving":
+        url, base = os.environ.get("TF_SERVING_URL"), os.environ.get("TF_SERVING_MODEL_BASE_PATH")
+        if not url or not base:
+            pytest.skip("real TF Serving not configured: set TF_SERVING_URL and TF_SERVING_MODEL_BASE_PATH "
+                        "(a model base path for 'taxi' shared with that server) to run this contract against it")
+        base_path = Path(base)
+        if base_path.name != MODEL:
+            pytest.skip(f"TF_SERVING_MODEL_BASE_PATH must end in /{MODEL}")
+        url = url.rstrip("/")
+    else:
+        base_path = tmp_path_factory.mktemp("serving") / MODEL
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines", "serve", "--model-name", MODEL, "--model-base-path", str(base_path),
+             "--port", str(port), "--file-system-poll-wait-seconds", "0.2"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    published = publish(taxi_config, interval=END, artifact_root=trained_run["artifact_root"],
+                        serving_root=base_path.parent)
+    try:
+        wait_for(lambda: version_states(url).get(published.version) == "AVAILABLE",
+                 what=f"version {published.version} AVAILABLE at {url}")
+        yield Target(url, base_path, published.version)
+    finally:
+        if process:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def canary(trained_run):
+    return json.loads(Path(trained_run["run"].read_result("evaluate")["canary"]).read_text())
+
+
+def test_model_status(target):
+    status, body = http("GET", f"{target.url}/v1/models/{MODEL}")
+    assert status == 200
+    assert {"version": str(target.version), "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""}} in body["model_version_status"]
+    status, body = http("GET", f"{target.url}/v1/models/{MODEL}/versions/{target.version}")
+    assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_unknown_model_and_version_are_404(target):
+    status, body = http("GET", f"{target.url}/v1/models/no_such_model")
+    assert status == 404 and "no_such_model" in body["error"]
+    status, body = http("GET", f"{target.url}/v1/models/{MODEL}/versions/7")
+    assert status == 404 and "7" in body["error"]
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}/versions/7:predict", {"instances": [{"b64": ""}]})
+    assert status == 404 and "error" in body
+
+
+def test_metadata_lists_both_raw_feature_signatures(target):
+    status, body = http("GET", f"{target.url}/v1/models/{MODEL}/metadata")
+    assert status == 200
+    assert body["model_spec"]["name"] == MODEL and body["model_spec"]["version"] == str(target.version)
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) >= {"serving_default", "serving_raw"}
+    assert set(signatures["serving_default"]["inputs"]) == {"examples"}
+    assert signatures["serving_raw"]["inputs"]["trip_miles"]["dtype"] == "DT_FLOAT"
+    assert signatures["serving_raw"]["inputs"]["company"]["dtype"] == "DT_STRING"
+    assert "tipped" not in signatures["serving_raw"]["inputs"]
+
+
+def test_predict_tf_examples_match_offline_predictions(target, canary):
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}/versions/{target.version}:predict",
+                        {"instances": [{"b64": row["b64"]} for row in canary]})
+    assert status == 200, body
+    np.testing.assert_allclose(body["predictions"], [row["prediction"] for row in canary], atol=1e-5)
+
+
+def test_predict_json_rows_and_columns(target, canary):
+    complete = [row for row in canary if len(row["features"]) == 11][:10]
+    assert complete
+    status, rows = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        {"signature_name": "serving_raw", "instances": [row["features"] for row in complete]})
+    assert status == 200, rows
+    np.testing.assert_allclose(rows["predictions"], [row["prediction"] for row in complete], atol=1e-5)
+    columns = {name: [row["features"][name] for row in complete] for name in complete[0]["features"]}
+    status, cols = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        {"signature_name": "serving_raw", "inputs": columns})
+    assert status == 200, cols
+    np.testing.assert_allclose(cols["outputs"], rows["predictions"], atol=1e-6)
+
+
+def _row(canary) -> dict:
+    return dict(next(row for row in canary if len(row["features"]) == 11)["features"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda r: {k: v for k, v in r.items() if k != "company"}, "company"),
+        (lambda r: {**r, "colour": "red"}, "colour"),
+        (lambda r: {**r, "trip_miles": "three"}, "trip_miles"),
+        (lambda r: {**r, "pickup_hour": 7.5}, "pickup_hour"),
+        (lambda r: {**r, "company": 12}, "company"),
+    ],
+    ids=["missing-feature", "unknown-feature", "string-for-float", "float-for-int", "number-for-string"],
+)
+def test_bad_rows_are_400_naming_the_feature(target, canary, edit, named):
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        {"signature_name": "serving_raw", "instances": [edit(_row(canary))]})
+    assert status == 400, body
+    assert named in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"instances": [', "JSON"),
+        (b'{"signature_name": "serving_raw", "instances": []}', "empty"),
+        (b'{"signature_name": "nope", "instances": [1]}', "nope"),
+        (b'{"nothing": 1}', "instances"),
+    ],
+    ids=["malformed-json", "empty-batch", "unknown-signature", "no-instances"],
+)
+def test_bad_bodies_are_400(target, body, says):
+    status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict", body)
+    assert status == 400, answer
+    assert says.lower() in answer["error"].lower()
+
+
+def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
+    """Last in this module: it changes what is served."""
+    old, new = target.version, target.version + 1
+    staging = target.base_path / f".publishing-{new}"
+    shutil.copytree(target.base_path / str(old), staging)
+    time.sleep(1.0)  # a few polls: a non-integer directory is never loaded
+    assert new not in version_states(target.url)
+    states_seen = []
+
+    def new_available():
+        states = version_states(target.url)
+        states_seen.append(states)
+        return states.get(new) == "AVAILABLE" and states.get(old) == "END"
+
+    staging.rename(target.base_path / str(new))
+    wait_for(new_available, what=f"version {new} AVAILABLE and {old} unloaded")
+    # never a moment with nothing available: old stays AVAILABLE until new is
+    assert all("AVAILABLE" in s.values() for s in states_seen)
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        {"instances": [{"b64": canary[0]["b64"]}]})
+    assert status == 200 and abs(body["predictions"][0] - canary[0]["prediction"]) < 1e-5
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}/versions/{old}:predict",
+                        {"instances": [{"b64": canary[0]["b64"]}]})
+    assert status == 404
