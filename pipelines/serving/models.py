@@ -117,7 +117,8 @@ class ModelManager:
         self.config_poll_seconds = config_poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_config_error: str | None = None
+        self.config_error: str | None = None  # the config file could not be parsed: the previous one stays
+        self.label_error: str | None = None  # a label pointed at a version that is not loaded: refused
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -154,12 +155,12 @@ class ModelManager:
         try:
             specs = parse_model_config(text, self._config_file)
         except ValueError as exc:
-            self.last_config_error = str(exc)
+            self.config_error = str(exc)
             log.error("keeping the previous config: %s", exc)
             self._config_text = text
             return
         self._config_text = text
-        self.last_config_error = None
+        self.config_error = None
         with self._lock:
             self._specs = specs
         log.info("model config %s: %s", self._config_file, [(s.name, s.policy, s.versions) for s in specs])
@@ -238,14 +239,14 @@ class ModelManager:
             # TF Serving refuses to point a label at a version that is not loaded.
             waiting = any(model.versions.get(v) and model.versions[v].state in (START, LOADING)
                           for v in unavailable.values())
-            if not waiting:
-                self.last_config_error = (
-                    f"Request to assign label to version(s) {sorted(unavailable.values())} of model "
-                    f"{spec.name}, which is not currently available for inference"
-                )
-                log.error(self.last_config_error)
+            message = (f"Request to assign label to version(s) {sorted(unavailable.values())} of model "
+                       f"{spec.name}, which is not currently available for inference")
+            if not waiting and message != self.label_error:
+                self.label_error = message
+                log.error(message)
             return
         model.labels = wanted
+        self.label_error = None
 
     # -- lookups for the REST layer ------------------------------------------------
     def statuses(self, name: str, version: int | None = None, label: str | None = None) -> list[dict]:

@@ -1,0 +1,129 @@
+"""The local server's model config file: specific versions, version labels, re-reading on change."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from pipelines.serving.models import ModelManager, ServingError, parse_model_config
+from tests.serving.test_rest_contract import free_port, http
+
+pytestmark = pytest.mark.slow
+
+
+def config_text(base_path, versions, labels=None) -> str:
+    specific = " ".join(f"versions: {v}" for v in versions)
+    label_text = "".join(f' version_labels {{ key: "{k}" value: {v} }}' for k, v in (labels or {}).items())
+    return (f'model_config_list {{ config {{ name: "taxi" base_path: "{base_path}" model_platform: "tensorflow" '
+            f"model_version_policy {{ specific {{ {specific} }} }}{label_text} }} }}")
+
+
+@pytest.fixture(scope="module")
+def base_path(trained_run, tmp_path_factory):
+    base = tmp_path_factory.mktemp("models") / "taxi"
+    for version in (1, 2, 3):
+        shutil.copytree(trained_run["evaluation"].saved_model, base / str(version))
+    return base
+
+
+def states(manager) -> dict[int, str]:
+    return {int(s["version"]): s["state"] for s in manager.statuses("taxi")}
+
+
+def test_parse_rejects_bad_configs(tmp_path):
+    with pytest.raises(ValueError, match="not a valid ModelServerConfig"):
+        parse_model_config("model_config_list { config { nme: 'x' } }", "cfg")
+    with pytest.raises(ValueError, match="needs a name and a base_path"):
+        parse_model_config('model_config_list { config { name: "x" } }', "cfg")
+    [spec] = parse_model_config(config_text("/m/taxi", [1, 2], {"stable": 1}))
+    assert (spec.policy, spec.versions, spec.labels) == ("specific", (1, 2), (("stable", 1),))
+
+
+def test_specific_versions_and_labels(base_path, tmp_path):
+    cfg = tmp_path / "models.config"
+    cfg.write_text(config_text(base_path, [1], {"stable": 1}))
+    manager = ModelManager(config_file=str(cfg))
+    manager.poll_once()
+    assert states(manager) == {1: "AVAILABLE"}
+    assert manager.servable("taxi", label="stable").number == 1
+
+    # the candidate is loaded beside stable, then labelled in the same config
+    cfg.write_text(config_text(base_path, [1, 2], {"stable": 1, "canary": 2}))
+    manager.poll_once()
+    assert states(manager) == {1: "AVAILABLE", 2: "AVAILABLE"}
+    assert manager.servable("taxi", label="canary").number == 2
+    assert manager.servable("taxi").number == 2  # no label: the highest available version
+
+    # moving stable to 2 and dropping 1 unloads 1 only after 2 is available
+    cfg.write_text(config_text(base_path, [2], {"stable": 2}))
+    manager.poll_once()
+    assert states(manager) == {2: "AVAILABLE", 1: "END"}
+    with pytest.raises(ServingError) as err:
+        manager.servable("taxi", label="canary")
+    assert err.value.status == 400 and "canary" in err.value.message
+
+
+def test_label_on_an_unloaded_version_is_refused(base_path, tmp_path):
+    cfg = tmp_path / "models.config"
+    cfg.write_text(config_text(base_path, [1], {"stable": 1}))
+    manager = ModelManager(config_file=str(cfg))
+    manager.poll_once()
+    cfg.write_text(config_text(base_path, [1], {"stable": 3}))  # 3 exists on disk but is not loaded
+    manager.poll_once()
+    assert manager.servable("taxi", label="stable").number == 1
+    assert "not currently available for inference" in manager.label_error
+    cfg.write_text("this is not a config")
+    manager.poll_once()
+    assert "not a valid ModelServerConfig" in manager.config_error
+    assert states(manager) == {1: "AVAILABLE"}  # the previous config stays in force
+
+
+def test_config_file_is_re_read_by_the_running_server(base_path, tmp_path):
+    from pipelines.serving.rest import ModelHTTPServer
+
+    cfg = tmp_path / "models.config"
+    cfg.write_text(config_text(base_path, [1], {"stable": 1}))
+    manager = ModelManager(config_file=str(cfg), fs_poll_seconds=0.1, config_poll_seconds=0.1)
+    manager.start()
+    server = ModelHTTPServer(("127.0.0.1", free_port()), manager)
+    server.serve_in_thread()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/models/taxi"
+    try:
+        assert http("GET", f"{url}/labels/stable")[1]["model_version_status"][0]["version"] == "1"
+        cfg.write_text(config_text(base_path, [1, 3], {"stable": 3}))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, body = http("GET", f"{url}/labels/stable")
+            if status == 200 and body["model_version_status"][0]["version"] == "3":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("label 'stable' never moved to version 3")
+        status, body = http("GET", f"{url}/labels/nope")
+        assert status == 400 and "nope" in body["error"]
+    finally:
+        server.shutdown()
+        manager.stop()
+
+
+def test_corrupt_version_reports_a_load_error_and_keeps_serving(base_path, tmp_path):
+    base = tmp_path / "taxi"
+    shutil.copytree(base_path / "1", base / "1")
+    from pipelines.serving.models import ModelSpec
+
+    manager = ModelManager([ModelSpec(name="taxi", base_path=str(base))])
+    manager.poll_once()
+    assert states(manager) == {1: "AVAILABLE"}
+    shutil.copytree(base_path / "1", base / ".publishing-2")
+    for variables in (base / ".publishing-2" / "variables").glob("variables.data-*"):
+        variables.write_bytes(variables.read_bytes()[:100])  # truncated variables
+    (base / ".publishing-2").rename(base / "2")
+    manager.poll_once()
+    statuses = {int(s["version"]): s for s in manager.statuses("taxi")}
+    assert statuses[2]["state"] == "END" and statuses[2]["status"]["error_code"] != "OK"
+    assert "Failed to load servable version 2" in statuses[2]["status"]["error_message"]
+    # availability preserving: version 1 is kept, since the version meant to replace it never loaded
+    assert statuses[1]["state"] == "AVAILABLE"
+    assert manager.servable("taxi").number == 1
