@@ -18,6 +18,45 @@ import time
 from pathlib import Path
 
 DEFAULT_END = dt.date(2026, 11, 22)
+DEFAULT_PORT = 8501  # TF Serving's REST port
+
+
+def free_port(preferred: int) -> int:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_and_predict(model: str, model_base_path: Path, version: int, canary_file: Path, port: int) -> None:
+    """Start the local TF-Serving-compatible server on the base path and fetch one prediction over HTTP."""
+    from pipelines.serving.client import ModelServerClient
+
+    url = f"http://127.0.0.1:{port}"
+    print(f"\n==> python -m pipelines serve --model-name {model} --model-base-path {model_base_path} --port {port}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "serve", "--model-name", model, "--model-base-path",
+         str(model_base_path), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = ModelServerClient(url)
+        client.wait_until_available(model, version)
+        rows = json.loads(canary_file.read_text())
+        row = max(rows, key=lambda r: len(r["features"]))  # JSON carries no missing values: a complete row
+        body = {"signature_name": "serving_raw", "instances": [row["features"]]}
+        answer = client.predict(model, body)
+        print(f"    POST {url}/v1/models/{model}:predict")
+        print(f"    request:  {json.dumps(body)}")
+        print(f"    response: {json.dumps(answer)}")
+        print(f"    offline prediction for this eval row (evaluate step): {row['prediction']:.6f}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def run_dag(dag_id: str, interval: dt.date):
@@ -54,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument("--no-generate", action="store_true", help="use the data already under the data root")
+    parser.add_argument("--no-serve", action="store_true", help="skip starting the local model server")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="local model server port (if free)")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -84,12 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     if run.result_path("evaluate").is_file():
         evaluation = run.read_result("evaluate")
         print(f"\n    eval metrics (serving signature, raw rows): {json.dumps(evaluation['metrics'])}")
+        print(f"    train/serve skew: max |training path - serving path| = {evaluation['metrics']['max_abs_skew']:.3g}"
+              f" over {int(evaluation['metrics']['examples'])} eval rows (gate: 1e-05)")
         print(f"    blessed: {evaluation['blessed']} {'; '.join(evaluation['reasons'])}")
     published = run.result_path("publish")
     if str(dag_run.state) == "success" and published.is_file():
         result = run.read_result("publish")
         note = " (identical model already published)" if result["reused"] else ""
         print(f"    published version {result['version']}{note}: {result['path']}")
+        if not args.no_serve:
+            serve_and_predict(config.name, Path(result["path"]).parent, result["version"],
+                              Path(run.read_result("evaluate")["canary"]), free_port(args.port))
     print(f"    demo wall time: {time.monotonic() - started:.0f}s")
     return 0 if str(dag_run.state) == "success" else 1
 

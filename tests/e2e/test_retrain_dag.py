@@ -8,6 +8,7 @@ path, publishes nothing and deletes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,12 @@ def test_blessed_run_publishes_a_servable_raw_feature_model(stack, blessed_run):
     versions = sorted((stack["home"] / "serving" / "taxi").iterdir())
     assert [v.name for v in versions] == ["2026111000"]
     assert f"published version 2026111000: {versions[0]}" in blessed_run.stdout
+    assert "train/serve skew: max |training path - serving path| = " in blessed_run.stdout
+    # the demo ends with a prediction fetched over HTTP from the local model server
+    [response] = [line for line in blessed_run.stdout.splitlines() if line.strip().startswith("response: ")]
+    served = json.loads(response.split("response: ", 1)[1])["predictions"][0]
+    [offline] = [line for line in blessed_run.stdout.splitlines() if "offline prediction for this eval row" in line]
+    assert abs(served - float(offline.rsplit(": ", 1)[1])) < 1e-5
 
     serve = tf.saved_model.load(str(versions[0])).signatures["serving_default"]
     part = stack["home"] / "data" / "taxi_trips" / f"dt={END}"

@@ -14,14 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipelines.serving.client import ModelServerClient
 from tests.conftest import END, ROOT
 
 pytestmark = pytest.mark.slow
@@ -36,38 +35,14 @@ class Target:
 
 
 def http(method: str, url: str, body: bytes | dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+    root, _, path = url.partition("/v1/")
+    return ModelServerClient(root).request(method, "/v1/" + path, body)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := predicate():
-                return value
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-def version_states(target_url: str) -> dict[int, str]:
-    status, body = http("GET", f"{target_url}/v1/models/{MODEL}")
-    if status != 200:
-        return {}
-    return {int(v["version"]): v["state"] for v in body["model_version_status"]}
 
 
 @pytest.fixture(scope="module", params=["local", "tf_serving"])
@@ -96,8 +71,7 @@ def target(request, trained_run, tmp_path_factory, taxi_config):
     published = publish(taxi_config, interval=END, artifact_root=trained_run["artifact_root"],
                         serving_root=base_path.parent)
     try:
-        wait_for(lambda: version_states(url).get(published.version) == "AVAILABLE",
-                 what=f"version {published.version} AVAILABLE at {url}")
+        ModelServerClient(url).wait_until_available(MODEL, published.version)
         yield Target(url, base_path, published.version)
     finally:
         if process:
@@ -201,20 +175,22 @@ def test_bad_bodies_are_400(target, body, says):
 
 def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
     """Last in this module: it changes what is served."""
+    client = ModelServerClient(target.url)
     old, new = target.version, target.version + 1
     staging = target.base_path / f".publishing-{new}"
     shutil.copytree(target.base_path / str(old), staging)
     time.sleep(1.0)  # a few polls: a non-integer directory is never loaded
-    assert new not in version_states(target.url)
+    assert new not in client.version_states(MODEL)
     states_seen = []
-
-    def new_available():
-        states = version_states(target.url)
-        states_seen.append(states)
-        return states.get(new) == "AVAILABLE" and states.get(old) == "END"
-
     staging.rename(target.base_path / str(new))
-    wait_for(new_available, what=f"version {new} AVAILABLE and {old} unloaded")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        states_seen.append(client.version_states(MODEL))
+        if states_seen[-1].get(new) == "AVAILABLE" and states_seen[-1].get(old) == "END":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"version {new} never replaced {old}: last states {states_seen[-1]}")
     # never a moment with nothing available: old stays AVAILABLE until new is
     assert all("AVAILABLE" in s.values() for s in states_seen)
     status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
