@@ -82,6 +82,16 @@ def version_dirs(base_path: str) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+@dataclass(frozen=True)
+class Servable:
+    """What one request uses: a snapshot taken under the lock, so an unload while the request
+    runs cannot pull the model out from under it."""
+
+    number: int
+    loaded: Any
+    signature_defs: Any
+
+
 @dataclass
 class Version:
     number: int
@@ -262,7 +272,7 @@ class ModelManager:
                 return [model.versions[version].status()]
             return [v.status() for _, v in sorted(model.versions.items(), reverse=True)]
 
-    def servable(self, name: str, version: int | None = None, label: str | None = None) -> Version:
+    def servable(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The AVAILABLE version a request addresses (latest available when unspecified)."""
         with self._lock:
             model = self._models.get(name)
@@ -280,7 +290,7 @@ class ModelManager:
             found = model.versions.get(version)
             if found is None or found.state != AVAILABLE:
                 raise ServingError(404, f"Servable not found for request: {request}")
-            return found
+            return Servable(found.number, found.loaded, found.signature_defs)
 
     def _label_version(self, model: Model, label: str) -> int:
         if label not in model.labels:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.serving.models import ModelManager, ServingError, Version
+from pipelines.serving.models import ModelManager, Servable, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,23 @@ def _convert(values: list, dtype, where: str) -> np.ndarray:
     return np.array(out, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
 
 
-def _signature(servable: Version, name: str | None):
+def _signature(servable: Servable, name: str | None):
     name = name or DEFAULT_SIGNATURE
     signature = servable.loaded.signatures.get(name)
     if signature is None:
         raise ServingError(400, f"Serving signature name: \"{name}\" not found in signature def; "
                                 f"signatures are {sorted(servable.loaded.signatures)}")
     return signature
+
+
+def _check_names(given: dict, names: list[str], where: str) -> None:
+    """Every named input of the signature present, and nothing else."""
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise ServingError(400, f"{where}: missing named input(s) {missing}")
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ServingError(400, f"{where}: unknown named input(s) {unknown}; the signature takes {names}")
 
 
 def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
@@ -93,12 +103,7 @@ def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
         if not isinstance(instance, dict):
             raise ServingError(400, f"{where}: expected a JSON object with named inputs {names}, "
                                     f"got {_json_type(instance)}")
-        missing = [n for n in names if n not in instance]
-        if missing:
-            raise ServingError(400, f"{where}: missing named input(s) {missing}")
-        unknown = sorted(set(instance) - set(names))
-        if unknown:
-            raise ServingError(400, f"{where}: unknown named input(s) {unknown}; the signature takes {names}")
+        _check_names(instance, names, where)
         for n in names:
             columns[n].append(instance[n])
     return {n: _convert(columns[n], specs[n].dtype, f"instances: named input '{n}'") for n in names}
@@ -110,12 +115,7 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
         inputs = {names[0]: inputs}  # single input: the value itself
     if not isinstance(inputs, dict):
         raise ServingError(400, f"'inputs' must be a JSON object with named inputs {names}")
-    missing = [n for n in names if n not in inputs]
-    if missing:
-        raise ServingError(400, f"inputs: missing named input(s) {missing}")
-    unknown = sorted(set(inputs) - set(names))
-    if unknown:
-        raise ServingError(400, f"inputs: unknown named input(s) {unknown}; the signature takes {names}")
+    _check_names(inputs, names, "inputs")
     lengths = set()
     out = {}
     for n in names:
@@ -129,7 +129,7 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def predict(servable: Version, body: dict) -> dict:
+def predict(servable: Servable, body: dict) -> dict:
     import tensorflow as tf
 
     signature = _signature(servable, body.get("signature_name"))
@@ -155,7 +155,7 @@ def predict(servable: Version, body: dict) -> dict:
     return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(rows)]}
 
 
-def metadata(name: str, servable: Version) -> dict:
+def metadata(name: str, servable: Servable) -> dict:
     from google.protobuf import json_format
     from tensorflow_serving.apis import get_model_metadata_pb2
 
