@@ -57,6 +57,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    keep_versions: int = 3  # versions kept loaded for an instant rollback (stable and previous at least)
+    load_timeout_seconds: float = 120.0
+    label_timeout_seconds: float = 60.0
+    canary_rows: int = 32
+    canary_tolerance: float = 1e-5
+    latency_budget_ms: float = 500.0  # per canary request, end to end
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     module: str
@@ -66,6 +76,7 @@ class ModelConfig:
     train: TrainConfig
     thresholds: tuple[Bound, ...]
     source: Path = field(compare=False)
+    rollout: RolloutConfig = RolloutConfig()
 
     # -- data windows -------------------------------------------------------
     def window(self, interval: dt.date) -> list[dt.date]:
@@ -131,6 +142,11 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
     train = _build(TrainConfig, _section(raw, "train", source), "train", source)
     if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0:
         raise ConfigError(f"{source}: [train] epochs, batch_size and learning_rate must be positive")
+    rollout = _build(RolloutConfig, _section(raw, "rollout", source), "rollout", source)
+    if rollout.keep_versions < 2:
+        raise ConfigError(f"{source}: [rollout] keep_versions must be at least 2 (stable and previous)")
+    if min(rollout.load_timeout_seconds, rollout.label_timeout_seconds, rollout.latency_budget_ms) <= 0:
+        raise ConfigError(f"{source}: [rollout] timeouts and latency_budget_ms must be positive")
     bounds = []
     for metric, spec in _section(raw, "thresholds", source).items():
         if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"}:
@@ -153,6 +169,7 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         train=train,
         thresholds=tuple(bounds),
         source=source,
+        rollout=rollout,
     )
 
 

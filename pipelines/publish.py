@@ -24,6 +24,7 @@ from pipelines.storage import read_json, staged_dir, tree_digest, write_json
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+CANARY = "canary.json"
 MAX_VERSIONS_PER_DAY = 100
 
 
@@ -81,6 +82,9 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     tmp = model_base / f".publishing-{version}-{uuid.uuid4().hex[:8]}"
     try:
         shutil.copytree(source, tmp)
+        # real eval rows and their offline predictions travel with the version: any rollout or
+        # rollback to it can canary-check it, even after its run directory is gone
+        shutil.copy(evaluation["canary"], tmp / CANARY)
         write_json(tmp / MANIFEST, {
             "model": config.name,
             "version": version,

@@ -12,6 +12,10 @@ import urllib.request
 from typing import Any
 
 
+class VersionLoadError(RuntimeError):
+    """The server reports that a version failed to load."""
+
+
 class ModelServerClient:
     """:param url: the REST root, e.g. ``http://127.0.0.1:8501``."""
 
@@ -41,11 +45,14 @@ class ModelServerClient:
             except json.JSONDecodeError:
                 return err.code, {"error": payload.decode(errors="replace")}
 
-    def version_states(self, model: str) -> dict[int, str]:
+    def version_statuses(self, model: str) -> dict[int, dict[str, Any]]:
         status, body = self.request("GET", self.model_path(model))
         if status != 200:
             return {}
-        return {int(v["version"]): v["state"] for v in body["model_version_status"]}
+        return {int(v["version"]): v for v in body["model_version_status"]}
+
+    def version_states(self, model: str) -> dict[int, str]:
+        return {number: v["state"] for number, v in self.version_statuses(model).items()}
 
     def predict(self, model: str, body: dict, *, version: int | None = None, label: str | None = None) -> dict:
         status, answer = self.request("POST", self.model_path(model, version=version, label=label) + ":predict", body)
@@ -58,11 +65,15 @@ class ModelServerClient:
         state = None
         while time.monotonic() < deadline:
             try:
-                state = self.version_states(model).get(version)
+                found = self.version_statuses(model).get(version, {})
             except OSError:  # the server is not listening yet
-                state = None
+                found = {}
+            state = found.get("state")
             if state == "AVAILABLE":
                 return
+            error = found.get("status", {})
+            if state == "END" and error.get("error_code", "OK") != "OK":
+                raise VersionLoadError(error.get("error_message") or error["error_code"])
             time.sleep(poll)
         raise TimeoutError(f"{model} version {version} not AVAILABLE at {self.url} after {timeout}s "
                            f"(last state: {state})")

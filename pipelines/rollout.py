@@ -1,0 +1,243 @@
+"""rollout: promote a published version to the ``stable`` label of TF Serving, or roll back.
+
+Driven by TF Serving's model config file (``model_config_list``; the server re-reads it):
+
+1. load the candidate beside the current ``stable`` version (``specific`` versions);
+2. wait until the candidate is AVAILABLE (a load error or a timeout fails the rollout);
+3. canary: send real eval rows to the candidate's version endpoint and compare with the offline
+   predictions from ``evaluate`` (``canary_tolerance``) and with the latency budget;
+4. move ``stable`` to the candidate (a label may only point at a loaded version, hence after 2)
+   and ``previous`` to the old stable; wait until the server resolves ``stable`` to the candidate;
+5. keep the last ``keep_versions`` versions loaded for an instant rollback.
+
+Any failure restores the config file as it was, waits until stable is back and the candidate is
+unloaded, and raises ``RolloutError`` saying which check failed and what is serving now.
+Standard library and protobuf only: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import RolloutConfig
+from pipelines.publish import CANARY, existing_versions
+from pipelines.serving.client import ModelServerClient, VersionLoadError
+from pipelines.storage import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+STABLE, PREVIOUS = "stable", "previous"
+
+
+class RolloutError(RuntimeError):
+    """A rollout check failed; the previous serving state was restored."""
+
+
+@dataclass
+class RolloutResult:
+    model: str
+    version: int
+    previous_stable: int | None
+    stable: int
+    loaded_versions: list[int]
+    canary: dict[str, Any] = field(default_factory=dict)
+    changed: bool = True
+    skipped_reason: str | None = None
+
+
+class ServingConfigFile:
+    """TF Serving's ``--model_config_file``: read, edited and written atomically."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def read_text(self) -> str | None:
+        return self.path.read_text() if self.path.is_file() else None
+
+    def parse(self, text: str | None):
+        from google.protobuf import text_format
+        from tensorflow_serving.config import model_server_config_pb2
+
+        proto = model_server_config_pb2.ModelServerConfig()
+        if text:
+            text_format.Parse(text, proto)
+        return proto
+
+    def write(self, proto) -> None:
+        from google.protobuf import text_format
+
+        atomic_write_bytes(self.path, text_format.MessageToString(proto).encode())
+
+    def restore(self, text: str | None) -> None:
+        atomic_write_bytes(self.path, (text if text is not None else "model_config_list {\n}\n").encode())
+
+    @staticmethod
+    def entry(proto, model: str, base_path: str):
+        for config in proto.model_config_list.config:
+            if config.name == model:
+                return config
+        config = proto.model_config_list.config.add()
+        config.name, config.base_path, config.model_platform = model, base_path, "tensorflow"
+        return config
+
+
+def set_versions(entry, versions: list[int], labels: dict[str, int]) -> None:
+    entry.model_version_policy.specific.ClearField("versions")
+    entry.model_version_policy.specific.versions.extend(sorted(set(versions)))
+    entry.ClearField("version_labels")
+    for key, value in labels.items():
+        entry.version_labels[key] = value
+
+
+def wait_for_label(client: ModelServerClient, model: str, label: str, version: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        status, body = client.request("GET", client.model_path(model, label=label))
+        seen = body.get("model_version_status", [{}])[0].get("version") if status == 200 else body.get("error")
+        if seen == str(version):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"label {label!r} of {model} did not move to version {version} in {timeout}s (last: {seen})")
+
+
+def wait_until_unloaded(client: ModelServerClient, model: str, version: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.version_states(model).get(version) in (None, "END"):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{model} version {version} still loaded after {timeout}s")
+
+
+def run_canary(client: ModelServerClient, model: str, version: int, rows: list[dict],
+               policy: RolloutConfig) -> dict[str, Any]:
+    """Real eval rows, one request each, to the candidate's version endpoint."""
+    if not rows:
+        raise RolloutError(f"no canary rows for {model} version {version}: nothing proves it serves correctly")
+    latencies, worst = [], 0.0
+    for i, row in enumerate(rows[: policy.canary_rows]):
+        started = time.perf_counter()
+        answer = client.predict(model, {"instances": [{"b64": row["b64"]}]}, version=version)
+        latencies.append((time.perf_counter() - started) * 1000)
+        served = float(answer["predictions"][0])
+        diff = abs(served - row["prediction"])
+        worst = max(worst, diff)
+        if diff > policy.canary_tolerance:
+            raise RolloutError(f"canary mismatch on eval row {i}: served {served:.6f}, offline {row['prediction']:.6f} "
+                               f"(|diff| {diff:.3g} > {policy.canary_tolerance})")
+    slowest = max(latencies)
+    if slowest > policy.latency_budget_ms:
+        raise RolloutError(f"canary latency {slowest:.1f} ms is over the budget of {policy.latency_budget_ms} ms")
+    return {"requests": len(latencies), "max_abs_diff": worst, "max_latency_ms": round(slowest, 2),
+            "mean_latency_ms": round(sum(latencies) / len(latencies), 2)}
+
+
+def promote(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, version: int,
+            canary_rows: list[dict], policy: RolloutConfig, allow_older: bool = False) -> RolloutResult:
+    """Make ``version`` the stable version of ``model`` with every check, or restore what was serving.
+
+    Versions are ordered by data time, so a version older than the current stable one (a backfill)
+    is not promoted unless ``allow_older`` is set; the result then says so and nothing changes.
+    """
+    cfg = ServingConfigFile(config_file)
+    before_text = cfg.read_text()
+    proto = cfg.parse(before_text)
+    entry = cfg.entry(proto, model, base_path)
+    labels = dict(entry.version_labels)
+    loaded = list(entry.model_version_policy.specific.versions)
+    old_stable = labels.get(STABLE)
+    if old_stable == version:
+        log.info("%s version %d is already stable; nothing to do", model, version)
+        return RolloutResult(model, version, labels.get(PREVIOUS), version, sorted(loaded), changed=False)
+
+    if old_stable is not None and version < old_stable and not allow_older:
+        log.warning("%s version %d is older than stable %d: not promoted (allow_older_than_serving is off)",
+                    model, version, old_stable)
+        return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
+                             skipped_reason=f"version {version} was trained on older data than stable "
+                                            f"{old_stable}; set allow_older_than_serving to promote it")
+
+    check = "load"
+    try:
+        set_versions(entry, [*loaded, version], labels)
+        cfg.write(proto)
+        log.info("loading %s version %d beside stable %s", model, version, old_stable)
+        try:
+            client.wait_until_available(model, version, timeout=policy.load_timeout_seconds)
+        except (VersionLoadError, TimeoutError) as exc:
+            raise RolloutError(f"candidate did not load: {exc}") from None
+
+        check = "canary"
+        canary = run_canary(client, model, version, canary_rows, policy)
+        log.info("canary passed: %s", canary)
+
+        check = "promotion"
+        labels = {STABLE: version, **({PREVIOUS: old_stable} if old_stable is not None else {})}
+        set_versions(entry, [*loaded, version], labels)
+        cfg.write(proto)
+        wait_for_label(client, model, STABLE, version, policy.label_timeout_seconds)
+    except (RolloutError, TimeoutError, RuntimeError, OSError) as exc:
+        cfg.restore(before_text)
+        serving = _serving_now(client, model, old_stable, version, policy)
+        raise RolloutError(f"rollout of {model} version {version} failed at the {check} check: {exc}. "
+                           f"Rolled back: {serving}") from None
+
+    # Promoted. Keep the newest versions loaded for rollback, always stable and previous.
+    keep = [version, *([old_stable] if old_stable is not None else [])]
+    keep += [v for v in sorted(loaded, reverse=True) if v not in keep][: max(0, policy.keep_versions - len(keep))]
+    set_versions(entry, keep, labels)
+    cfg.write(proto)
+    log.info("%s version %d is stable (previous %s); loaded versions %s", model, version, old_stable, sorted(keep))
+    return RolloutResult(model, version, old_stable, version, sorted(keep), canary)
+
+
+def _serving_now(client: ModelServerClient, model: str, old_stable: int | None, candidate: int,
+                 policy: RolloutConfig) -> str:
+    """Wait until the restored config is in force, and describe what is serving."""
+    notes = []
+    try:
+        if old_stable is not None:
+            wait_for_label(client, model, STABLE, old_stable, policy.label_timeout_seconds)
+        wait_until_unloaded(client, model, candidate, policy.load_timeout_seconds)
+    except (TimeoutError, OSError) as exc:
+        notes.append(f"WARNING: {exc}")
+    stable = f"stable is version {old_stable}" if old_stable is not None else "no stable version (first rollout)"
+    states = client.version_states(model) if old_stable is not None else {}
+    return "; ".join([f"{stable}, candidate {candidate} unloaded, versions {json.dumps(states)}", *notes])
+
+
+def current_labels(config_file: Path, model: str) -> dict[str, int]:
+    cfg = ServingConfigFile(config_file)
+    for config in cfg.parse(cfg.read_text()).model_config_list.config:
+        if config.name == model:
+            return dict(config.version_labels)
+    return {}
+
+
+def canary_rows_of(version_dir: Path) -> list[dict]:
+    path = Path(version_dir) / CANARY
+    if not path.is_file():
+        raise RolloutError(f"{path} is missing: version {Path(version_dir).name} has no canary rows to check it with")
+    return json.loads(path.read_text())
+
+
+def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, local_base: Path,
+             target: int | None, policy: RolloutConfig) -> RolloutResult:
+    """Promote an existing version (default: the ``previous`` label) with the same checks as a rollout."""
+    labels = current_labels(config_file, model)
+    on_disk = existing_versions(Path(local_base))
+    if target is None:
+        target = labels.get(PREVIOUS)
+        if target is None:
+            raise RolloutError(f"{model} has no previous stable version to roll back to; name one of {on_disk}")
+    if target not in on_disk:
+        raise RolloutError(f"{model} has no version {target} under {local_base}; versions are {on_disk}")
+    log.info("rolling %s back from %s to version %d", model, labels.get(STABLE), target)
+    return promote(client, config_file, model=model, base_path=base_path, version=target,
+                  canary_rows=canary_rows_of(Path(local_base) / str(target)), policy=policy, allow_older=True)

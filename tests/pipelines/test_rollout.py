@@ -1,0 +1,156 @@
+"""Guarded rollout against the local model server in model-config-file mode (real TF models)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import RolloutConfig
+from pipelines.rollout import RolloutError, current_labels, promote, rollback
+from pipelines.serving.client import ModelServerClient
+from tests.conftest import ROOT
+from tests.serving.test_rest_contract import free_port
+
+pytestmark = pytest.mark.slow
+MODEL = "taxi"
+V0, V1, V2, V3, V4 = 2026110800, 2026110900, 2026111000, 2026111001, 2026111002
+POLICY = RolloutConfig(load_timeout_seconds=60, label_timeout_seconds=30, latency_budget_ms=5000)
+
+
+@pytest.fixture(scope="module")
+def stack(trained_run, tmp_path_factory):
+    """A serving root with good versions V0, V1, V2, a canary-mismatch V3, a corrupt V4, and a server."""
+    root = tmp_path_factory.mktemp("serving")
+    base = root / MODEL
+    model_dir = Path(trained_run["evaluation"].saved_model)
+    canary = json.loads(Path(trained_run["evaluation"].canary).read_text())
+    for version in (V0, V1, V2, V3, V4):
+        shutil.copytree(model_dir, base / str(version))
+        rows = canary
+        if version == V3:  # offline predictions that the served model will not reproduce
+            rows = [{**r, "prediction": min(1.0, r["prediction"] + 0.2)} for r in canary]
+        (base / str(version) / "canary.json").write_text(json.dumps(rows))
+    for data in (base / str(V4) / "variables").glob("variables.data-*"):
+        data.write_bytes(data.read_bytes()[:64])  # truncated variables
+    config = root / "models.config"
+    config.write_text("model_config_list {\n}\n")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "serve", "--model-config-file", str(config), "--port", str(port),
+         "--model-config-file-poll-wait-seconds", "0.2", "--file-system-poll-wait-seconds", "0.2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = ModelServerClient(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            client.request("GET", "/v1/models/none")
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield {"client": client, "config": config, "base": base, "canary": canary}
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def go(stack, version, **kwargs):
+    return promote(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]), version=version,
+                   canary_rows=json.loads((stack["base"] / str(version) / "canary.json").read_text()),
+                   policy=kwargs.pop("policy", POLICY), **kwargs)
+
+
+def stable_of(stack) -> int:
+    status, body = stack["client"].request("GET", f"/v1/models/{MODEL}/labels/stable")
+    assert status == 200, body
+    return int(body["model_version_status"][0]["version"])
+
+
+def test_first_rollout_makes_the_candidate_stable(stack):
+    result = go(stack, V1)
+    assert result.changed and result.stable == V1 and result.previous_stable is None
+    assert result.canary["requests"] == 32 and result.canary["max_abs_diff"] <= 1e-5
+    assert stable_of(stack) == V1
+    answer = stack["client"].predict(MODEL, {"instances": [{"b64": stack["canary"][0]["b64"]}]}, label="stable")
+    assert abs(answer["predictions"][0] - stack["canary"][0]["prediction"]) < 1e-5
+
+
+@pytest.mark.parametrize(("version", "policy", "check", "says"), [
+    (V3, POLICY, "canary", "canary mismatch on eval row 0"),
+    (V4, POLICY, "load", "candidate did not load: Failed to load servable version"),
+    (V2, dataclasses.replace(POLICY, latency_budget_ms=0.001), "canary", "over the budget of 0.001 ms"),
+], ids=["canary-mismatch", "corrupt-candidate", "latency-budget"])
+def test_failed_check_restores_stable(stack, version, policy, check, says):
+    before = stack["config"].read_text()
+    with pytest.raises(RolloutError) as err:
+        go(stack, version, policy=policy)
+    message = str(err.value)
+    assert f"failed at the {check} check" in message and says in message
+    assert f"Rolled back: stable is version {V1}, candidate {version} unloaded" in message
+    assert stack["config"].read_text() == before
+    assert stable_of(stack) == V1
+    assert stack["client"].version_states(MODEL).get(version) in (None, "END")
+
+
+def test_older_version_is_not_promoted_over_newer_stable(stack):
+    result = go(stack, V0)
+    assert not result.changed and result.stable == V1
+    assert "trained on older data than stable" in result.skipped_reason
+    assert stable_of(stack) == V1
+
+
+def test_no_failed_request_during_promotion_and_rollback(stack):
+    client, failures, latencies = stack["client"], [], []
+    stop = threading.Event()
+    body = {"instances": [{"b64": row["b64"]} for row in stack["canary"][:4]]}
+
+    def load():
+        deadline = time.monotonic() + 300  # bounded even if the rollout hangs
+        while not stop.is_set() and time.monotonic() < deadline and len(latencies) < 20_000:
+            started = time.perf_counter()
+            status, answer = client.request("POST", f"/v1/models/{MODEL}/labels/stable:predict", body)
+            latencies.append(time.perf_counter() - started)
+            if status != 200 or len(answer.get("predictions", [])) != 4:
+                failures.append((status, answer))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        promoted = go(stack, V2)
+        time.sleep(0.5)
+        rolled = rollback(client, stack["config"], model=MODEL, base_path=str(stack["base"]),
+                          local_base=stack["base"], target=None, policy=POLICY)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    print(f"\nload test: {len(latencies)} requests to label 'stable', {len(failures)} failed, "
+          f"during promotion {V1}->{V2} and rollback {V2}->{V1}")
+    assert promoted.stable == V2 and promoted.previous_stable == V1
+    assert rolled.stable == V1 and rolled.previous_stable == V2
+    assert stable_of(stack) == V1
+    assert len(latencies) > 50
+    assert failures == []
+
+
+def test_rollback_to_a_named_version_and_unknown_versions(stack):
+    with pytest.raises(RolloutError, match=r"has no version 123 under .*; versions are \[2026110800"):
+        rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
+                 local_base=stack["base"], target=123, policy=POLICY)
+    result = rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
+                      local_base=stack["base"], target=V0, policy=POLICY)
+    assert result.stable == V0  # a rollback may go to older data on purpose
+    assert stable_of(stack) == V0
+    labels = current_labels(stack["config"], MODEL)
+    assert labels == {"stable": V0, "previous": V1}
+    loaded = [v for v, s in stack["client"].version_states(MODEL).items() if s == "AVAILABLE"]
+    assert V0 in loaded and V1 in loaded and len(loaded) <= POLICY.keep_versions
