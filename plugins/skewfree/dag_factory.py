@@ -1,14 +1,21 @@
-"""Build a model's daily retraining DAG from its light config (no TensorFlow at parse time)."""
+"""Build a model's DAGs from its light config (no TensorFlow at parse time).
+
+- ``<name>_retrain``: validate -> transform -> train -> evaluate -> is_blessed -> publish
+  -> needs_approval -> [approve_promotion] -> rollout, over daily data intervals;
+- ``<name>_rollback``: manual only; promotes a named version (default: ``previous``) to ``stable``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from pipelines.config import load_model_config
 from pipelines.runs import STEPS
+from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
 
 log = logging.getLogger(__name__)
@@ -24,8 +31,14 @@ def is_blessed(evaluation: dict) -> bool:
     return False
 
 
+@task.branch(task_id="needs_approval")
+def needs_approval(params: dict | None = None) -> str:
+    """Promotion waits for a human when the run asks for it."""
+    return "approve_promotion" if (params or {}).get("require_approval") else "rollout"
+
+
 def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
-    """validate -> transform -> train -> evaluate -> is_blessed -> publish, over daily data intervals.
+    """The daily retraining DAG of one model.
 
     :param model: a registered model name (``taxi``) or a path to a model's config.toml.
     :param dag_id: defaults to ``<name>_retrain``.
@@ -40,8 +53,55 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         max_active_runs=1,
         tags=["skewfree", config.name],
         doc_md=f"Daily retraining of **{config.name}** ({config.source}).",
+        params={
+            "require_approval": Param(False, type="boolean", title="Require approval",
+                                      description="Wait for a human to approve before the new version "
+                                                  "takes the 'stable' label."),
+            "allow_older_than_serving": Param(
+                False, type="boolean", title="Allow older than serving",
+                description="Promote even if the stable version was trained on newer data (backfills)."),
+        },
     ) as dag:
         steps = {name: PipelineStepOperator(task_id=name, step=name, model=model) for name in STEPS}
         steps["validate"] >> steps["transform"] >> steps["train"] >> steps["evaluate"]
         is_blessed(steps["evaluate"].output) >> steps["publish"]
+        approve_promotion = ApprovalOperator(
+            task_id="approve_promotion",
+            subject=f"Promote {config.name} version {{{{ ti.xcom_pull(task_ids='publish')['version'] }}}} to stable?",
+            body="Eval metrics: {{ ti.xcom_pull(task_ids='evaluate')['metrics'] }}",
+        )
+        rollout = RolloutOperator(
+            task_id="rollout",
+            model=model,
+            version="{{ ti.xcom_pull(task_ids='publish')['version'] }}",
+            trigger_rule="none_failed_min_one_success",
+        )
+        branch = needs_approval()
+        steps["publish"] >> branch >> [approve_promotion, rollout]
+        approve_promotion >> rollout
+    return dag
+
+
+def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
+    """Manual rollback: the trigger form takes the version to make stable again.
+
+    :param model: a registered model name or a path to a model's config.toml.
+    """
+    config = load_model_config(model)
+    with DAG(
+        dag_id=dag_id or f"{config.name}_rollback",
+        schedule=None,
+        start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["skewfree", config.name, "rollback"],
+        doc_md=f"Roll **{config.name}** back: load a published version, canary-check it, make it `stable`.",
+        params={
+            "target_version": Param(
+                None, type=["null", "integer"], minimum=1, title="Target version",
+                description="A published version (YYYYMMDDnn). Empty: the previous stable version. "
+                            "It must exist under the serving root; the task lists the versions if not."),
+        },
+    ) as dag:
+        RolloutOperator(task_id="rollback", model=model, rollback=True)
     return dag

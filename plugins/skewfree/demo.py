@@ -10,11 +10,14 @@ rewritten only if it changed and publish does not duplicate an identical model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_END = dt.date(2026, 11, 22)
@@ -32,34 +35,47 @@ def free_port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
-def serve_and_predict(model: str, model_base_path: Path, version: int, canary_file: Path, port: int) -> None:
-    """Start the local TF-Serving-compatible server on the base path and fetch one prediction over HTTP."""
-    from pipelines.serving.client import ModelServerClient
-
+@contextlib.contextmanager
+def model_server(config_file: Path, port: int) -> Iterator[str]:
+    """The local TF-Serving-compatible server following the model config file the rollout edits."""
+    if not config_file.is_file():
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text("model_config_list {\n}\n")
     url = f"http://127.0.0.1:{port}"
-    print(f"\n==> python -m pipelines serve --model-name {model} --model-base-path {model_base_path} --port {port}")
+    print(f"==> python -m pipelines serve --model-config-file {config_file} --port {port}")
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "serve", "--model-name", model, "--model-base-path",
-         str(model_base_path), "--port", str(port)],
+        [sys.executable, "-m", "pipelines", "serve", "--model-config-file", str(config_file), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        client = ModelServerClient(url)
-        client.wait_until_available(model, version)
-        rows = json.loads(canary_file.read_text())
-        row = max(rows, key=lambda r: len(r["features"]))  # JSON carries no missing values: a complete row
-        body = {"signature_name": "serving_raw", "instances": [row["features"]]}
-        answer = client.predict(model, body)
-        print(f"    POST {url}/v1/models/{model}:predict")
-        print(f"    request:  {json.dumps(body)}")
-        print(f"    response: {json.dumps(answer)}")
-        print(f"    offline prediction for this eval row (evaluate step): {row['prediction']:.6f}")
+        yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def run_dag(dag_id: str, interval: dt.date):
+def show_stable(url: str, model: str, canary_file: Path) -> None:
+    """What the server's 'stable' label serves, and one prediction fetched over HTTP from raw JSON."""
+    from pipelines.serving.client import ModelServerClient
+
+    client = ModelServerClient(url)
+    status, body = client.request("GET", client.model_path(model, label="stable"))
+    if status != 200:
+        print(f"\n    model server: no stable version of {model} ({body.get('error')})")
+        return
+    print(f"\n    model server {url}: label 'stable' -> version {body['model_version_status'][0]['version']}"
+          f" ({body['model_version_status'][0]['state']}); all versions {client.version_states(model)}")
+    rows = json.loads(canary_file.read_text())
+    row = max(rows, key=lambda r: len(r["features"]))  # JSON carries no missing values: a complete row
+    request = {"signature_name": "serving_raw", "instances": [row["features"]]}
+    answer = client.predict(model, request, label="stable")
+    print(f"    POST {url}/v1/models/{model}/labels/stable:predict")
+    print(f"    request:  {json.dumps(request)}")
+    print(f"    response: {json.dumps(answer)}")
+    print(f"    offline prediction for this eval row (evaluate step): {row['prediction']:.6f}")
+
+
+def run_dag(dag_id: str, interval: dt.date, conf: dict | None = None):
     """Run ``dag_id`` once for the data interval [interval, interval + 1 day); return the DagRun."""
     from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
@@ -72,11 +88,12 @@ def run_dag(dag_id: str, interval: dt.date):
     dag = bag.dags[dag_id]
     # A manual run's data interval is the full interval that ends at its logical date.
     logical = dt.datetime.combine(interval + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    return dag.test(logical_date=logical)
+    return dag.test(logical_date=logical, run_conf=conf)
 
 
 def summarize(dag_run) -> list[tuple[str, str, float | None]]:
-    order = ["validate", "transform", "train", "evaluate", "is_blessed", "publish"]
+    order = ["validate", "transform", "train", "evaluate", "is_blessed", "publish", "needs_approval",
+             "approve_promotion", "rollout"]
     tis = sorted(dag_run.get_task_instances(), key=lambda ti: order.index(ti.task_id) if ti.task_id in order else 99)
     return [(ti.task_id, str(ti.state), ti.duration) for ti in tis]
 
@@ -93,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument("--no-generate", action="store_true", help="use the data already under the data root")
-    parser.add_argument("--no-serve", action="store_true", help="skip starting the local model server")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="local model server port (if free)")
+    parser.add_argument("--conf", type=json.loads, default=None,
+                        help='trigger params as JSON, e.g. \'{"require_approval": true}\'')
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -110,15 +128,31 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
     dag_id = f"{config.name}_retrain"
-    print(f"==> running {dag_id} for data interval {args.end} with dag.test()")
-    dag_run = run_dag(dag_id, args.end)
+    with model_server(Path(settings.model_server_config), free_port(args.port)) as url:
+        # the DAG's rollout task finds the server through this Airflow connection
+        os.environ["AIRFLOW_CONN_MODEL_SERVER_DEFAULT"] = url
+        print(f"==> running {dag_id} for data interval {args.end} with dag.test()")
+        dag_run = run_dag(dag_id, args.end, args.conf)
+        state = report(dag_run, dag_id, settings, config, args.end)
+        evaluation = Run(Path(settings.artifact_root), config.name, args.end).result_path("evaluate")
+        if evaluation.is_file():
+            show_stable(url, config.name, Path(json.loads(evaluation.read_text())["canary"]))
+    print(f"    demo wall time: {time.monotonic() - started:.0f}s")
+    return 0 if state == "success" else 1
+
+
+def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
+    """Print each task's state and duration, why validation failed, metrics, skew and the published version."""
+    from pipelines.runs import Run
 
     print(f"\n==> {dag_id} run {dag_run.run_id}: {dag_run.state}")
-    print(f"    {'task':<12} {'state':<10} {'duration':>9}")
+    print(f"    {'task':<18} {'state':<16} {'duration':>9}")
+    states = {}
     for task_id, state, duration in summarize(dag_run):
+        states[task_id] = state
         shown = "-" if duration is None else f"{duration:.1f}s"
-        print(f"    {task_id:<12} {state:<10} {shown:>9}")
-    run = Run(Path(settings.artifact_root), config.name, args.end)
+        print(f"    {task_id:<18} {state:<16} {shown:>9}")
+    run = Run(Path(settings.artifact_root), config.name, interval)
     validation = run.step_dir("validate") / "validation.json"
     if validation.is_file() and (errors := json.loads(validation.read_text())["errors"]):
         print("\n    validation failed:\n      - " + "\n      - ".join(errors))
@@ -128,16 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    train/serve skew: max |training path - serving path| = {evaluation['metrics']['max_abs_skew']:.3g}"
               f" over {int(evaluation['metrics']['examples'])} eval rows (gate: 1e-05)")
         print(f"    blessed: {evaluation['blessed']} {'; '.join(evaluation['reasons'])}")
-    published = run.result_path("publish")
-    if str(dag_run.state) == "success" and published.is_file():
+    if states.get("rollout") == "failed":
+        print("    rollout FAILED: the previous stable version was restored; the rollout task log says which check failed")
+    if states.get("publish") == "success":
         result = run.read_result("publish")
         note = " (identical model already published)" if result["reused"] else ""
         print(f"    published version {result['version']}{note}: {result['path']}")
-        if not args.no_serve:
-            serve_and_predict(config.name, Path(result["path"]).parent, result["version"],
-                              Path(run.read_result("evaluate")["canary"]), free_port(args.port))
-    print(f"    demo wall time: {time.monotonic() - started:.0f}s")
-    return 0 if str(dag_run.state) == "success" else 1
+    return str(dag_run.state)
 
 
 if __name__ == "__main__":

@@ -16,23 +16,31 @@ class Settings:
     :param backend: ``local`` runs each step as a subprocess of the task.
     :param data_root: raw partitions.
     :param artifact_root: run directories.
-    :param serving_root: the TF Serving model base paths.
+    :param serving_root: the TF Serving model base paths, as this side sees them.
+    :param server_serving_root: the same directory as the model server sees it (a container path
+        for tensorflow/serving); written into its model config file.
+    :param model_server_config: TF Serving's ``--model_config_file``, re-read by the server.
     """
 
     backend: str
     data_root: str
     artifact_root: str
     serving_root: str
+    server_serving_root: str
+    model_server_config: str
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         home = Path(env.get("SKEWFREE_HOME", Path.cwd() / ".work"))
+        serving_root = env.get("SKEWFREE_SERVING_ROOT", str(home / "serving"))
         settings = cls(
             backend=env.get("SKEWFREE_BACKEND", "local"),
             data_root=env.get("SKEWFREE_DATA_ROOT", str(home / "data")),
             artifact_root=env.get("SKEWFREE_ARTIFACT_ROOT", str(home / "artifacts")),
-            serving_root=env.get("SKEWFREE_SERVING_ROOT", str(home / "serving")),
+            serving_root=serving_root,
+            server_serving_root=env.get("SKEWFREE_SERVER_SERVING_ROOT", serving_root),
+            model_server_config=env.get("SKEWFREE_MODEL_SERVER_CONFIG", f"{serving_root}/models.config"),
         )
         if settings.backend not in BACKENDS:
             raise ValueError(f"SKEWFREE_BACKEND={settings.backend!r} is not one of {', '.join(BACKENDS)}")

@@ -52,7 +52,8 @@ def task_states(stdout: str) -> dict[str, str]:
     states = {}
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) >= 2 and parts[0] in {"validate", "transform", "train", "evaluate", "is_blessed", "publish"}:
+        if len(parts) >= 2 and parts[0] in {"validate", "transform", "train", "evaluate", "is_blessed", "publish",
+                                            "needs_approval", "approve_promotion", "rollout"}:
             states[parts[0]] = parts[1]
     return states
 
@@ -73,13 +74,16 @@ def test_blessed_run_publishes_a_servable_raw_feature_model(stack, blessed_run):
     from pipelines.tf_schema import raw_examples
 
     assert task_states(blessed_run.stdout) == {
-        "validate": "success", "transform": "success", "train": "success",
-        "evaluate": "success", "is_blessed": "success", "publish": "success",
+        "validate": "success", "transform": "success", "train": "success", "evaluate": "success",
+        "is_blessed": "success", "publish": "success", "needs_approval": "success",
+        "approve_promotion": "skipped", "rollout": "success",
     }
     versions = sorted((stack["home"] / "serving" / "taxi").iterdir())
     assert [v.name for v in versions] == ["2026111000"]
     assert f"published version 2026111000: {versions[0]}" in blessed_run.stdout
     assert "train/serve skew: max |training path - serving path| = " in blessed_run.stdout
+    # the rollout task promoted it: the local model server's 'stable' label serves it
+    assert "label 'stable' -> version 2026111000 (AVAILABLE)" in blessed_run.stdout
     # the demo ends with a prediction fetched over HTTP from the local model server
     [response] = [line for line in blessed_run.stdout.splitlines() if line.strip().startswith("response: ")]
     served = json.loads(response.split("response: ", 1)[1])["predictions"][0]
@@ -100,7 +104,7 @@ def test_unmet_threshold_is_not_published_and_says_why(stack, blessed_run):
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     states = task_states(out.stdout)
     assert states["evaluate"] == "success" and states["is_blessed"] == "success"
-    assert states["publish"] == "skipped"
+    assert states["publish"] == "skipped" and states["rollout"] == "skipped"
     assert "blessed: False auc=" in out.stdout and "is below the minimum 0.999" in out.stdout
     assert "model NOT blessed, publish is skipped: auc=" in out.stdout  # in the is_blessed task log
     assert not list((stack["home"] / "serving").glob("taxi_strict/*"))
@@ -126,3 +130,64 @@ def test_missing_partition_fails_validate_and_keeps_what_is_served(stack, blesse
     assert f"missing partition for 2026-11-07: {gone} does not exist" in out.stdout
     assert sorted(p.name for p in served.parent.iterdir()) == ["2026111000"]
     assert sorted(p.relative_to(served) for p in served.rglob("*")) == before
+
+
+def test_rejected_approval_leaves_stable_untouched(stack, blessed_run):
+    """require_approval: the run waits on the approval task; a human rejects; nothing is promoted."""
+    responder = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "e2e" / "hitl_respond.py"), "taxi_retrain", "approve_promotion",
+         "Reject", "600"], env=stack["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        out = demo(stack, "--no-generate", "--conf", '{"require_approval": true}')
+    finally:
+        answered = responder.communicate(timeout=60)[0]
+    assert "answered 'Reject'" in answered, answered
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    states = task_states(out.stdout)
+    assert states["publish"] == "success" and states["needs_approval"] == "success"
+    assert states["approve_promotion"] == "success" and states["rollout"] == "skipped"
+    assert "label 'stable' -> version 2026111000 (AVAILABLE)" in out.stdout
+
+
+ROLLBACK = """
+import json, os, sys
+from pathlib import Path
+from skewfree.demo import model_server, run_dag, summarize
+from skewfree.settings import Settings
+settings = Settings.from_env()
+with model_server(Path(settings.model_server_config), int(sys.argv[2])) as url:
+    os.environ["AIRFLOW_CONN_MODEL_SERVER_DEFAULT"] = url
+    run = run_dag("taxi_rollback", __import__("datetime").date(2026, 11, 10), json.loads(sys.argv[1]))
+    from pipelines.serving.client import ModelServerClient
+    status, body = ModelServerClient(url).request("GET", "/v1/models/taxi/labels/stable")
+    print("RESULT " + json.dumps({"state": str(run.state), "tasks": summarize(run),
+                                  "stable": body.get("model_version_status", [{}])[0].get("version")}))
+"""
+
+
+def rollback(stack, conf: dict) -> tuple[dict, str]:
+    from tests.serving.test_rest_contract import free_port
+
+    out = subprocess.run([sys.executable, "-c", ROLLBACK, json.dumps(conf), str(free_port())], env=stack["env"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    [line] = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(line[len("RESULT "):]), out.stdout + out.stderr
+
+
+def test_rollback_dag_to_a_named_version(stack, blessed_run):
+    base = stack["home"] / "serving" / "taxi"
+    older = base / "2026110900"  # a version trained on the previous day's data
+    if not older.exists():
+        shutil.copytree(base / "2026111000", older)
+
+    result, log = rollback(stack, {"target_version": 123})
+    assert result["state"] == "failed" and result["stable"] == "2026111000"
+    assert "taxi has no version 123 under" in log and "2026110900" in log  # lists the versions that exist
+
+    result, log = rollback(stack, {"target_version": 2026110900})
+    assert result["state"] == "success", log[-3000:]
+    assert result["stable"] == "2026110900"
+    result, log = rollback(stack, {})  # default: the previous stable version
+    assert result["state"] == "success", log[-3000:]
+    assert result["stable"] == "2026111000"

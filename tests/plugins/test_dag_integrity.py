@@ -19,6 +19,13 @@ print(json.dumps({
     "heavy": sorted(m for m in ("tensorflow", "tensorflow_transform", "apache_beam", "tf_keras", "tfx_bsl")
                     if m in sys.modules),
     "tasks": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else None,
+    "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks} if dag else None,
+    "params": {k: dag.params[k] for k in dag.params} if dag else None,
+    "rollback": {
+        "tasks": [t.task_id for t in bag.dags["taxi_rollback"].tasks],
+        "schedule": type(bag.dags["taxi_rollback"].timetable).__name__,
+        "params": {k: bag.dags["taxi_rollback"].params[k] for k in bag.dags["taxi_rollback"].params},
+    } if "taxi_rollback" in bag.dags else None,
     "timetable": type(dag.timetable).__name__ if dag else None,
     "interval_template": dag.get_task("train").interval if dag else None,
 }))
@@ -27,14 +34,15 @@ print(json.dumps({
 
 def parse_dags(tmp_path):
     out = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=airflow_env(tmp_path),
-                         capture_output=True, text=True, check=True, timeout=120)
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_dagbag_loads_without_heavy_imports(tmp_path):
     parsed = parse_dags(tmp_path)
     assert parsed["import_errors"] == {}
-    assert "taxi_retrain" in parsed["dag_ids"]
+    assert {"taxi_retrain", "taxi_rollback"} <= set(parsed["dag_ids"])
     assert parsed["heavy"] == [], f"parsing dags/ imported {parsed['heavy']}"
 
 
@@ -46,8 +54,14 @@ def test_retrain_dag_shape_and_data_intervals(tmp_path):
         "train": ["evaluate"],
         "evaluate": ["is_blessed"],
         "is_blessed": ["publish"],
-        "publish": [],
+        "publish": ["needs_approval"],
+        "needs_approval": ["approve_promotion", "rollout"],
+        "approve_promotion": ["rollout"],
+        "rollout": [],
     }
+    # rollout runs after the approval when one was asked for, or straight after the branch otherwise
+    assert parsed["trigger_rules"]["rollout"] == "none_failed_min_one_success"
+    assert parsed["params"] == {"require_approval": False, "allow_older_than_serving": False}
     # scheduled over data intervals: the run for day D is keyed by its interval start, never now()
     assert parsed["timetable"] == "CronDataIntervalTimetable"
     assert parsed["interval_template"] == "{{ data_interval_start | ds }}"
@@ -57,3 +71,10 @@ def test_ruff_airflow_rules_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "AIR", "dags", "plugins"],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_rollback_dag_is_manual_with_a_version_param(tmp_path):
+    rollback = parse_dags(tmp_path)["rollback"]
+    assert rollback["tasks"] == ["rollback"]
+    assert rollback["schedule"] == "NullTimetable"  # manual triggers only
+    assert rollback["params"] == {"target_version": None}

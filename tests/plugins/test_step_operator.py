@@ -4,7 +4,8 @@ import pytest
 from skewfree.operators.step import PipelineStepOperator
 from skewfree.settings import Settings
 
-SETTINGS = Settings(backend="local", data_root="/d", artifact_root="/a", serving_root="/s")
+SETTINGS = Settings(backend="local", data_root="/d", artifact_root="/a", serving_root="/s",
+                    server_serving_root="/models", model_server_config="/s/models.config")
 
 
 def test_argv_is_the_container_command():

@@ -1,0 +1,73 @@
+"""Promote a published version to ``stable`` on the model server, or roll back to an earlier one."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from pipelines.config import load_model_config
+from skewfree.hooks.model_server import ModelServerHook
+from skewfree.settings import Settings
+
+
+class RolloutOperator(BaseOperator):
+    """Guarded rollout (or rollback) through TF Serving's model config file.
+
+    Every check and the automatic restore live in ``pipelines.rollout``; this operator finds the
+    server (a Connection) and the config file (settings) and reports the outcome. A failed rollout
+    fails the task without retries: the previous stable version was already restored.
+
+    :param model: a registered model name or a path to its config.toml.
+    :param version: the version to promote (templated); for a rollback, the DAG param
+        ``target_version`` is used instead (default: the ``previous`` label).
+    :param rollback: roll back instead of rolling out a new version.
+    :param model_server_conn_id: connection to the model server's REST API.
+    """
+
+    template_fields: Sequence[str] = ("version",)
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, model: str, version: str | int | None = None, rollback: bool = False,
+                 model_server_conn_id: str = ModelServerHook.default_conn_name, **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.model = model
+        self.version = version
+        self.rollback = rollback
+        self.model_server_conn_id = model_server_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from pipelines import rollout
+
+        settings = Settings.from_env()
+        config = load_model_config(self.model)
+        client = ModelServerHook(self.model_server_conn_id).get_conn()
+        params = context.get("params", {})
+        local_base = Path(settings.serving_root) / config.name
+        common = {"model": config.name, "base_path": f"{settings.server_serving_root.rstrip('/')}/{config.name}",
+                  "policy": config.rollout}
+        try:
+            if self.rollback:
+                target = params.get("target_version")
+                result = rollout.rollback(client, Path(settings.model_server_config), local_base=local_base,
+                                          target=None if target is None else int(target), **common)
+            else:
+                version = int(self.version)
+                result = rollout.promote(
+                    client, Path(settings.model_server_config), version=version,
+                    canary_rows=rollout.canary_rows_of(local_base / str(version)),
+                    allow_older=bool(params.get("allow_older_than_serving", False)), **common,
+                )
+        except rollout.RolloutError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if result.skipped_reason:
+            self.log.warning("promotion skipped: %s", result.skipped_reason)
+        else:
+            self.log.info("%s version %s is stable (previous %s); loaded %s; canary %s", result.model,
+                          result.stable, result.previous_stable, result.loaded_versions, result.canary)
+        return dataclasses.asdict(result)
