@@ -90,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
               *STEP_ROOTS["transform"])
     tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
                     help="a Beam pipeline option, repeatable (default: DirectRunner in memory)")
+    tr.add_argument("--force", action="store_true", help="recompute even if a cached output matches")
     train = step("train", "train the tf_keras model and export a raw-feature SavedModel", *STEP_ROOTS["train"])
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--learning-rate", type=float)
+    train.add_argument("--force", action="store_true", help="recompute even if a cached output matches")
     step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
          *STEP_ROOTS["evaluate"])
     step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
@@ -156,12 +158,12 @@ def run(args: argparse.Namespace):
     if args.step == "transform":
         from pipelines.transform import transform
 
-        return transform(config, beam_args=args.beam_args, **common)
+        return transform(config, beam_args=args.beam_args, force=args.force, **common)
     if args.step == "train":
         from pipelines.train import train
 
         overrides = {k: v for k in ("epochs", "batch_size", "learning_rate") if (v := getattr(args, k)) is not None}
-        return train(config, overrides=overrides, **common)
+        return train(config, overrides=overrides, force=args.force, **common)
     if args.step == "evaluate":
         from pipelines.evaluate import evaluate
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ModelConfig, TrainConfig
+from pipelines.lineage import cached_result, input_digest, step_inputs
 from pipelines.runs import Run, write_result
 from pipelines.storage import staged_dir
 
@@ -35,6 +36,8 @@ class TrainResult:
     seconds: float
     history: dict[str, float]
     tensorboard: str
+    input_digest: str = ""
+    cached: bool = False
 
 
 def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_size: int,
@@ -100,17 +103,22 @@ def export_serving_model(model, tft_output, schema, export_dir: Path) -> None:
 
 
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
-          overrides: dict[str, Any] | None = None) -> TrainResult:
+          overrides: dict[str, Any] | None = None, force: bool = False) -> TrainResult:
+    started = time.monotonic()
+    params: TrainConfig = dataclasses.replace(config.train, **(overrides or {}))
+    run = Run(artifact_root, config.name, interval)
+    transformed = run.read_result("transform")
+    digest = input_digest(step="train", **step_inputs(config), transform=transformed["input_digest"],
+                          params=dataclasses.asdict(params))
+    if (hit := cached_result(run, "train", digest, force=force)) is not None:
+        return TrainResult(**hit)
+
     import tensorflow as tf
     import tensorflow_transform as tft
     import tf_keras
 
-    started = time.monotonic()
-    params: TrainConfig = dataclasses.replace(config.train, **(overrides or {}))
     features = config.features_module()
     module = config.model_module()
-    run = Run(artifact_root, config.name, interval)
-    transformed = run.read_result("transform")
 
     devices = [d.name for d in tf.config.list_physical_devices()]
     log.info("TensorFlow %s sees devices: %s", tf.__version__, devices)
@@ -150,6 +158,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             seconds=round(time.monotonic() - started, 2),
             history={k: round(float(v[-1]), 6) for k, v in history.history.items()},
             tensorboard=str(final / "tensorboard"),
+            input_digest=digest,
         )
         write_result(out, result)
     return result

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
+from pipelines.lineage import cached_result, input_digest, step_inputs
 from pipelines.runs import Run, write_result
 from pipelines.schema import RawSchema
 from pipelines.storage import staged_dir
@@ -37,6 +38,8 @@ class TransformResult:
     eval_files: str
     rows: dict[str, int]
     beam_args: list[str]
+    input_digest: str = ""
+    cached: bool = False
 
 
 def _csv_header(path: str) -> list[str]:
@@ -99,6 +102,7 @@ def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
 
 def transform(
     config: ModelConfig, *, interval: dt.date, artifact_root: Path, beam_args: list[str] | None = None,
+    force: bool = False,
 ) -> TransformResult:
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
@@ -106,8 +110,6 @@ def transform(
     from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.coders.example_coder import RecordBatchToExamples
 
-    schema: RawSchema = config.features_module().SCHEMA
-    preprocessing_fn = config.model_module().preprocessing_fn
     run = Run(artifact_root, config.name, interval)
     validation = run.read_result("validate")
     train_dates, eval_dates = config.split_window(interval)
@@ -115,6 +117,12 @@ def transform(
         "train": [f for d in train_dates for f in validation["partitions"][d.isoformat()]],
         "eval": [f for d in eval_dates for f in validation["partitions"][d.isoformat()]],
     }
+    digest = input_digest(step="transform", **step_inputs(config),
+                          data={split: [validation["file_digests"][f] for f in fs] for split, fs in files.items()})
+    if (hit := cached_result(run, "transform", digest, force=force)) is not None:
+        return TransformResult(**hit)
+    schema: RawSchema = config.features_module().SCHEMA
+    preprocessing_fn = config.model_module().preprocessing_fn
     beam_args = list(beam_args or DEFAULT_BEAM_ARGS)
     with staged_dir(run.step_dir("transform")) as out:
         counters = {split: Metrics.counter("skewfree", f"{split}_rows") for split in files}
@@ -172,6 +180,7 @@ def transform(
             eval_files=str(final / "eval" / "part-*.tfrecord"),
             rows=rows,
             beam_args=beam_args,
+            input_digest=digest,
         )
         write_result(out, res)
     log.info("transformed %s rows", rows)

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from pipelines.config import ModelConfig
 from pipelines.runs import Run, write_result
 from pipelines.schema import RawSchema
-from pipelines.storage import partition_files, read_files, staged_dir, write_json
+from pipelines.storage import file_digest, partition_files, read_files, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class ValidateResult:
     rows: dict[str, int]
     total_rows: int
     missing_fraction: dict[str, float]
+    file_digests: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
@@ -71,6 +72,7 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
     partitions: dict[str, list[str]] = {}
     rows: dict[str, int] = {}
     missing: dict[str, int] = {f.name: 0 for f in schema.features}
+    digests: dict[str, str] = {}
     for day in config.window(interval):
         path = Path(config.partition_path(data_root, day))
         if not path.is_dir():
@@ -81,6 +83,7 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
             errors.append(f"partition {path} has no *.{fmt} files")
             continue
         partitions[day.isoformat()] = [str(p) for p in files]
+        digests.update({str(p): file_digest(p) for p in files})
         try:
             table = read_files(files, fmt, schema)
         except ValueError as exc:
@@ -99,6 +102,7 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
         rows=rows,
         total_rows=total,
         missing_fraction={k: round(v / total, 6) if total else 0.0 for k, v in missing.items()},
+        file_digests=digests,
         errors=errors,
     )
     with staged_dir(run.step_dir("validate")) as out:

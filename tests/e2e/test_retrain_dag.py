@@ -29,7 +29,8 @@ def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("skewfree")
     dags = home / "dags"
     dags.mkdir()
-    shutil.copy(ROOT / "dags" / "taxi_retrain.py", dags)
+    for dag_file in ("taxi_retrain.py", "taxi_rollback.py"):
+        shutil.copy(ROOT / "dags" / dag_file, dags)
     strict = home / "taxi_strict.toml"
     text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
     strict.write_text(text.replace('name = "taxi"', 'name = "taxi_strict"').replace(
@@ -171,8 +172,9 @@ def rollback(stack, conf: dict) -> tuple[dict, str]:
 
     out = subprocess.run([sys.executable, "-c", ROLLBACK, json.dumps(conf), str(free_port())], env=stack["env"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    [line] = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    return json.loads(line[len("RESULT "):]), out.stdout + out.stderr
+    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    assert lines, (out.stdout + out.stderr)[-4000:]
+    return json.loads(lines[0][len("RESULT "):]), out.stdout + out.stderr
 
 
 def test_rollback_dag_to_a_named_version(stack, blessed_run):
