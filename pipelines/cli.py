@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pipelines.config import ConfigError, load_model_config
+from pipelines.runs import StepError
 
 log = logging.getLogger("pipelines")
 
@@ -84,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rows-per-day", type=_positive_int, default=20_000)
     gen.add_argument("--format", choices=("csv", "parquet"), help="default: the model config's format")
 
-    step("validate", "check the interval's partitions exist, are non-empty and match the schema",
-         *STEP_ROOTS["validate"])
+    val = step("validate", "check the interval's partitions exist, are non-empty and match the schema",
+               *STEP_ROOTS["validate"])
+    val.add_argument("--data-dir", help="read partitions from this directory under the data root instead")
     tr = step("transform", "TFT analyze (train window) and transform (train + eval) on Beam",
               *STEP_ROOTS["transform"])
     tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
@@ -96,10 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--force", action="store_true", help="recompute even if a cached output matches")
+    train.add_argument("--gpus", type=int, default=0, help="GPUs the step must see (fails fast otherwise)")
     step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
          *STEP_ROOTS["evaluate"])
-    step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
-         *STEP_ROOTS["publish"])
+    pub = step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
+               *STEP_ROOTS["publish"])
+    pub.add_argument("--run-id", default="", help="orchestrator run id, recorded in the version's manifest")
+    pub.add_argument("--image", default="local", help="trainer image, recorded in the version's manifest")
+    ver = sub.add_parser("versions", help="list a model's published versions with their lineage")
+    ver.add_argument("--model", required=True)
+    ver.add_argument("--serving-root", default=_root("serving", f"{home}/serving"))
+    ver.add_argument("--json", action="store_true", help="JSON instead of a table")
     serve = sub.add_parser("serve", help="local TF-Serving-compatible REST server (stand-in for tensorflow/serving)")
     serve.add_argument("--model-name", help="serve one model from --model-base-path with the latest policy")
     serve.add_argument("--model-base-path", help="directory of integer-named SavedModel versions")
@@ -109,6 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
     serve.add_argument("--model-config-file-poll-wait-seconds", type=float, default=1.0)
     return parser
+
+
+def print_versions(args: argparse.Namespace) -> int:
+    from pipelines.publish import list_versions
+
+    rows = list_versions(Path(args.serving_root), load_model_config(args.model).name)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no published versions under {args.serving_root}")
+        return 0
+    print(f"{'version':<11} {'labels':<16} {'interval':<10} {'auc':>7} {'code':<16} {'image':<12} "
+          f"{'epochs':>6} {'baseline':<11} {'inputs':>6}  run_id")
+    for r in rows:
+        auc = f"{r['auc']:.4f}" if r["auc"] is not None else "-"
+        print(f"{r['version']:<11} {r['labels'] or '-':<16} {r['interval']:<10} {auc:>7} {r['code']:<16} "
+              f"{r['image']:<12} {r['params'].get('epochs', '-'):>6} {r['baseline'] or '-'!s:<11} "
+              f"{r['inputs']:>6}  {r['run_id']}")
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -154,7 +183,7 @@ def run(args: argparse.Namespace):
     if args.step == "validate":
         from pipelines.validate import validate
 
-        return validate(config, data_root=args.data_root, **common)
+        return validate(config, data_root=args.data_root, data_dir=args.data_dir, **common)
     if args.step == "transform":
         from pipelines.transform import transform
 
@@ -163,7 +192,7 @@ def run(args: argparse.Namespace):
         from pipelines.train import train
 
         overrides = {k: v for k in ("epochs", "batch_size", "learning_rate") if (v := getattr(args, k)) is not None}
-        return train(config, overrides=overrides, force=args.force, **common)
+        return train(config, overrides=overrides, force=args.force, gpus=args.gpus, **common)
     if args.step == "evaluate":
         from pipelines.evaluate import evaluate
 
@@ -171,7 +200,8 @@ def run(args: argparse.Namespace):
     if args.step == "publish":
         from pipelines.publish import publish
 
-        return publish(config, serving_root=Path(args.serving_root), **common)
+        return publish(config, serving_root=Path(args.serving_root), run_id=args.run_id, image=args.image,
+                       **common)
     raise AssertionError(args.step)
 
 
@@ -182,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.step == "serve":
             return serve(args)
+        if args.step == "versions":
+            return print_versions(args)
         result = run(args)
-    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ConfigError, StepError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.
         print(f"error: {args.step}: {exc}", file=sys.stderr, flush=True)
         # the last line is what the orchestrator reports: keep the whole message on it

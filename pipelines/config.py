@@ -8,6 +8,7 @@ feature contract, TF-free) and ``model.py`` (``preprocessing_fn`` and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import tomllib
@@ -87,6 +88,11 @@ class ModelConfig:
         """(train dates, eval dates): the newest ``eval_days`` partitions are held out for evaluation."""
         days = self.window(interval)
         return days[: -self.data.eval_days], days[-self.data.eval_days :]
+
+    def with_data_dir(self, directory: str) -> ModelConfig:
+        """The same model reading partitions ``{directory}/dt=...`` instead of its configured location."""
+        tail = Path(self.data.location).name  # e.g. "dt={date}"
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, location=f"{directory}/{tail}"))
 
     def partition_path(self, data_root: str, day: dt.date) -> str:
         return self.data.location.format(data_root=str(data_root).rstrip("/"), date=day.isoformat())

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
+from pipelines.lineage import code_version
 from pipelines.runs import Run, write_result
 from pipelines.storage import read_json, staged_dir, tree_digest, write_json
 
@@ -54,9 +55,12 @@ def day_versions(interval: dt.date) -> range:
     return range(first, first + MAX_VERSIONS_PER_DAY)
 
 
-def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: Path) -> PublishResult:
+def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: Path,
+            run_id: str = "", image: str = "local") -> PublishResult:
     run = Run(artifact_root, config.name, interval)
     evaluation = run.read_result("evaluate")
+    trained = run.read_result("train")
+    validation = run.read_result("validate")
     if not evaluation["blessed"]:
         raise NotBlessedError(
             f"{config.name} for interval {interval} was not blessed, refusing to publish: "
@@ -90,7 +94,14 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             "version": version,
             "interval": interval.isoformat(),
             "content_digest": digest,
+            "input_digests": validation["file_digests"],
+            "code_version": code_version(config.source),
+            "image": image,
+            "params": trained["params"],
             "metrics": evaluation["metrics"],
+            "baseline_version": current_labels(Path(serving_root) / "models.config", config.name).get("stable"),
+            "run_id": run_id,
+            "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "source": str(source),
         })
         # rename() onto an existing non-empty directory fails: a version is never overwritten
@@ -115,3 +126,40 @@ def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, mode
     with staged_dir(run.step_dir("publish")) as out:
         write_result(out, result)
     return result
+
+
+def current_labels(config_file: Path, model: str) -> dict[str, int]:
+    """``version_labels`` of ``model`` in a TF Serving model config file (empty if none)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    proto = model_server_config_pb2.ModelServerConfig()
+    if Path(config_file).is_file():
+        text_format.Parse(Path(config_file).read_text(), proto)
+    for entry in proto.model_config_list.config:
+        if entry.name == model:
+            return dict(entry.version_labels)
+    return {}
+
+
+def list_versions(serving_root: Path, model: str) -> list[dict]:
+    """Every published version with its lineage, newest first, and the labels pointing at it."""
+    base = Path(serving_root) / model
+    labels = current_labels(Path(serving_root) / "models.config", model)
+    rows = []
+    for version in sorted(existing_versions(base), reverse=True):
+        manifest_path = base / str(version) / MANIFEST
+        manifest = read_json(manifest_path) if manifest_path.is_file() else {}
+        rows.append({
+            "version": version,
+            "labels": ",".join(sorted(k for k, v in labels.items() if v == version)),
+            "interval": manifest.get("interval", "?"),
+            "auc": manifest.get("metrics", {}).get("auc"),
+            "code": manifest.get("code_version", "?"),
+            "image": manifest.get("image", "?"),
+            "params": manifest.get("params", {}),
+            "baseline": manifest.get("baseline_version"),
+            "run_id": manifest.get("run_id", ""),
+            "inputs": len(manifest.get("input_digests", {})),
+        })
+    return rows

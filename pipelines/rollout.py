@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RolloutConfig
-from pipelines.publish import CANARY, existing_versions
+from pipelines.publish import CANARY, current_labels, existing_versions
 from pipelines.serving.client import ModelServerClient, VersionLoadError
 from pipelines.storage import atomic_write_bytes
 
@@ -210,14 +210,6 @@ def _serving_now(client: ModelServerClient, model: str, old_stable: int | None, 
     stable = f"stable is version {old_stable}" if old_stable is not None else "no stable version (first rollout)"
     states = client.version_states(model) if old_stable is not None else {}
     return "; ".join([f"{stable}, candidate {candidate} unloaded, versions {json.dumps(states)}", *notes])
-
-
-def current_labels(config_file: Path, model: str) -> dict[str, int]:
-    cfg = ServingConfigFile(config_file)
-    for config in cfg.parse(cfg.read_text()).model_config_list.config:
-        if config.name == model:
-            return dict(config.version_labels)
-    return {}
 
 
 def canary_rows_of(version_dir: Path) -> list[dict]:

@@ -13,6 +13,10 @@ from pipelines.storage import read_json, write_json
 STEPS = ("validate", "transform", "train", "evaluate", "publish")
 
 
+class StepError(Exception):
+    """An expected step failure (missing GPU, refused input): reported as one clear line, no traceback."""
+
+
 @dataclass(frozen=True)
 class Run:
     """Where one model's run for one data interval keeps its outputs."""

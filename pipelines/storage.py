@@ -63,6 +63,17 @@ def staged_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def confined(root: str | Path, relative: str, what: str) -> Path:
+    """``root / relative``, refusing absolute paths and anything that escapes ``root``."""
+    if not relative or Path(relative).is_absolute() or relative.startswith("~"):
+        raise ValueError(f"{what} must be a relative path under {root}, got {relative!r}")
+    base = Path(root).resolve()
+    path = (base / relative).resolve()
+    if path != base and base not in path.parents:
+        raise ValueError(f"{what} {relative!r} escapes its root {root}")
+    return path
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

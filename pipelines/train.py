@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelines.config import ModelConfig, TrainConfig
 from pipelines.lineage import cached_result, input_digest, step_inputs
-from pipelines.runs import Run, write_result
+from pipelines.runs import Run, StepError, write_result
 from pipelines.storage import staged_dir
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,25 @@ def export_serving_model(model, tft_output, schema, export_dir: Path) -> None:
                signatures={SERVING_SIGNATURE: serve_tf_examples, RAW_SIGNATURE: serve_raw_features})
 
 
+class NoGPUError(StepError):
+    """GPUs were requested but TensorFlow sees none: fail before any data is read."""
+
+
+def gpu_preflight(requested: int) -> list[str]:
+    """Log the devices TensorFlow sees; fail fast when ``requested`` GPUs are not all visible."""
+    import tensorflow as tf
+
+    devices = [d.name for d in tf.config.list_physical_devices()]
+    gpus = tf.config.list_physical_devices("GPU")
+    log.info("TensorFlow %s sees devices: %s (GPUs requested: %d)", tf.__version__, devices, requested)
+    if requested and len(gpus) < requested:
+        raise NoGPUError(f"{requested} GPU(s) requested but TensorFlow sees {len(gpus)} "
+                         f"(devices: {devices}); check the node's GPU driver and the nvidia.com/gpu limit")
+    return devices
+
+
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
-          overrides: dict[str, Any] | None = None, force: bool = False) -> TrainResult:
+          overrides: dict[str, Any] | None = None, force: bool = False, gpus: int = 0) -> TrainResult:
     started = time.monotonic()
     params: TrainConfig = dataclasses.replace(config.train, **(overrides or {}))
     run = Run(artifact_root, config.name, interval)
@@ -113,6 +130,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     if (hit := cached_result(run, "train", digest, force=force)) is not None:
         return TrainResult(**hit)
 
+    devices = gpu_preflight(gpus)
     import tensorflow as tf
     import tensorflow_transform as tft
     import tf_keras
@@ -120,8 +138,6 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     features = config.features_module()
     module = config.model_module()
 
-    devices = [d.name for d in tf.config.list_physical_devices()]
-    log.info("TensorFlow %s sees devices: %s", tf.__version__, devices)
     tf_keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
 

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from pipelines.config import ModelConfig
 from pipelines.runs import Run, write_result
 from pipelines.schema import RawSchema
-from pipelines.storage import file_digest, partition_files, read_files, staged_dir, write_json
+from pipelines.storage import confined, file_digest, partition_files, read_files, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,12 @@ def check_table(table: pa.Table, schema: RawSchema, where: str) -> list[str]:
     return errors
 
 
-def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact_root: Path) -> ValidateResult:
+def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact_root: Path,
+             data_dir: str | None = None) -> ValidateResult:
+    """Check the window's partitions. ``data_dir`` (relative to the data root) replaces the directory
+    of the model's data location, e.g. to reprocess a corrected copy of the data."""
+    if data_dir is not None:
+        config = config.with_data_dir(str(confined(data_root, data_dir, "data_dir")))
     schema: RawSchema = config.features_module().SCHEMA
     run = Run(artifact_root, config.name, interval)
     fmt = config.data.format

@@ -21,14 +21,68 @@ from skewfree.operators.step import PipelineStepOperator
 log = logging.getLogger(__name__)
 
 
+# Image tags: Docker's tag grammar, and never the moving 'latest'.
+IMAGE_TAG_PATTERN = r"^(?!latest$)[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# A relative path under its root: no leading '/', '~' or '.', no '..' segment.
+RELATIVE_PATH_PATTERN = r"^(?![/~.])(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.=/-]{1,200}$"
+
+
+def trigger_params() -> dict[str, Param]:
+    """The manual-trigger form; scheduled runs use these defaults (model config values for empty ones)."""
+    return {
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=500, title="Epochs",
+                        description="Training epochs. Empty: the model config's [train] epochs."),
+        "learning_rate": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
+                               title="Learning rate", description="Empty: the model config's value."),
+        "batch_size": Param(None, type=["null", "integer"], minimum=1, maximum=65536, title="Batch size",
+                            description="Empty: the model config's value."),
+        "gpus": Param(0, type="integer", minimum=0, maximum=8, title="GPUs",
+                      description="GPUs for training; the trainer fails fast if it cannot see them."),
+        "image_tag": Param(None, type=["null", "string"], pattern=IMAGE_TAG_PATTERN, title="Trainer image tag",
+                           description="Exact trainer image tag (kubernetes backend); 'latest' is refused."),
+        "data_dir": Param(None, type=["null", "string"], pattern=RELATIVE_PATH_PATTERN, title="Data directory",
+                          description="Read partitions from this directory under the data root (e.g. a "
+                                      "corrected copy). Relative only: '..' and absolute paths are refused."),
+        "publish": Param(True, type="boolean", title="Publish",
+                         description="Publish and roll out a blessed model. Off: evaluate only."),
+        "force": Param(False, type="boolean", title="Force",
+                       description="Recompute transform and train even when a cached output matches."),
+        "allow_older_than_serving": Param(
+            False, type="boolean", title="Allow older than serving",
+            description="Promote even if the stable version was trained on newer data (backfills)."),
+        "require_approval": Param(False, type="boolean", title="Require approval",
+                                  description="Wait for a human to approve before the new version "
+                                              "takes the 'stable' label."),
+    }
+
+
+def _flag(flag: str, param: str) -> str:
+    """A CLI flag from a trigger param, or nothing when the param is empty (filtered by the operator)."""
+    return f"{{{{ '{flag}=' ~ params.{param} if params.{param} is not none else '' }}}}"
+
+
+STEP_FLAGS = {
+    "validate": [_flag("--data-dir", "data_dir")],
+    "transform": ["{{ '--force' if params.force else '' }}"],
+    "train": [_flag("--epochs", "epochs"), _flag("--learning-rate", "learning_rate"),
+              _flag("--batch-size", "batch_size"), "--gpus={{ params.gpus }}",
+              "{{ '--force' if params.force else '' }}"],
+    "evaluate": [],
+    "publish": ["--run-id={{ run_id }}", "--image={{ params.image_tag or 'local' }}"],
+}
+
+
 @task.short_circuit(task_id="is_blessed")
-def is_blessed(evaluation: dict) -> bool:
-    """Let publish run only for a blessed model; otherwise log why and skip it."""
-    if evaluation["blessed"]:
-        log.info("model blessed with metrics %s", evaluation["metrics"])
-        return True
-    log.warning("model NOT blessed, publish is skipped: %s", "; ".join(evaluation["reasons"]))
-    return False
+def is_blessed(evaluation: dict, params: dict | None = None) -> bool:
+    """Let publish run only for a blessed model (and when the run publishes); otherwise say why."""
+    if not evaluation["blessed"]:
+        log.warning("model NOT blessed, publish is skipped: %s", "; ".join(evaluation["reasons"]))
+        return False
+    if not (params or {}).get("publish", True):
+        log.warning("model blessed, but this run was triggered with publish=false: publish is skipped")
+        return False
+    log.info("model blessed with metrics %s", evaluation["metrics"])
+    return True
 
 
 @task.branch(task_id="needs_approval")
@@ -53,16 +107,10 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         max_active_runs=1,
         tags=["skewfree", config.name],
         doc_md=f"Daily retraining of **{config.name}** ({config.source}).",
-        params={
-            "require_approval": Param(False, type="boolean", title="Require approval",
-                                      description="Wait for a human to approve before the new version "
-                                                  "takes the 'stable' label."),
-            "allow_older_than_serving": Param(
-                False, type="boolean", title="Allow older than serving",
-                description="Promote even if the stable version was trained on newer data (backfills)."),
-        },
+        params=trigger_params(),
     ) as dag:
-        steps = {name: PipelineStepOperator(task_id=name, step=name, model=model) for name in STEPS}
+        steps = {name: PipelineStepOperator(task_id=name, step=name, model=model, extra_args=STEP_FLAGS[name])
+                 for name in STEPS}
         steps["validate"] >> steps["transform"] >> steps["train"] >> steps["evaluate"]
         is_blessed(steps["evaluate"].output) >> steps["publish"]
         approve_promotion = ApprovalOperator(

@@ -61,7 +61,8 @@ def test_retrain_dag_shape_and_data_intervals(tmp_path):
     }
     # rollout runs after the approval when one was asked for, or straight after the branch otherwise
     assert parsed["trigger_rules"]["rollout"] == "none_failed_min_one_success"
-    assert parsed["params"] == {"require_approval": False, "allow_older_than_serving": False}
+    assert parsed["params"]["require_approval"] is False and parsed["params"]["publish"] is True
+    assert parsed["params"]["allow_older_than_serving"] is False and parsed["params"]["gpus"] == 0
     # scheduled over data intervals: the run for day D is keyed by its interval start, never now()
     assert parsed["timetable"] == "CronDataIntervalTimetable"
     assert parsed["interval_template"] == "{{ data_interval_start | ds }}"

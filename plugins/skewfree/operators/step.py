@@ -42,8 +42,9 @@ class PipelineStepOperator(BaseOperator):
         self._hook: SubprocessHook | None = None
 
     def argv(self, settings: Settings) -> list[str]:
+        # templated flags render to "" when their trigger param is empty: drop those
         return step_argv(self.step, model=self.model, interval=self.interval, roots=settings.roots,
-                         extra=tuple(self.extra_args))
+                         extra=tuple(arg for arg in self.extra_args if arg))
 
     def execute(self, context: Any) -> dict[str, Any]:
         settings = Settings.from_env()

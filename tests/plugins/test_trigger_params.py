@@ -1,0 +1,80 @@
+"""The manual-trigger form: JSON-schema validation with messages naming the field; flags for the steps."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+from airflow.sdk.definitions.param import ParamsDict
+
+from pipelines.storage import confined
+from skewfree.dag_factory import STEP_FLAGS, trigger_params
+
+
+def validated(conf: dict) -> dict:
+    params = ParamsDict(trigger_params())
+    params.update(conf)  # what Airflow does with a trigger's conf (UI form or REST API)
+    return params.validate()
+
+
+def test_defaults_are_what_a_scheduled_run_gets():
+    assert validated({}) == {
+        "epochs": None, "learning_rate": None, "batch_size": None, "gpus": 0, "image_tag": None,
+        "data_dir": None, "publish": True, "force": False, "allow_older_than_serving": False,
+        "require_approval": False,
+    }
+
+
+@pytest.mark.parametrize(("conf", "field"), [
+    ({"epochs": 0}, "epochs"),
+    ({"epochs": "ten"}, "epochs"),
+    ({"learning_rate": 0}, "learning_rate"),
+    ({"batch_size": 10**6}, "batch_size"),
+    ({"gpus": 9}, "gpus"),
+    ({"gpus": -1}, "gpus"),
+    ({"image_tag": "latest"}, "image_tag"),
+    ({"image_tag": "2.21.0 gpu"}, "image_tag"),
+    ({"data_dir": "../etc"}, "data_dir"),
+    ({"data_dir": "/etc/passwd"}, "data_dir"),
+    ({"data_dir": "taxi/../../secrets"}, "data_dir"),
+    ({"data_dir": "~root"}, "data_dir"),
+    ({"publish": "yes"}, "publish"),
+])
+def test_invalid_values_are_refused_naming_the_field(conf, field):
+    with pytest.raises(Exception, match=f"Invalid input for param {field}:"):
+        validated(conf)
+
+
+def test_valid_manual_trigger():
+    values = validated({"epochs": 5, "learning_rate": 0.01, "gpus": 2, "image_tag": "2.21.0-gpu",
+                        "data_dir": "taxi_trips_fixed/v2", "force": True})
+    assert values["image_tag"] == "2.21.0-gpu" and values["data_dir"] == "taxi_trips_fixed/v2"
+
+
+def render(step: str, params: dict) -> list[str]:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    rendered = [env.from_string(flag).render(params=params, run_id="manual__1") for flag in STEP_FLAGS[step]]
+    return [arg for arg in rendered if arg]
+
+
+def test_params_become_step_flags_only_when_set():
+    defaults = validated({})
+    assert render("train", defaults) == ["--gpus=0"]
+    assert render("transform", defaults) == []
+    assert render("validate", defaults) == []
+    assert render("publish", defaults) == ["--run-id=manual__1", "--image=local"]
+    custom = validated({"epochs": 5, "learning_rate": 0.01, "force": True, "data_dir": "fixed",
+                        "image_tag": "2.21.0-gpu"})
+    assert render("train", custom) == ["--epochs=5", "--learning-rate=0.01", "--gpus=0", "--force"]
+    assert render("transform", custom) == ["--force"]
+    assert render("validate", custom) == ["--data-dir=fixed"]
+    assert render("publish", custom)[1] == "--image=2.21.0-gpu"
+
+
+def test_steps_confine_paths_themselves(tmp_path):
+    assert confined(tmp_path, "a/b", "data_dir") == tmp_path.resolve() / "a" / "b"
+    for bad in ("../x", "/etc", "a/../../x", "~/x", ""):
+        with pytest.raises(ValueError, match="data_dir"):
+            confined(tmp_path, bad, "data_dir")
+    (tmp_path / "link").symlink_to("/etc")
+    with pytest.raises(ValueError, match="escapes its root"):
+        confined(tmp_path, "link", "data_dir")
