@@ -21,6 +21,10 @@ from skewfree.operators.step import PipelineStepOperator
 log = logging.getLogger(__name__)
 
 
+# Backfills run several intervals at once; this pool (create it with `airflow pools set
+# skewfree_training 1 "..."`) bounds how many of them train at the same time.
+TRAINING_POOL = "skewfree_training"
+
 # Image tags: Docker's tag grammar, and never the moving 'latest'.
 IMAGE_TAG_PATTERN = r"^(?!latest$)[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 # A relative path under its root: no leading '/', '~' or '.', no '..' segment.
@@ -109,7 +113,8 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         doc_md=f"Daily retraining of **{config.name}** ({config.source}).",
         params=trigger_params(),
     ) as dag:
-        steps = {name: PipelineStepOperator(task_id=name, step=name, model=model, extra_args=STEP_FLAGS[name])
+        steps = {name: PipelineStepOperator(task_id=name, step=name, model=model, extra_args=STEP_FLAGS[name],
+                                            **({"pool": TRAINING_POOL} if name == "train" else {}))
                  for name in STEPS}
         steps["validate"] >> steps["transform"] >> steps["train"] >> steps["evaluate"]
         is_blessed(steps["evaluate"].output) >> steps["publish"]

@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print("==> airflow db migrate (SQLite)")
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+    from skewfree.dag_factory import TRAINING_POOL
+
+    subprocess.run([sys.executable, "-m", "airflow", "pools", "set", TRAINING_POOL, "1", "concurrent training runs"],
+                   check=True, stdout=subprocess.DEVNULL)
 
     dag_id = f"{config.name}_retrain"
     with model_server(Path(settings.model_server_config), free_port(args.port)) as url:

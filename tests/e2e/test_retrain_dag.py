@@ -43,6 +43,7 @@ def stack(tmp_path_factory):
 
 
 def demo(stack, *args: str) -> subprocess.CompletedProcess:
+    """``./dev demo`` on the small stack; later ``--end`` or ``--conf`` arguments override the defaults."""
     return subprocess.run(
         [sys.executable, "-m", "skewfree.demo", "--end", str(END), "--days", "8", "--rows-per-day", str(ROWS), *args],
         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=900,
@@ -193,3 +194,46 @@ def test_rollback_dag_to_a_named_version(stack, blessed_run):
     result, log = rollback(stack, {})  # default: the previous stable version
     assert result["state"] == "success", log[-3000:]
     assert result["stable"] == "2026111000"
+
+
+def durations(stdout: str) -> dict[str, float]:
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in {"transform", "train"} and parts[2].endswith("s"):
+            out[parts[0]] = float(parts[2][:-1])
+    return out
+
+
+def versions(stack) -> list[str]:
+    return sorted(p.name for p in (stack["home"] / "serving" / "taxi").iterdir() if p.name.isdigit())
+
+
+def test_rerun_of_the_same_interval_is_cached_and_publishes_no_duplicate(stack, blessed_run):
+    before = versions(stack)
+    out = demo(stack, "--no-generate")
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert "cache hit: transform for taxi 2026-11-10 reused" in out.stdout
+    assert "cache hit: train for taxi 2026-11-10 reused" in out.stdout
+    assert "(identical model already published)" in out.stdout
+    assert versions(stack) == before
+    first, again = durations(blessed_run.stdout), durations(out.stdout)
+    print(f"\nfirst run: transform {first['transform']}s train {first['train']}s; "
+          f"cached rerun: transform {again['transform']}s train {again['train']}s")
+    assert again["transform"] < first["transform"] / 2 and again["train"] < first["train"] / 2
+
+
+def test_older_interval_after_a_newer_one_leaves_the_newer_serving(stack, blessed_run):
+    out = demo(stack, "--no-generate", "--end", "2026-11-09")
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert task_states(out.stdout)["rollout"] == "success"
+    assert "trained on older data than stable 2026111000" in out.stdout  # the run says why
+    assert "label 'stable' -> version 2026111000 (AVAILABLE)" in out.stdout
+    assert any(v.startswith("20261109") for v in versions(stack))  # published, just not promoted
+
+
+def test_force_recomputes_cached_steps(stack, blessed_run):
+    out = demo(stack, "--no-generate", "--conf", '{"force": true, "epochs": 1}')
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert "cache hit" not in out.stdout
+    assert "'epochs': 1" in out.stdout or '"epochs": 1' in out.stdout

@@ -28,6 +28,7 @@ print(json.dumps({
     } if "taxi_rollback" in bag.dags else None,
     "timetable": type(dag.timetable).__name__ if dag else None,
     "interval_template": dag.get_task("train").interval if dag else None,
+    "pools": {t.task_id: t.pool for t in dag.tasks} if dag else None,
 }))
 """
 
@@ -63,6 +64,8 @@ def test_retrain_dag_shape_and_data_intervals(tmp_path):
     assert parsed["trigger_rules"]["rollout"] == "none_failed_min_one_success"
     assert parsed["params"]["require_approval"] is False and parsed["params"]["publish"] is True
     assert parsed["params"]["allow_older_than_serving"] is False and parsed["params"]["gpus"] == 0
+    assert parsed["pools"]["train"] == "skewfree_training"  # bounds concurrent training in backfills
+    assert parsed["pools"]["transform"] == "default_pool"
     # scheduled over data intervals: the run for day D is keyed by its interval start, never now()
     assert parsed["timetable"] == "CronDataIntervalTimetable"
     assert parsed["interval_template"] == "{{ data_interval_start | ds }}"
