@@ -49,6 +49,7 @@ def local_stack(tmp_path_factory):
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # standalone runs `airflow ...`
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__PORT=str(api_port),
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
