@@ -222,5 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.step}: {' '.join(str(exc).split())}", flush=True)
         return 1
     payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
+    if xcom := os.environ.get("SKEWFREE_XCOM_RETURN"):  # a pod: KubernetesPodOperator's sidecar reads it
+        Path(xcom).parent.mkdir(parents=True, exist_ok=True)
+        Path(xcom).write_text(json.dumps(payload, default=str))
     print(json.dumps(payload, default=str), flush=True)
     return 0

@@ -68,6 +68,29 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class StepResources:
+    """Requests (= limits) for one step's pod; ``gpus`` becomes an ``nvidia.com/gpu`` limit."""
+
+    cpu: str = "1"
+    memory: str = "2Gi"
+    gpus: int = 0
+    active_deadline_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """How a model's steps run as pods (the kubernetes backend)."""
+
+    resources: dict[str, StepResources] = field(default_factory=dict)
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[dict[str, str], ...] = ()
+    startup_timeout_seconds: int = 600
+
+    def for_step(self, step: str) -> StepResources:
+        return self.resources.get(step, StepResources())
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     module: str
@@ -78,6 +101,7 @@ class ModelConfig:
     thresholds: tuple[Bound, ...]
     source: Path = field(compare=False)
     rollout: RolloutConfig = RolloutConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     # -- data windows -------------------------------------------------------
     def window(self, interval: dt.date) -> list[dt.date]:
@@ -153,6 +177,7 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         raise ConfigError(f"{source}: [rollout] keep_versions must be at least 2 (stable and previous)")
     if min(rollout.load_timeout_seconds, rollout.label_timeout_seconds, rollout.latency_budget_ms) <= 0:
         raise ConfigError(f"{source}: [rollout] timeouts and latency_budget_ms must be positive")
+    kubernetes = _kubernetes(_section(raw, "kubernetes", source), source)
     bounds = []
     for metric, spec in _section(raw, "thresholds", source).items():
         if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"}:
@@ -176,7 +201,29 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         thresholds=tuple(bounds),
         source=source,
         rollout=rollout,
+        kubernetes=kubernetes,
     )
+
+
+def _kubernetes(raw: dict[str, Any], source: Path) -> KubernetesConfig:
+    raw = dict(raw)
+    resources = {}
+    for step, values in raw.pop("resources", {}).items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [kubernetes.resources.{step}] must be a table")
+        res = _build(StepResources, values, f"kubernetes.resources.{step}", source)
+        if res.gpus < 0 or res.active_deadline_seconds < 1:
+            raise ConfigError(f"{source}: [kubernetes.resources.{step}] gpus >= 0 and active_deadline_seconds >= 1")
+        resources[step] = res
+    selector = raw.pop("gpu_node_selector", {})
+    tolerations = raw.pop("gpu_tolerations", [])
+    if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
+        raise ConfigError(f"{source}: [kubernetes] gpu_node_selector must be a table of strings")
+    if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+        raise ConfigError(f"{source}: [kubernetes] gpu_tolerations must be a list of tables")
+    rest = _build(KubernetesConfig, raw, "kubernetes", source)
+    return dataclasses.replace(rest, resources=resources, gpu_node_selector=selector,
+                               gpu_tolerations=tuple(tolerations))
 
 
 def resolve_config_path(model: str | Path) -> Path:

@@ -15,11 +15,15 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from pipelines.config import load_model_config
 from pipelines.runs import STEPS
+from skewfree.operators.pod import step_pod
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
+from skewfree.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
+INTERVAL = "{{ data_interval_start | ds }}"  # the run's data interval: never the wall clock
 
 # Backfills run several intervals at once; this pool (create it with `airflow pools set
 # skewfree_training 1 "..."`) bounds how many of them train at the same time.
@@ -76,6 +80,16 @@ STEP_FLAGS = {
 }
 
 
+def step_task(step: str, *, model: str, config, settings: Settings):
+    """One step, on the configured backend: a local subprocess or a pod, with the same argv."""
+    pool = {"pool": TRAINING_POOL} if step == "train" else {}
+    if settings.backend == "kubernetes":
+        return step_pod(step, model=model, config=config, settings=settings, interval=INTERVAL,
+                        extra_args=STEP_FLAGS[step], **pool)
+    return PipelineStepOperator(task_id=step, step=step, model=model, interval=INTERVAL,
+                                extra_args=STEP_FLAGS[step], **pool)
+
+
 @task.short_circuit(task_id="is_blessed")
 def is_blessed(evaluation: dict, params: dict | None = None) -> bool:
     """Let publish run only for a blessed model (and when the run publishes); otherwise say why."""
@@ -102,6 +116,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
     :param dag_id: defaults to ``<name>_retrain``.
     """
     config = load_model_config(model)
+    settings = Settings.from_env()  # environment only: which backend, roots and image
     with DAG(
         dag_id=dag_id or f"{config.name}_retrain",
         # Data intervals: the run for day D covers [D, D+1) and reads partitions up to D.
@@ -113,8 +128,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         doc_md=f"Daily retraining of **{config.name}** ({config.source}).",
         params=trigger_params(),
     ) as dag:
-        steps = {name: PipelineStepOperator(task_id=name, step=name, model=model, extra_args=STEP_FLAGS[name],
-                                            **({"pool": TRAINING_POOL} if name == "train" else {}))
+        steps = {name: step_task(name, model=model, config=config, settings=settings)
                  for name in STEPS}
         steps["validate"] >> steps["transform"] >> steps["train"] >> steps["evaluate"]
         is_blessed(steps["evaluate"].output) >> steps["publish"]

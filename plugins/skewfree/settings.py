@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "kubernetes")
+# The trainer image built from docker/trainer.Dockerfile; runs pin an exact tag, never 'latest'.
+DEFAULT_TRAINER_IMAGE = "ghcr.io/skewfree/trainer"
+DEFAULT_TRAINER_TAG = "0.1.0-tf2.21.0-gpu"
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,10 @@ class Settings:
     :param server_serving_root: the same directory as the model server sees it (a container path
         for tensorflow/serving); written into its model config file.
     :param model_server_config: TF Serving's ``--model_config_file``, re-read by the server.
+    :param trainer_image: image repository for step pods (kubernetes backend).
+    :param trainer_tag: the default exact tag; a run's ``image_tag`` param overrides it.
+    :param namespace: Kubernetes namespace for step pods.
+    :param deferrable: wait for pods from the triggerer instead of a worker slot.
     """
 
     backend: str
@@ -28,6 +35,10 @@ class Settings:
     serving_root: str
     server_serving_root: str
     model_server_config: str
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    trainer_tag: str = DEFAULT_TRAINER_TAG
+    namespace: str = "skewfree"
+    deferrable: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -41,7 +52,14 @@ class Settings:
             serving_root=serving_root,
             server_serving_root=env.get("SKEWFREE_SERVER_SERVING_ROOT", serving_root),
             model_server_config=env.get("SKEWFREE_MODEL_SERVER_CONFIG", f"{serving_root}/models.config"),
+            trainer_image=env.get("SKEWFREE_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
+            trainer_tag=env.get("SKEWFREE_TRAINER_TAG", DEFAULT_TRAINER_TAG),
+            namespace=env.get("SKEWFREE_K8S_NAMESPACE", "skewfree"),
+            deferrable=env.get("SKEWFREE_DEFERRABLE", "false").lower() in ("1", "true", "yes"),
         )
+        if settings.trainer_tag == "latest" or ":" in settings.trainer_image.rsplit("/", 1)[-1]:
+            raise ValueError("SKEWFREE_TRAINER_IMAGE is a repository without a tag and SKEWFREE_TRAINER_TAG an "
+                             f"exact tag other than 'latest' (got {settings.trainer_image!r}, {settings.trainer_tag!r})")
         if settings.backend not in BACKENDS:
             raise ValueError(f"SKEWFREE_BACKEND={settings.backend!r} is not one of {', '.join(BACKENDS)}")
         return settings

@@ -1,0 +1,72 @@
+"""The kubernetes backend: one pod per step, running the same argv as the local backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+from pipelines.cli import step_argv
+from pipelines.config import ModelConfig
+from skewfree.settings import Settings
+
+XCOM_RETURN = "/airflow/xcom/return.json"  # read by KubernetesPodOperator's XCom sidecar
+NON_ROOT_UID = 1000
+
+
+class StepPodOperator(KubernetesPodOperator):
+    """KubernetesPodOperator for one pipeline step.
+
+    Trigger params reach the pod like the local task: flags that render empty are dropped from the
+    argv, and a run's ``gpus`` param overrides the configured ``nvidia.com/gpu`` limit of ``train``.
+    """
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        self.arguments = [arg for arg in self.arguments if arg]
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        gpus = ((context or {}).get("params") or {}).get("gpus") if self.task_id == "train" else None
+        if gpus:
+            container = pod.spec.containers[0]
+            container.resources.limits["nvidia.com/gpu"] = str(gpus)
+        return pod
+
+
+def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, interval: str,
+             extra_args: list[str], **kwargs: Any) -> StepPodOperator:
+    """The pod for ``step``: pinned trainer image, resources from the model config, non-root, timed out."""
+    argv = step_argv(step, model=model, interval=interval, roots=settings.roots, extra=tuple(extra_args))
+    resources = config.kubernetes.for_step(step)
+    limits = {"cpu": resources.cpu, "memory": resources.memory}
+    gpu = {}
+    if resources.gpus:
+        limits["nvidia.com/gpu"] = str(resources.gpus)
+        gpu = {"node_selector": dict(config.kubernetes.gpu_node_selector),
+               "tolerations": [k8s.V1Toleration(**t) for t in config.kubernetes.gpu_tolerations]}
+    return StepPodOperator(
+        task_id=step,
+        name=f"skewfree-{config.name}-{step}".replace("_", "-"),
+        namespace=settings.namespace,
+        image=f"{settings.trainer_image}:{{{{ params.image_tag or '{settings.trainer_tag}' }}}}",
+        image_pull_policy="IfNotPresent",
+        cmds=[argv[0]],
+        arguments=argv[1:],
+        env_vars={"SKEWFREE_XCOM_RETURN": XCOM_RETURN, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        container_resources=k8s.V1ResourceRequirements(requests={"cpu": resources.cpu, "memory": resources.memory},
+                                                       limits=limits),
+        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=NON_ROOT_UID,
+                                                  fs_group=NON_ROOT_UID),
+        container_security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        ),
+        startup_timeout_seconds=config.kubernetes.startup_timeout_seconds,
+        active_deadline_seconds=resources.active_deadline_seconds,
+        get_logs=True,
+        do_xcom_push=True,
+        on_finish_action="delete_pod",
+        deferrable=settings.deferrable,
+        labels={"app": "skewfree", "model": config.name, "step": step},
+        **gpu,
+        **kwargs,
+    )

@@ -1,0 +1,118 @@
+"""The kubernetes backend, tested by rendering pods (no cluster): same argv as local, pinned image,
+resources, GPU scheduling, non-root, timeouts, XCom sidecar."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+
+from skewfree.operators.step import PipelineStepOperator
+from skewfree.settings import Settings
+
+ENV = {
+    "SKEWFREE_BACKEND": "kubernetes",
+    "SKEWFREE_DATA_ROOT": "/mnt/data",
+    "SKEWFREE_ARTIFACT_ROOT": "/mnt/artifacts",
+    "SKEWFREE_SERVING_ROOT": "/mnt/serving",
+    "SKEWFREE_TRAINER_IMAGE": "registry.example.com/skewfree/trainer",
+    "SKEWFREE_TRAINER_TAG": "0.1.0-tf2.21.0-gpu",
+    "AIRFLOW_CONN_KUBERNETES_DEFAULT": '{"conn_type": "kubernetes", "extra": {"in_cluster": false}}',
+}
+
+
+def dags(monkeypatch, backend: str):
+    from skewfree.dag_factory import retrain_dag
+
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SKEWFREE_BACKEND", backend)
+    return retrain_dag("taxi")
+
+
+def rendered(task, dag, conf: dict | None = None):
+    """Render a task's templates as a scheduled (or triggered) run for interval 2026-11-10 would."""
+    params = copy.deepcopy(dag.params)
+    params.update(conf or {})
+    start = dt.datetime(2026, 11, 10, tzinfo=dt.UTC)
+    ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1)
+    context = {"params": params.validate(), "data_interval_start": start, "logical_date": start,
+               "run_id": "scheduled__2026-11-10T00:00:00+00:00", "ti": ti, "dag": dag, "ds": "2026-11-10"}
+    task = copy.deepcopy(task)
+    task.render_template_fields(context)
+    return task, context
+
+
+def local_argv(monkeypatch, step: str, conf: dict | None = None) -> list[str]:
+    dag = dags(monkeypatch, "local")
+    task, _ = rendered(dag.get_task(step), dag, conf)
+    assert isinstance(task, PipelineStepOperator)
+    return task.argv(Settings.from_env())
+
+
+@pytest.mark.parametrize("step", ["transform", "train"])
+def test_pod_runs_the_local_argv_in_the_pinned_image(monkeypatch, step):
+    conf = {"epochs": 7, "force": True}
+    expected = local_argv(monkeypatch, step, conf)
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task(step), dag, conf)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    container = pod.spec.containers[0]
+    assert [*container.command, *container.args] == expected
+    assert expected[:5] == ["python", "-m", "pipelines", step, "--model"]
+    assert "--interval" in expected and expected[expected.index("--interval") + 1] == "2026-11-10"
+    assert container.image == "registry.example.com/skewfree/trainer:0.1.0-tf2.21.0-gpu"
+    assert pod.metadata.namespace == "skewfree"
+    # non-root, no privilege escalation
+    assert pod.spec.security_context.run_as_non_root and pod.spec.security_context.run_as_user == 1000
+    assert container.security_context.allow_privilege_escalation is False
+    assert container.security_context.capabilities.drop == ["ALL"]
+    # timeouts, logs, cleanup, result through the XCom sidecar
+    assert pod.spec.active_deadline_seconds == {"transform": 7200, "train": 14400}[step]
+    assert task.startup_timeout_seconds == 600 and task.get_logs and task.on_finish_action == "delete_pod"
+    assert [c.name for c in pod.spec.containers] == ["base", "airflow-xcom-sidecar"]
+    assert {e.name: e.value for e in container.env}["SKEWFREE_XCOM_RETURN"] == "/airflow/xcom/return.json"
+
+
+def test_train_pod_requests_a_gpu_node(monkeypatch):
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("train"), dag)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    resources = pod.spec.containers[0].resources
+    assert resources.limits == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert resources.requests == {"cpu": "8", "memory": "32Gi"}
+    assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
+    [toleration] = pod.spec.tolerations
+    assert (toleration.key, toleration.operator, toleration.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
+    assert task.pool == "skewfree_training"
+
+
+def test_transform_pod_has_no_gpu(monkeypatch):
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("transform"), dag)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    assert "nvidia.com/gpu" not in pod.spec.containers[0].resources.limits
+    assert not pod.spec.node_selector and not pod.spec.tolerations
+
+
+def test_trigger_params_reach_the_pod(monkeypatch):
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("train"), dag, {"gpus": 4, "image_tag": "0.2.0-tf2.21.0-gpu"})
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    assert pod.spec.containers[0].image.endswith(":0.2.0-tf2.21.0-gpu")
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "4"
+    assert "--gpus=4" in pod.spec.containers[0].args
+
+
+def test_deferrable_is_a_setting(monkeypatch):
+    monkeypatch.setenv("SKEWFREE_DEFERRABLE", "true")
+    assert dags(monkeypatch, "kubernetes").get_task("train").deferrable is True
+
+
+def test_latest_tag_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match="other than 'latest'"):
+        Settings.from_env({"SKEWFREE_TRAINER_TAG": "latest"})
+    with pytest.raises(ValueError, match="repository without a tag"):
+        Settings.from_env({"SKEWFREE_TRAINER_IMAGE": "ghcr.io/skewfree/trainer:latest"})
