@@ -1,0 +1,87 @@
+"""Deployment files, checked without a Docker engine: pinned images, healthchecks, wiring, secrets."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+EXACT_TAG = re.compile(r"^[\w./-]+:(?!latest$)[\w][\w.-]*$")
+
+
+def tracked_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return [ROOT / line for line in out.stdout.splitlines() if not line.startswith("tests/")]
+
+
+def test_no_latest_tag_anywhere():
+    pattern = re.compile(r"[\w./-]+:latest\b")
+    hits = []
+    for path in tracked_files():
+        if path.is_file() and path.suffix not in {".png", ".pb"}:
+            for n, line in enumerate(path.read_text(errors="ignore").splitlines(), 1):
+                if pattern.search(line):
+                    hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert hits == []
+
+
+@pytest.mark.parametrize("dockerfile", sorted((ROOT / "docker").glob("*.Dockerfile")), ids=lambda p: p.name)
+def test_dockerfiles_pin_exact_base_images(dockerfile):
+    bases = re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), re.M)
+    assert bases and all(EXACT_TAG.match(b) for b in bases), bases
+
+
+def test_trainer_and_airflow_images_are_separate():
+    trainer = (ROOT / "docker" / "trainer.Dockerfile").read_text()
+    airflow = (ROOT / "docker" / "airflow.Dockerfile").read_text()
+    assert "FROM tensorflow/tensorflow:2.21.0-gpu" in trainer and "USER 1000" in trainer
+    assert "FROM apache/airflow:3.3.2-python3.11" in airflow
+    assert not re.search(r"^\s*\"?tensorflow==", airflow, re.M)  # no TensorFlow in the Airflow image
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_is_pinned_and_health_checked(name):
+    service = SERVICES[name]
+    assert EXACT_TAG.match(service["image"]), service["image"]
+    assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for dependency in service.get("depends_on", {}):
+        assert dependency in SERVICES, f"{name} depends on unknown service {dependency}"
+    for port in service.get("ports", []):
+        assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_services_reference_each_other():
+    env = SERVICES["airflow-scheduler"]["environment"]
+    assert "@postgres:5432/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert urlparse(env["AIRFLOW_CONN_MODEL_SERVER_DEFAULT"]).hostname == "tf-serving"
+    assert "endpoint_url=http%3A%2F%2Fminio%3A9000" in env["AIRFLOW_CONN_AWS_DEFAULT"]
+    assert urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]).hostname == "airflow-apiserver"
+    # TF Serving reads the model config file that the rollout task writes, on the same volume
+    serving_args = SERVICES["tf-serving"]["command"]
+    assert "--model_config_file=/models/models.config" in serving_args
+    assert any(a.startswith("--model_config_file_poll_wait_seconds=") for a in serving_args)
+    assert any(a.startswith("--monitoring_config_file=") for a in serving_args)
+    assert env["SKEWFREE_MODEL_SERVER_CONFIG"] == "/models/models.config"
+    assert "serving:/models" in SERVICES["tf-serving"]["volumes"]
+    assert "serving:/models" in SERVICES["airflow-scheduler"]["volumes"]
+    assert "postgres" in SERVICES["airflow-scheduler"]["depends_on"]
+
+
+def test_secrets_have_no_defaults():
+    text = (ROOT / "docker-compose.yaml").read_text()
+    references = re.findall(r"(?<!\$)\$\{([A-Z_]+)([^}]*)\}", text)  # $${X} is the container's, not compose's
+    assert references
+    for name, rest in references:
+        assert rest.startswith(":?"), f"${{{name}{rest}}} must fail when unset, not default"
+    example = (ROOT / ".env.example").read_text()
+    assert all(f"{name}=" in example for name, _ in references)
+    assert "ALL_ADMINS: \"false\"" in text
