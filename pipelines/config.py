@@ -49,12 +49,24 @@ class DataConfig:
     eval_days: int = 1
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3
     batch_size: int = 256
     learning_rate: float = 0.003
     seed: int = 42
+    strategy: str = "default"  # default | mirrored (all local GPUs) | multi_worker (TF_CONFIG)
+    mixed_precision: bool = False
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    # Beam pipeline options, passed to the pipeline unchanged; empty: DirectRunner in memory.
+    # e.g. ["--runner=DataflowRunner", "--project=...", "--region=...", "--temp_location=gs://..."]
+    beam_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class ModelConfig:
     source: Path = field(compare=False)
     rollout: RolloutConfig = RolloutConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
+    transform: TransformConfig = TransformConfig()
 
     # -- data windows -------------------------------------------------------
     def window(self, interval: dt.date) -> list[dt.date]:
@@ -172,6 +185,14 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
     train = _build(TrainConfig, _section(raw, "train", source), "train", source)
     if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0:
         raise ConfigError(f"{source}: [train] epochs, batch_size and learning_rate must be positive")
+    if train.strategy not in STRATEGIES or not isinstance(train.mixed_precision, bool):
+        raise ConfigError(f"{source}: [train] strategy must be one of {STRATEGIES} and mixed_precision a "
+                          f"boolean (got {train.strategy!r}, {train.mixed_precision!r})")
+    beam_args = _section(raw, "transform", source).get("beam_args", [])
+    if not isinstance(beam_args, list) or not all(isinstance(a, str) and a.startswith("--") for a in beam_args):
+        raise ConfigError(f"{source}: [transform] beam_args must be a list of '--option=value' strings")
+    if set(_section(raw, "transform", source)) - {"beam_args"}:
+        raise ConfigError(f"{source}: [transform] only takes beam_args")
     rollout = _build(RolloutConfig, _section(raw, "rollout", source), "rollout", source)
     if rollout.keep_versions < 2:
         raise ConfigError(f"{source}: [rollout] keep_versions must be at least 2 (stable and previous)")
@@ -202,6 +223,7 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         source=source,
         rollout=rollout,
         kubernetes=kubernetes,
+        transform=TransformConfig(beam_args=tuple(beam_args)),
     )
 
 

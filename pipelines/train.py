@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ class TrainResult:
     params: dict[str, Any]
     devices: list[str]
     epochs_run: int
+    resumed_from_epoch: int
+    strategy: str
     seconds: float
     history: dict[str, float]
     tensorboard: str
@@ -119,6 +122,17 @@ def gpu_preflight(requested: int) -> list[str]:
     return devices
 
 
+def distribution_strategy(name: str):
+    """``default``: one device; ``mirrored``: every local GPU; ``multi_worker``: the cluster in TF_CONFIG."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
           overrides: dict[str, Any] | None = None, force: bool = False, gpus: int = 0) -> TrainResult:
     started = time.monotonic()
@@ -148,10 +162,17 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
                             shuffle_seed=params.seed)
     eval_ds = make_dataset(transformed["eval_files"], spec, label, batch_size=4096)
 
-    # Checkpoints live outside the staged output so a killed attempt resumes from its last epoch.
-    backup_dir = run.run_dir / "train_checkpoints"
+    # Checkpoints live outside the staged output so a killed attempt resumes from its last epoch;
+    # keyed by the input digest, so an attempt with other params or data never restores them.
+    backup_dir = run.run_dir / "train_checkpoints" / digest[:16]
+    if params.mixed_precision:
+        tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = distribution_strategy(params.strategy)
+    log.info("strategy %s with %d replica(s), mixed precision %s", params.strategy,
+             strategy.num_replicas_in_sync, params.mixed_precision)
     with staged_dir(run.step_dir("train")) as out:
-        model = module.build_model(tft_output, learning_rate=params.learning_rate)
+        with strategy.scope():
+            model = module.build_model(tft_output, learning_rate=params.learning_rate)
         history = model.fit(
             train_ds,
             validation_data=eval_ds,
@@ -171,10 +192,14 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             params=dataclasses.asdict(params),
             devices=devices,
             epochs_run=len(history.epoch),
+            # BackupAndRestore resumes a killed attempt: the first epoch this process ran
+            resumed_from_epoch=history.epoch[0] if history.epoch else params.epochs,
+            strategy=params.strategy,
             seconds=round(time.monotonic() - started, 2),
             history={k: round(float(v[-1]), 6) for k, v in history.history.items()},
             tensorboard=str(final / "tensorboard"),
             input_digest=digest,
         )
         write_result(out, result)
+    shutil.rmtree(backup_dir.parent, ignore_errors=True)  # done: nothing left to resume
     return result

@@ -78,6 +78,17 @@ def read_raw(pipeline, label: str, files: list[str], fmt: str, schema: RawSchema
     return batches, config
 
 
+def resolve_beam_args(config: ModelConfig, cli_args: list[str] | None) -> list[str]:
+    """Beam options: the CLI's, else the model config's [transform] beam_args, else DirectRunner in memory."""
+    return list(cli_args or config.transform.beam_args or DEFAULT_BEAM_ARGS)
+
+
+def pipeline_options(beam_args: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions(beam_args)
+
+
 def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
     """Append the RAW_EXAMPLE_KEY passthrough column to every batch (and to the adapter's schema)."""
     import apache_beam as beam
@@ -107,7 +118,6 @@ def transform(
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
     from apache_beam.metrics.metric import Metrics, MetricsFilter
-    from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.coders.example_coder import RecordBatchToExamples
 
     run = Run(artifact_root, config.name, interval)
@@ -123,7 +133,7 @@ def transform(
         return TransformResult(**hit)
     schema: RawSchema = config.features_module().SCHEMA
     preprocessing_fn = config.model_module().preprocessing_fn
-    beam_args = list(beam_args or DEFAULT_BEAM_ARGS)
+    beam_args = resolve_beam_args(config, beam_args)
     with staged_dir(run.step_dir("transform")) as out:
         counters = {split: Metrics.counter("skewfree", f"{split}_rows") for split in files}
 
@@ -136,7 +146,7 @@ def transform(
 
             return count
 
-        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+        pipeline = beam.Pipeline(options=pipeline_options(beam_args))
         with tft_beam.Context(temp_dir=str(out / "tmp"), passthrough_keys={RAW_EXAMPLE_KEY}):
             raw = {}
             for split, split_files in files.items():

@@ -31,10 +31,9 @@ def airflow(env, *args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def dag_runs(env) -> list[dict]:
     out = airflow(env, "dags", "list-runs", "taxi_retrain", "-o", "json", check=False)
-    try:
-        return json.loads(out.stdout[out.stdout.index("["):]) if "[" in out.stdout else []
-    except json.JSONDecodeError:
-        return []
+    # log lines (warnings) may precede the JSON table on stdout
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[{") or line == "[]"]
+    return json.loads(lines[-1]) if lines else []
 
 
 @pytest.fixture(scope="module")

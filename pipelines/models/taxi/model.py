@@ -76,7 +76,8 @@ def build_model(tf_transform_output, *, learning_rate: float) -> tf_keras.Model:
     x = tf_keras.layers.concatenate(encoded)
     x = tf_keras.layers.Dense(64, activation="relu")(x)
     x = tf_keras.layers.Dense(32, activation="relu")(x)
-    output = tf_keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    # float32 output keeps the probability exact under a mixed-precision policy
+    output = tf_keras.layers.Dense(1, activation="sigmoid", name="probability", dtype="float32")(x)
     model = tf_keras.Model(inputs=inputs, outputs=output)
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),

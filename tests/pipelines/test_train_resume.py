@@ -1,0 +1,60 @@
+"""Training resumes from its last checkpoint after the process is killed, and exports completely."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines.runs import Run
+from tests.conftest import END, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_sigkill_mid_training_then_resume(trained_run, tmp_path):
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    run = Run(art, "taxi", END)
+    good = (run.result_path("train")).read_text()
+    backup = run.run_dir / "train_checkpoints"
+    argv = [sys.executable, "-m", "pipelines", "train", "--model", "taxi", "--interval", str(END),
+            "--artifact-root", str(art), "--epochs", "6", "--batch-size", "8"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    epochs_seen = 0
+    while time.monotonic() < deadline and first.poll() is None:
+        if backup.is_dir() and any(p.is_file() for p in backup.rglob("*")):
+            time.sleep(0.3)  # let the epoch's checkpoint finish writing
+            os.kill(first.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    output = first.communicate(timeout=60)[0]
+    epochs_seen = output.count("Epoch ")
+    assert first.returncode == -signal.SIGKILL, f"training was not killed mid-run: {output[-2000:]}"
+    assert epochs_seen < 6
+    # the killed attempt left the previous good output in place
+    assert run.result_path("train").read_text() == good
+
+    second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    result = json.loads(second.stdout.strip().splitlines()[-1])
+    assert result["resumed_from_epoch"] >= 1, "training started over instead of resuming"
+    assert result["epochs_run"] == 6 - result["resumed_from_epoch"]
+    assert not backup.exists()  # a completed run clears its backup
+
+    import tensorflow as tf
+
+    canary = json.loads(run.step_dir("evaluate").joinpath("canary.json").read_text())[:5]
+    import base64
+
+    serve = tf.saved_model.load(result["saved_model"]).signatures["serving_default"]
+    out = serve(examples=tf.constant([base64.b64decode(r["b64"]) for r in canary]))["probability"].numpy()
+    assert out.shape == (5,) and ((out > 0) & (out < 1)).all()
