@@ -15,7 +15,6 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from pipelines.config import load_model_config
 from pipelines.runs import STEPS
-from skewfree.operators.pod import step_pod
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
 from skewfree.settings import Settings
@@ -84,6 +83,8 @@ def step_task(step: str, *, model: str, config, settings: Settings):
     """One step, on the configured backend: a local subprocess or a pod, with the same argv."""
     pool = {"pool": TRAINING_POOL} if step == "train" else {}
     if settings.backend == "kubernetes":
+        from skewfree.operators.pod import step_pod  # the kubernetes client only where it is used
+
         return step_pod(step, model=model, config=config, settings=settings, interval=INTERVAL,
                         extra_args=STEP_FLAGS[step], **pool)
     return PipelineStepOperator(task_id=step, step=step, model=model, interval=INTERVAL,
