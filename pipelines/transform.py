@@ -115,11 +115,6 @@ def transform(
     config: ModelConfig, *, interval: dt.date, artifact_root: Path, beam_args: list[str] | None = None,
     force: bool = False,
 ) -> TransformResult:
-    import apache_beam as beam
-    import tensorflow_transform.beam as tft_beam
-    from apache_beam.metrics.metric import Metrics, MetricsFilter
-    from tfx_bsl.coders.example_coder import RecordBatchToExamples
-
     run = Run(artifact_root, config.name, interval)
     validation = run.read_result("validate")
     train_dates, eval_dates = config.split_window(interval)
@@ -131,6 +126,11 @@ def transform(
                           data={split: [validation["file_digests"][f] for f in fs] for split, fs in files.items()})
     if (hit := cached_result(run, "transform", digest, force=force)) is not None:
         return TransformResult(**hit)
+
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.metrics.metric import Metrics, MetricsFilter
+    from tfx_bsl.coders.example_coder import RecordBatchToExamples
     schema: RawSchema = config.features_module().SCHEMA
     preprocessing_fn = config.model_module().preprocessing_fn
     beam_args = resolve_beam_args(config, beam_args)
