@@ -20,6 +20,7 @@ from pathlib import Path
 from pipelines.config import ModelConfig
 from pipelines.lineage import code_version
 from pipelines.runs import Run, write_result
+from pipelines.serving.models import version_labels
 from pipelines.storage import read_json, staged_dir, tree_digest, write_json
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             "image": image,
             "params": trained["params"],
             "metrics": evaluation["metrics"],
-            "baseline_version": current_labels(Path(serving_root) / "models.config", config.name).get("stable"),
+            "baseline_version": version_labels(Path(serving_root) / "models.config", config.name).get("stable"),
             "run_id": run_id,
             "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "source": str(source),
@@ -128,24 +129,10 @@ def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, mode
     return result
 
 
-def current_labels(config_file: Path, model: str) -> dict[str, int]:
-    """``version_labels`` of ``model`` in a TF Serving model config file (empty if none)."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    proto = model_server_config_pb2.ModelServerConfig()
-    if Path(config_file).is_file():
-        text_format.Parse(Path(config_file).read_text(), proto)
-    for entry in proto.model_config_list.config:
-        if entry.name == model:
-            return dict(entry.version_labels)
-    return {}
-
-
 def list_versions(serving_root: Path, model: str) -> list[dict]:
     """Every published version with its lineage, newest first, and the labels pointing at it."""
     base = Path(serving_root) / model
-    labels = current_labels(Path(serving_root) / "models.config", model)
+    labels = version_labels(Path(serving_root) / "models.config", model)
     rows = []
     for version in sorted(existing_versions(base), reverse=True):
         manifest_path = base / str(version) / MANIFEST

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RolloutConfig
-from pipelines.publish import CANARY, current_labels, existing_versions
+from pipelines.publish import CANARY, existing_versions
 from pipelines.serving.client import ModelServerClient, VersionLoadError
+from pipelines.serving.models import config_proto, version_labels
 from pipelines.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,7 @@ class ServingConfigFile:
         return self.path.read_text() if self.path.is_file() else None
 
     def parse(self, text: str | None):
-        from google.protobuf import text_format
-        from tensorflow_serving.config import model_server_config_pb2
-
-        proto = model_server_config_pb2.ModelServerConfig()
-        if text:
-            text_format.Parse(text, proto)
-        return proto
+        return config_proto(text, str(self.path))
 
     def write(self, proto) -> None:
         from google.protobuf import text_format
@@ -222,7 +217,7 @@ def canary_rows_of(version_dir: Path) -> list[dict]:
 def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, local_base: Path,
              target: int | None, policy: RolloutConfig) -> RolloutResult:
     """Promote an existing version (default: the ``previous`` label) with the same checks as a rollout."""
-    labels = current_labels(config_file, model)
+    labels = version_labels(config_file, model)
     on_disk = existing_versions(Path(local_base))
     if target is None:
         target = labels.get(PREVIOUS)

@@ -45,16 +45,32 @@ class ModelSpec:
     labels: tuple[tuple[str, int], ...] = ()
 
 
-def parse_model_config(text: str, source: str = "<config>") -> list[ModelSpec]:
-    """``model_config_list`` text proto -> specs, parsed with tensorflow-serving-api's protos."""
+def config_proto(text: str | None, source: str = "<config>"):
+    """A ``ModelServerConfig`` (``model_config_list`` text format), parsed with tensorflow-serving-api's protos."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     proto = model_server_config_pb2.ModelServerConfig()
     try:
-        text_format.Parse(text, proto)
+        text_format.Parse(text or "", proto)
     except text_format.ParseError as exc:
         raise ValueError(f"{source}: not a valid ModelServerConfig: {exc}") from None
+    return proto
+
+
+def version_labels(config_file: Path, model: str) -> dict[str, int]:
+    """``version_labels`` of ``model`` in a model config file (empty if the file or model is absent)."""
+    path = Path(config_file)
+    proto = config_proto(path.read_text() if path.is_file() else None, str(path))
+    for entry in proto.model_config_list.config:
+        if entry.name == model:
+            return dict(entry.version_labels)
+    return {}
+
+
+def parse_model_config(text: str, source: str = "<config>") -> list[ModelSpec]:
+    """``model_config_list`` text proto -> specs."""
+    proto = config_proto(text, source)
     specs = []
     for config in proto.model_config_list.config:
         if not config.name or not config.base_path:

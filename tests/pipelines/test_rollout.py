@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import RolloutConfig
-from pipelines.rollout import RolloutError, current_labels, promote, rollback
+from pipelines.rollout import RolloutError, promote, rollback
 from pipelines.serving.client import ModelServerClient
+from pipelines.serving.models import version_labels
 from tests.conftest import ROOT
 from tests.serving.test_rest_contract import free_port
 
@@ -150,7 +151,7 @@ def test_rollback_to_a_named_version_and_unknown_versions(stack):
                       local_base=stack["base"], target=V0, policy=POLICY)
     assert result.stable == V0  # a rollback may go to older data on purpose
     assert stable_of(stack) == V0
-    labels = current_labels(stack["config"], MODEL)
+    labels = version_labels(stack["config"], MODEL)
     assert labels == {"stable": V0, "previous": V1}
     loaded = [v for v, s in stack["client"].version_states(MODEL).items() if s == "AVAILABLE"]
     assert V0 in loaded and V1 in loaded and len(loaded) <= POLICY.keep_versions
