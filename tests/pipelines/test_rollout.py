@@ -68,6 +68,13 @@ def go(stack, version, **kwargs):
                    policy=kwargs.pop("policy", POLICY), **kwargs)
 
 
+def ensure_v1_stable(stack) -> None:
+    """Each test starts from V1 stable, so it also runs alone (pytest -k)."""
+    if version_labels(stack["config"], MODEL).get("stable") != V1:
+        rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
+                 local_base=stack["base"], target=V1, policy=POLICY)
+
+
 def stable_of(stack) -> int:
     status, body = stack["client"].request("GET", f"/v1/models/{MODEL}/labels/stable")
     assert status == 200, body
@@ -89,6 +96,7 @@ def test_first_rollout_makes_the_candidate_stable(stack):
     (V2, dataclasses.replace(POLICY, latency_budget_ms=0.001), "canary", "over the budget of 0.001 ms"),
 ], ids=["canary-mismatch", "corrupt-candidate", "latency-budget"])
 def test_failed_check_restores_stable(stack, version, policy, check, says):
+    ensure_v1_stable(stack)
     before = stack["config"].read_text()
     with pytest.raises(RolloutError) as err:
         go(stack, version, policy=policy)
@@ -101,6 +109,7 @@ def test_failed_check_restores_stable(stack, version, policy, check, says):
 
 
 def test_older_version_is_not_promoted_over_newer_stable(stack):
+    ensure_v1_stable(stack)
     result = go(stack, V0)
     assert not result.changed and result.stable == V1
     assert "trained on older data than stable" in result.skipped_reason
@@ -108,6 +117,7 @@ def test_older_version_is_not_promoted_over_newer_stable(stack):
 
 
 def test_no_failed_request_during_promotion_and_rollback(stack):
+    ensure_v1_stable(stack)
     client, failures, latencies = stack["client"], [], []
     stop = threading.Event()
     body = {"instances": [{"b64": row["b64"]} for row in stack["canary"][:4]]}
@@ -144,6 +154,7 @@ def test_no_failed_request_during_promotion_and_rollback(stack):
 
 
 def test_rollback_to_a_named_version_and_unknown_versions(stack):
+    ensure_v1_stable(stack)
     with pytest.raises(RolloutError, match=r"has no version 123 under .*; versions are \[2026110800"):
         rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
                  local_base=stack["base"], target=123, policy=POLICY)
