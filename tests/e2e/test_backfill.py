@@ -6,6 +6,7 @@ a temporary home, the local model server, then `airflow backfill create`, exactl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -77,7 +78,12 @@ def local_stack(tmp_path_factory):
         yield {"env": env, "home": home, "server": f"http://127.0.0.1:{server_port}", "logs": logs}
     finally:
         os.killpg(standalone.pid, signal.SIGTERM)
-        standalone.wait(timeout=60)
+        try:
+            standalone.wait(timeout=60)
+            time.sleep(5)  # components finish shutting down after the leader exits
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(standalone.pid, signal.SIGKILL)  # nothing of this stack outlives the test
         server.terminate()
         server.wait(timeout=30)
 
