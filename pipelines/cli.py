@@ -8,7 +8,6 @@ The step's result is printed as JSON on the last line and saved as result.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from pipelines.config import ConfigError, load_model_config
 from pipelines.runs import StepError
+from pipelines.staging import Staging
 
 log = logging.getLogger("pipelines")
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def print_versions(args: argparse.Namespace) -> int:
     from pipelines.publish import list_versions
 
-    rows = list_versions(Path(args.serving_root), load_model_config(args.model).name)
+    rows = list_versions(args.serving_root, load_model_config(args.model).name)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -172,8 +172,23 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace):
+def run(args: argparse.Namespace, staging: Staging):
+    """Run one step; with roots on S3, on the local mirror with its inputs pulled and outputs pushed."""
     config = load_model_config(args.model)
+    names = [n for n in ("data", "artifact") if hasattr(args, f"{n}_root")]
+    roots = staging.local_roots({n: getattr(args, f"{n}_root") for n in names})
+    for name, value in roots.items():
+        setattr(args, f"{name}_root", value)
+    interval = getattr(args, "interval", None)
+    try:
+        staging.pull(args.step, config, interval=interval, roots=roots, data_dir=getattr(args, "data_dir", None))
+        result = run_step(args, config)
+        return staging.push(args.step, config, result, interval=interval, roots=roots)
+    finally:
+        staging.close()
+
+
+def run_step(args: argparse.Namespace, config):
     if args.step == "generate-data":
         from pipelines.datagen import generate_data
 
@@ -200,8 +215,7 @@ def run(args: argparse.Namespace):
     if args.step == "publish":
         from pipelines.publish import publish
 
-        return publish(config, serving_root=Path(args.serving_root), run_id=args.run_id, image=args.image,
-                       **common)
+        return publish(config, serving_root=args.serving_root, run_id=args.run_id, image=args.image, **common)
     raise AssertionError(args.step)
 
 
@@ -209,19 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
     args = build_parser().parse_args(argv)
+    staging = Staging({n: getattr(args, f"{n}_root") for n in ("data", "artifact") if hasattr(args, f"{n}_root")})
     try:
         if args.step == "serve":
             return serve(args)
         if args.step == "versions":
             return print_versions(args)
-        result = run(args)
+        payload = run(args, staging)
     except (ConfigError, StepError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.
-        print(f"error: {args.step}: {exc}", file=sys.stderr, flush=True)
+        message = staging.describe(str(exc))
+        print(f"error: {args.step}: {message}", file=sys.stderr, flush=True)
         # the last line is what the orchestrator reports: keep the whole message on it
-        print(f"error: {args.step}: {' '.join(str(exc).split())}", flush=True)
+        print(f"error: {args.step}: {' '.join(message.split())}", flush=True)
         return 1
-    payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
     if xcom := os.environ.get("SKEWFREE_XCOM_RETURN"):  # a pod: KubernetesPodOperator's sidecar reads it
         Path(xcom).parent.mkdir(parents=True, exist_ok=True)
         Path(xcom).write_text(json.dumps(payload, default=str))

@@ -1,9 +1,11 @@
-"""publish: copy a blessed SavedModel to ``{serving_root}/{model}/{version}/`` atomically.
+"""publish: copy a blessed SavedModel to ``{serving_root}/{model}/{version}/``, never half-written.
 
 Versions are integers ``YYYYMMDDnn``: the data interval's date and a sequence
 number, so a model trained on newer data always has a higher version and no
-version is ever reused. The copy is built in a non-numeric temporary directory
-(TF Serving ignores those) and renamed into place; an existing version is never
+version is ever reused. On a local serving root the copy is built in a
+non-numeric hidden directory (TF Serving ignores those) and renamed into place;
+on S3 every object is written only if absent and ``saved_model.pb`` goes last, so
+a version is loadable only once it is complete. An existing version is never
 overwritten. Re-publishing the same content for the same interval is a no-op.
 """
 
@@ -11,22 +13,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import shutil
-import uuid
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
 from pipelines.lineage import code_version
+from pipelines.objectstore import Store, open_store
 from pipelines.runs import Run, write_result
-from pipelines.serving.models import version_labels
-from pipelines.storage import read_json, staged_dir, tree_digest, write_json
+from pipelines.serving.models import labels_in
+from pipelines.staging import active_mirror
+from pipelines.storage import staged_dir, tree_digest, write_json
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CANARY = "canary.json"
+SAVED_MODEL = "saved_model.pb"
+MODEL_CONFIG = "models.config"  # TF Serving's model config file, in its default place under the serving root
 MAX_VERSIONS_PER_DAY = 100
 
 
@@ -44,19 +49,18 @@ class PublishResult:
     reused: bool
 
 
-def existing_versions(model_base: Path) -> list[int]:
-    """Integer-named version directories, as TF Serving sees them."""
-    if not model_base.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_base.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def day_versions(interval: dt.date) -> range:
     first = int(interval.strftime("%Y%m%d")) * MAX_VERSIONS_PER_DAY
     return range(first, first + MAX_VERSIONS_PER_DAY)
 
 
-def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: Path,
+def baseline_version(store: Store, model: str) -> int | None:
+    """The version the ``stable`` label points at in ``{serving_root}/models.config``, if any."""
+    text = store.read_bytes(MODEL_CONFIG)
+    return labels_in(None if text is None else text.decode(), model, store.url(MODEL_CONFIG)).get("stable")
+
+
+def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: str,
             run_id: str = "", image: str = "local") -> PublishResult:
     run = Run(artifact_root, config.name, interval)
     evaluation = run.read_result("evaluate")
@@ -68,29 +72,28 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             + "; ".join(evaluation["reasons"])
         )
     source = Path(evaluation["saved_model"])
-    if not (source / "saved_model.pb").is_file():
+    if not (source / SAVED_MODEL).is_file():
         raise FileNotFoundError(f"no SavedModel at {source}")
     digest = tree_digest(source)
-    model_base = Path(serving_root) / config.name
-    model_base.mkdir(parents=True, exist_ok=True)
+    store = open_store(serving_root)
 
-    same_day = [v for v in existing_versions(model_base) if v in day_versions(interval)]
+    same_day = [v for v in store.version_dirs(config.name) if v in day_versions(interval)]
     for version in same_day:
-        manifest = model_base / str(version) / MANIFEST
-        if manifest.is_file() and read_json(manifest).get("content_digest") == digest:
+        manifest = store.read_json(config.name, str(version), MANIFEST)
+        if manifest is not None and manifest.get("content_digest") == digest:
             log.info("version %d already holds this model (digest %s); nothing to publish", version, digest[:12])
-            return _finish(run, config, interval, version, model_base, digest, reused=True)
+            return _finish(run, config, interval, version, store, digest, reused=True)
 
     version = (max(same_day) + 1) if same_day else day_versions(interval).start
     if version not in day_versions(interval):
         raise ValueError(f"{config.name} already has {MAX_VERSIONS_PER_DAY} versions for {interval}")
-    tmp = model_base / f".publishing-{version}-{uuid.uuid4().hex[:8]}"
-    try:
-        shutil.copytree(source, tmp)
+    with tempfile.TemporaryDirectory(prefix="skewfree-publish-") as tmp:
+        build = Path(tmp) / str(version)
+        shutil.copytree(source, build)
         # real eval rows and their offline predictions travel with the version: any rollout or
         # rollback to it can canary-check it, even after its run directory is gone
-        shutil.copy(evaluation["canary"], tmp / CANARY)
-        write_json(tmp / MANIFEST, {
+        shutil.copy(evaluation["canary"], build / CANARY)
+        manifest = {
             "model": config.name,
             "version": version,
             "interval": interval.isoformat(),
@@ -100,27 +103,27 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             "image": image,
             "params": trained["params"],
             "metrics": evaluation["metrics"],
-            "baseline_version": version_labels(Path(serving_root) / "models.config", config.name).get("stable"),
+            "baseline_version": baseline_version(store, config.name),
             "run_id": run_id,
             "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "source": str(source),
-        })
-        # rename() onto an existing non-empty directory fails: a version is never overwritten
-        os.rename(tmp, model_base / str(version))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("published %s version %d", config.name, version)
-    return _finish(run, config, interval, version, model_base, digest, reused=False)
+        }
+        # with roots on S3 the step ran on a local mirror: lineage names the S3 objects, not the copies
+        write_json(build / MANIFEST, mirror.to_urls(manifest) if (mirror := active_mirror()) else manifest)
+        # renamed into place locally; on S3 saved_model.pb (what makes a version loadable) goes last;
+        # an existing version is never overwritten (FileExistsError)
+        store.put_dir(build, config.name, str(version), last=SAVED_MODEL)
+    log.info("published %s version %d to %s", config.name, version, store.url(config.name, str(version)))
+    return _finish(run, config, interval, version, store, digest, reused=False)
 
 
-def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, model_base: Path, digest: str,
+def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, store: Store, digest: str,
             *, reused: bool) -> PublishResult:
     result = PublishResult(
         model=config.name,
         interval=interval.isoformat(),
         version=version,
-        path=str(model_base / str(version)),
+        path=store.url(config.name, str(version)),
         content_digest=digest,
         reused=reused,
     )
@@ -129,14 +132,14 @@ def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, mode
     return result
 
 
-def list_versions(serving_root: Path, model: str) -> list[dict]:
+def list_versions(serving_root: str, model: str) -> list[dict]:
     """Every published version with its lineage, newest first, and the labels pointing at it."""
-    base = Path(serving_root) / model
-    labels = version_labels(Path(serving_root) / "models.config", model)
+    store = open_store(serving_root)
+    text = store.read_bytes(MODEL_CONFIG)
+    labels = labels_in(None if text is None else text.decode(), model, store.url(MODEL_CONFIG))
     rows = []
-    for version in sorted(existing_versions(base), reverse=True):
-        manifest_path = base / str(version) / MANIFEST
-        manifest = read_json(manifest_path) if manifest_path.is_file() else {}
+    for version in sorted(store.version_dirs(model), reverse=True):
+        manifest = store.read_json(model, str(version), MANIFEST) or {}
         rows.append({
             "version": version,
             "labels": ",".join(sorted(k for k, v in labels.items() if v == version)),

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RolloutConfig
-from pipelines.publish import CANARY, existing_versions
+from pipelines.objectstore import Store
+from pipelines.publish import CANARY
 from pipelines.serving.client import ModelServerClient, VersionLoadError
 from pipelines.serving.models import config_proto, version_labels
 from pipelines.storage import atomic_write_bytes
@@ -115,6 +116,11 @@ def run_canary(client: ModelServerClient, model: str, version: int, rows: list[d
     """Real eval rows, one request each, to the candidate's version endpoint."""
     if not rows:
         raise RolloutError(f"no canary rows for {model} version {version}: nothing proves it serves correctly")
+    # One untimed warm-up request first, as TF Serving's warmup records do for a new version: the
+    # first call pays one-time initialisation; the budget is for the latency traffic will see.
+    started = time.perf_counter()
+    client.predict(model, {"instances": [{"b64": rows[0]["b64"]}]}, version=version)
+    warmup_ms = (time.perf_counter() - started) * 1000
     latencies, worst = [], 0.0
     for i, row in enumerate(rows[: policy.canary_rows]):
         started = time.perf_counter()
@@ -130,7 +136,7 @@ def run_canary(client: ModelServerClient, model: str, version: int, rows: list[d
     if slowest > policy.latency_budget_ms:
         raise RolloutError(f"canary latency {slowest:.1f} ms is over the budget of {policy.latency_budget_ms} ms")
     return {"requests": len(latencies), "max_abs_diff": worst, "max_latency_ms": round(slowest, 2),
-            "mean_latency_ms": round(sum(latencies) / len(latencies), 2)}
+            "mean_latency_ms": round(sum(latencies) / len(latencies), 2), "warmup_ms": round(warmup_ms, 2)}
 
 
 def promote(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, version: int,
@@ -207,24 +213,26 @@ def _serving_now(client: ModelServerClient, model: str, old_stable: int | None, 
     return "; ".join([f"{stable}, candidate {candidate} unloaded, versions {json.dumps(states)}", *notes])
 
 
-def canary_rows_of(version_dir: Path) -> list[dict]:
-    path = Path(version_dir) / CANARY
-    if not path.is_file():
-        raise RolloutError(f"{path} is missing: version {Path(version_dir).name} has no canary rows to check it with")
-    return json.loads(path.read_text())
+def canary_rows_of(store: Store, model: str, version: int) -> list[dict]:
+    """The eval rows published with ``version`` (its canary.json) under the serving root ``store``."""
+    rows = store.read_json(model, str(version), CANARY)
+    if rows is None:
+        raise RolloutError(f"{store.url(model, str(version), CANARY)} is missing: version {version} has no "
+                           "canary rows to check it with")
+    return rows
 
 
-def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, local_base: Path,
+def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, store: Store,
              target: int | None, policy: RolloutConfig) -> RolloutResult:
     """Promote an existing version (default: the ``previous`` label) with the same checks as a rollout."""
     labels = version_labels(config_file, model)
-    on_disk = existing_versions(Path(local_base))
+    published = store.version_dirs(model)
     if target is None:
         target = labels.get(PREVIOUS)
         if target is None:
-            raise RolloutError(f"{model} has no previous stable version to roll back to; name one of {on_disk}")
-    if target not in on_disk:
-        raise RolloutError(f"{model} has no version {target} under {local_base}; versions are {on_disk}")
+            raise RolloutError(f"{model} has no previous stable version to roll back to; name one of {published}")
+    if target not in published:
+        raise RolloutError(f"{model} has no version {target} under {store.url(model)}; versions are {published}")
     log.info("rolling %s back from %s to version %d", model, labels.get(STABLE), target)
     return promote(client, config_file, model=model, base_path=base_path, version=target,
-                  canary_rows=canary_rows_of(Path(local_base) / str(target)), policy=policy, allow_older=True)
+                   canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True)

@@ -133,6 +133,17 @@ def distribution_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
+def checkpoint_callbacks(backup_dir: Path) -> list:
+    """With the artifact root on S3: push the checkpoints after every epoch (after BackupAndRestore
+    wrote them), so a new pod resumes a killed one. Nothing for a local root."""
+    import tf_keras
+
+    from pipelines.staging import checkpoint_sync
+
+    sync = checkpoint_sync(backup_dir)
+    return [] if sync is None else [tf_keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: sync())]
+
+
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
           overrides: dict[str, Any] | None = None, force: bool = False, gpus: int = 0) -> TrainResult:
     started = time.monotonic()
@@ -179,6 +190,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             epochs=params.epochs,
             callbacks=[
                 tf_keras.callbacks.BackupAndRestore(str(backup_dir)),
+                *checkpoint_callbacks(backup_dir),
                 tf_keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")),
             ],
             verbose=2,

@@ -64,12 +64,18 @@ def check_table(table: pa.Table, schema: RawSchema, where: str) -> list[str]:
     return errors
 
 
+def data_config(config: ModelConfig, data_root: str, data_dir: str | None) -> ModelConfig:
+    """``config`` reading its partitions from ``data_dir`` (relative to the data root, never outside it)
+    instead of its configured directory, e.g. to reprocess a corrected copy of the data."""
+    if data_dir is None:
+        return config
+    return config.with_data_dir(str(confined(data_root, data_dir, "data_dir")))
+
+
 def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact_root: Path,
              data_dir: str | None = None) -> ValidateResult:
-    """Check the window's partitions. ``data_dir`` (relative to the data root) replaces the directory
-    of the model's data location, e.g. to reprocess a corrected copy of the data."""
-    if data_dir is not None:
-        config = config.with_data_dir(str(confined(data_root, data_dir, "data_dir")))
+    """Check the window's partitions (see ``data_config`` for ``data_dir``)."""
+    config = data_config(config, data_root, data_dir)
     schema: RawSchema = config.features_module().SCHEMA
     run = Run(artifact_root, config.name, interval)
     fmt = config.data.format

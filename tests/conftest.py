@@ -49,6 +49,17 @@ def airflow_env(home: Path, dags_folder: Path | None = None) -> dict[str, str]:
     return env
 
 
+def task_states(stdout: str) -> dict[str, str]:
+    """Task states from the table ``./dev demo`` prints."""
+    states = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in {"validate", "transform", "train", "evaluate", "is_blessed", "publish",
+                                            "needs_approval", "approve_promotion", "rollout"}:
+            states[parts[0]] = parts[1]
+    return states
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, small_data, taxi_config):
     """validate -> transform -> train -> evaluate on ``small_data`` in-process, with real Beam and TF."""
@@ -80,3 +91,47 @@ def complete_rows(small_data):
         valid = pc.is_valid(table.column(f.name))
         mask = valid if mask is None else pc.and_(mask, valid)
     return table.filter(mask).slice(0, 40)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server bound to 127.0.0.1; yields the AWS_* environment that points boto3 at it."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """This process's boto3 pointed at the moto server, a fresh bucket, and a fresh staging mirror."""
+    import uuid
+
+    import boto3
+
+    from pipelines import objectstore
+
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SKEWFREE_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setattr(objectstore, "_client", None)  # a client made before the env was set is stale
+    client = boto3.session.Session().client("s3")
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return {"client": client, "bucket": bucket, "url": f"s3://{bucket}"}

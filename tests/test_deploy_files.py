@@ -74,11 +74,17 @@ def test_services_reference_each_other():
     assert "serving:/models" in SERVICES["tf-serving"]["volumes"]
     assert "serving:/models" in SERVICES["airflow-scheduler"]["volumes"]
     assert "postgres" in SERVICES["airflow-scheduler"]["depends_on"]
+    # data and artifacts on MinIO, in the buckets airflow-init creates; pods get credentials from a Secret
+    buckets = {urlparse(env[f"SKEWFREE_{root}_ROOT"]).netloc for root in ("DATA", "ARTIFACT")}
+    assert all(env[f"SKEWFREE_{root}_ROOT"].startswith("s3://") for root in ("DATA", "ARTIFACT"))
+    init = SERVICES["airflow-init"]
+    assert "minio" in init["depends_on"] and all(f'\\"{b}\\"' in init["command"] for b in buckets)
+    assert env["SKEWFREE_K8S_S3_SECRET"] and env["SKEWFREE_S3_ENDPOINT_URL"].startswith("${")
 
 
 def test_secrets_have_no_defaults():
     text = (ROOT / "docker-compose.yaml").read_text()
-    references = re.findall(r"(?<!\$)\$\{([A-Z_]+)([^}]*)\}", text)  # $${X} is the container's, not compose's
+    references = re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)([^}]*)\}", text)  # $${X} is the container's, not compose's
     assert references
     for name, rest in references:
         assert rest.startswith(":?"), f"${{{name}{rest}}} must fail when unset, not default"

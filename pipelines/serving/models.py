@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.objectstore import Mirror, S3Store, is_s3, join, open_store
+
 log = logging.getLogger(__name__)
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
@@ -58,14 +60,18 @@ def config_proto(text: str | None, source: str = "<config>"):
     return proto
 
 
-def version_labels(config_file: Path, model: str) -> dict[str, int]:
-    """``version_labels`` of ``model`` in a model config file (empty if the file or model is absent)."""
-    path = Path(config_file)
-    proto = config_proto(path.read_text() if path.is_file() else None, str(path))
-    for entry in proto.model_config_list.config:
+def labels_in(text: str | None, model: str, source: str = "<config>") -> dict[str, int]:
+    """``version_labels`` of ``model`` in model config text (empty if there is none or no such model)."""
+    for entry in config_proto(text, source).model_config_list.config:
         if entry.name == model:
             return dict(entry.version_labels)
     return {}
+
+
+def version_labels(config_file: Path, model: str) -> dict[str, int]:
+    """``version_labels`` of ``model`` in a model config file (empty if the file or model is absent)."""
+    path = Path(config_file)
+    return labels_in(path.read_text() if path.is_file() else None, model, str(path))
 
 
 def parse_model_config(text: str, source: str = "<config>") -> list[ModelSpec]:
@@ -92,10 +98,13 @@ def parse_model_config(text: str, source: str = "<config>") -> list[ModelSpec]:
 
 
 def version_dirs(base_path: str) -> list[int]:
-    base = Path(base_path)
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir())
+    """Integer-named version directories; on S3 only complete ones (their saved_model.pb, which
+    publish uploads last, is there)."""
+    store = open_store(base_path)
+    versions = store.version_dirs()
+    if isinstance(store, S3Store):
+        versions = [v for v in versions if store.read_head(str(v), "saved_model.pb") is not None]
+    return versions
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,7 @@ class ModelManager:
             for number in wanted:  # load new versions first ...
                 version = model.versions.get(number)
                 if version is None or version.state == END and version.error_code == "OK":
-                    self._load(model, number, Path(spec.base_path) / str(number))
+                    self._load(model, number, join(spec.base_path, str(number)))
             with self._lock:  # ... then unload the unwanted, but never the last available one
                 if any(model.versions[v].state == AVAILABLE for v in wanted if v in model.versions):
                     for number, version in model.versions.items():
@@ -221,15 +230,17 @@ class ModelManager:
                             self._unload(version)
                 self._apply_labels(model, spec)
 
-    def _load(self, model: Model, number: int, path: Path) -> None:
+    def _load(self, model: Model, number: int, location: str) -> None:
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
 
         version = Version(number, state=LOADING)
         with self._lock:
             model.versions[number] = version
-        log.info("loading %s version %d from %s", model.spec.name, number, path)
+        log.info("loading %s version %d from %s", model.spec.name, number, location)
         try:
+            # TensorFlow cannot read s3:// itself: a version on S3 is loaded from a local copy
+            path = Mirror().pull(location) if is_s3(location) else Path(location)
             loaded = tf.saved_model.load(str(path))
             proto = saved_model_pb2.SavedModel()
             proto.ParseFromString((path / "saved_model.pb").read_bytes())

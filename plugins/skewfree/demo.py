@@ -54,7 +54,7 @@ def model_server(config_file: Path, port: int) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def show_stable(url: str, model: str, canary_file: Path) -> None:
+def show_stable(url: str, model: str, rows: list[dict]) -> None:
     """What the server's 'stable' label serves, and one prediction fetched over HTTP from raw JSON."""
     from pipelines.serving.client import ModelServerClient
 
@@ -65,7 +65,6 @@ def show_stable(url: str, model: str, canary_file: Path) -> None:
         return
     print(f"\n    model server {url}: label 'stable' -> version {body['model_version_status'][0]['version']}"
           f" ({body['model_version_status'][0]['state']}); all versions {client.version_states(model)}")
-    rows = json.loads(canary_file.read_text())
     row = max(rows, key=lambda r: len(r["features"]))  # JSON carries no missing values: a complete row
     request = {"signature_name": "serving_raw", "instances": [row["features"]]}
     answer = client.predict(model, request, label="stable")
@@ -101,7 +100,8 @@ def summarize(dag_run) -> list[tuple[str, str, float | None]]:
 def main(argv: list[str] | None = None) -> int:
     from pipelines.config import load_model_config
     from pipelines.datagen import generate_data
-    from pipelines.runs import Run
+    from pipelines.staging import Staging
+    from skewfree.hooks.artifacts import open_root
     from skewfree.settings import Settings
 
     parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
@@ -120,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_model_config(args.model)
     if not args.no_generate:
         print(f"==> generating {args.days} days x {args.rows_per_day} rows ending {args.end} under {settings.data_root}")
-        gen = generate_data(config, data_root=settings.data_root, end=args.end, days=args.days,
-                            rows_per_day=args.rows_per_day)
+        staging = Staging({"data": settings.data_root})  # an s3:// data root: written locally, then uploaded
+        try:
+            roots = staging.local_roots({"data": settings.data_root})
+            gen = generate_data(config, data_root=roots["data"], end=args.end, days=args.days,
+                                rows_per_day=args.rows_per_day)
+            staging.push("generate-data", config, gen, roots=roots)
+        finally:
+            staging.close()
         print(f"    {gen.written} partitions written, {gen.unchanged} unchanged")
 
     print("==> airflow db migrate (SQLite)")
@@ -138,16 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> running {dag_id} for data interval {args.end} with dag.test()")
         dag_run = run_dag(dag_id, args.end, args.conf)
         state = report(dag_run, dag_id, settings, config, args.end)
-        evaluation = Run(Path(settings.artifact_root), config.name, args.end).result_path("evaluate")
-        if evaluation.is_file():
-            show_stable(url, config.name, Path(json.loads(evaluation.read_text())["canary"]))
+        artifacts = open_root(settings.artifact_root, settings.aws_conn_id)
+        if (canary := artifacts.read_json(config.name, "runs", args.end.isoformat(), "evaluate", "canary.json")):
+            show_stable(url, config.name, canary)
     print(f"    demo wall time: {time.monotonic() - started:.0f}s")
     return 0 if state == "success" else 1
 
 
 def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
     """Print each task's state and duration, why validation failed, metrics, skew and the published version."""
-    from pipelines.runs import Run
+    from skewfree.hooks.artifacts import open_root
 
     print(f"\n==> {dag_id} run {dag_run.run_id}: {dag_run.state}")
     print(f"    {'task':<18} {'state':<16} {'duration':>9}")
@@ -156,20 +162,21 @@ def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
         states[task_id] = state
         shown = "-" if duration is None else f"{duration:.1f}s"
         print(f"    {task_id:<18} {state:<16} {shown:>9}")
-    run = Run(Path(settings.artifact_root), config.name, interval)
-    validation = run.step_dir("validate") / "validation.json"
-    if validation.is_file() and (errors := json.loads(validation.read_text())["errors"]):
-        print("\n    validation failed:\n      - " + "\n      - ".join(errors))
-    if run.result_path("evaluate").is_file():
-        evaluation = run.read_result("evaluate")
+    artifacts = open_root(settings.artifact_root, settings.aws_conn_id)
+
+    def output(step: str, name: str = "result.json"):
+        return artifacts.read_json(config.name, "runs", interval.isoformat(), step, name)
+
+    if states.get("validate") == "failed" and (validation := output("validate", "validation.json")):
+        print("\n    validation failed:\n      - " + "\n      - ".join(validation["errors"]))
+    if (evaluation := output("evaluate")) is not None:
         print(f"\n    eval metrics (serving signature, raw rows): {json.dumps(evaluation['metrics'])}")
         print(f"    train/serve skew: max |training path - serving path| = {evaluation['metrics']['max_abs_skew']:.3g}"
               f" over {int(evaluation['metrics']['examples'])} eval rows (gate: 1e-05)")
         print(f"    blessed: {evaluation['blessed']} {'; '.join(evaluation['reasons'])}")
     if states.get("rollout") == "failed":
         print("    rollout FAILED: the previous stable version was restored; the rollout task log says which check failed")
-    if states.get("publish") == "success":
-        result = run.read_result("publish")
+    if states.get("publish") == "success" and (result := output("publish")):
         note = " (identical model already published)" if result["reused"] else ""
         print(f"    published version {result['version']}{note}: {result['path']}")
     return str(dag_run.state)

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.objectstore import is_s3
+
 BACKENDS = ("local", "kubernetes")
 # The trainer image built from docker/trainer.Dockerfile; runs pin an exact tag, never 'latest'.
 DEFAULT_TRAINER_IMAGE = "ghcr.io/skewfree/trainer"
@@ -27,6 +29,10 @@ class Settings:
     :param trainer_tag: the default exact tag; a run's ``image_tag`` param overrides it.
     :param namespace: Kubernetes namespace for step pods.
     :param deferrable: wait for pods from the triggerer instead of a worker slot.
+    :param aws_conn_id: the Airflow connection this side reads ``s3://`` roots with.
+    :param s3_secret: a Kubernetes Secret with ``AWS_*`` variables for step pods (``envFrom``); unset
+        when pods get S3 access another way (an IAM role for the service account).
+    :param s3_endpoint_url: ``AWS_ENDPOINT_URL_S3`` for step pods (MinIO and other S3-compatible stores).
     """
 
     backend: str
@@ -39,6 +45,9 @@ class Settings:
     trainer_tag: str = DEFAULT_TRAINER_TAG
     namespace: str = "skewfree"
     deferrable: bool = False
+    aws_conn_id: str = "aws_default"
+    s3_secret: str | None = None
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -51,12 +60,20 @@ class Settings:
             artifact_root=env.get("SKEWFREE_ARTIFACT_ROOT", str(home / "artifacts")),
             serving_root=serving_root,
             server_serving_root=env.get("SKEWFREE_SERVER_SERVING_ROOT", serving_root),
-            model_server_config=env.get("SKEWFREE_MODEL_SERVER_CONFIG", f"{serving_root}/models.config"),
+            # the server's config file is a file it reads (TF Serving >= 2.7 cannot read s3://)
+            model_server_config=env.get("SKEWFREE_MODEL_SERVER_CONFIG", str(home / "models.config")
+                                        if is_s3(serving_root) else f"{serving_root}/models.config"),
             trainer_image=env.get("SKEWFREE_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
             trainer_tag=env.get("SKEWFREE_TRAINER_TAG", DEFAULT_TRAINER_TAG),
             namespace=env.get("SKEWFREE_K8S_NAMESPACE", "skewfree"),
             deferrable=env.get("SKEWFREE_DEFERRABLE", "false").lower() in ("1", "true", "yes"),
+            aws_conn_id=env.get("SKEWFREE_AWS_CONN_ID", "aws_default"),
+            s3_secret=env.get("SKEWFREE_K8S_S3_SECRET") or None,
+            s3_endpoint_url=env.get("SKEWFREE_S3_ENDPOINT_URL") or None,
         )
+        if is_s3(settings.model_server_config):
+            raise ValueError("SKEWFREE_MODEL_SERVER_CONFIG must be a file the model server reads, not an s3:// URL "
+                             f"(got {settings.model_server_config!r})")
         if settings.trainer_tag == "latest" or ":" in settings.trainer_image.rsplit("/", 1)[-1]:
             raise ValueError("SKEWFREE_TRAINER_IMAGE is a repository without a tag and SKEWFREE_TRAINER_TAG an "
                              f"exact tag other than 'latest' (got {settings.trainer_image!r}, {settings.trainer_tag!r})")

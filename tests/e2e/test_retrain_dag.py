@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, airflow_env
+from tests.conftest import ROOT, airflow_env, task_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -48,16 +48,6 @@ def demo(stack, *args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "skewfree.demo", "--end", str(END), "--days", "8", "--rows-per-day", str(ROWS), *args],
         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
-
-
-def task_states(stdout: str) -> dict[str, str]:
-    states = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] in {"validate", "transform", "train", "evaluate", "is_blessed", "publish",
-                                            "needs_approval", "approve_promotion", "rollout"}:
-            states[parts[0]] = parts[1]
-    return states
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,48 @@ def test_sigkill_mid_training_then_resume(trained_run, tmp_path):
     serve = tf.saved_model.load(result["saved_model"]).signatures["serving_default"]
     out = serve(examples=tf.constant([base64.b64decode(r["b64"]) for r in canary]))["probability"].numpy()
     assert out.shape == (5,) and ((out > 0) & (out < 1)).all()
+
+
+def test_sigkill_mid_training_resumes_from_checkpoints_on_s3(trained_run, s3, tmp_path):
+    """A pod killed mid-training: its checkpoints were pushed to S3 after each epoch, so a new
+    process with an empty local mirror continues from there instead of starting over."""
+    from pipelines.objectstore import Mirror, S3Store
+
+    # the trained run, moved to S3 as the steps would have left it there
+    url = s3["url"] + "/artifacts"
+    seed = Mirror(tmp_path / "seed", s3["client"])
+    local = seed.local(url)
+    shutil.copytree(trained_run["artifact_root"], local)
+    for path in local.rglob("*.json"):
+        path.write_text(path.read_text().replace(str(trained_run["artifact_root"]), str(local)))
+        path.write_text(json.dumps(seed.to_urls(json.loads(path.read_text()))))
+    seed.push(local)
+    store = S3Store(url, s3["client"])
+    train_prefix = ("taxi", "runs", str(END), "train")
+    good = store.read_bytes(*train_prefix, "result.json")
+
+    argv = [sys.executable, "-m", "pipelines", "train", "--model", "taxi", "--interval", str(END),
+            "--artifact-root", url, "--epochs", "6", "--batch-size", "8"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if store.objects("taxi", "runs", str(END), "train_checkpoints"):
+            time.sleep(0.3)  # let the epoch's upload finish
+            os.kill(first.pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    output = first.communicate(timeout=60)[0]
+    assert first.returncode == -signal.SIGKILL, f"training was not killed mid-run: {output[-2000:]}"
+    assert output.count("Epoch ") < 6
+    assert store.read_bytes(*train_prefix, "result.json") == good  # the previous output is untouched
+
+    second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    result = json.loads(second.stdout.strip().splitlines()[-1])
+    assert result["resumed_from_epoch"] >= 1, "training started over instead of resuming"
+    assert result["epochs_run"] == 6 - result["resumed_from_epoch"]
+    assert result["saved_model"] == url + f"/taxi/runs/{END}/train/saved_model"
+    assert store.read_head(*train_prefix, "saved_model", "saved_model.pb") is not None
+    assert not store.objects("taxi", "runs", str(END), "train_checkpoints")  # cleared once complete
+    assert not list((tmp_path / "staging").glob("skewfree-step-*"))  # each process removed its mirror

@@ -116,3 +116,24 @@ def test_latest_tag_is_refused(monkeypatch):
         Settings.from_env({"SKEWFREE_TRAINER_TAG": "latest"})
     with pytest.raises(ValueError, match="repository without a tag"):
         Settings.from_env({"SKEWFREE_TRAINER_IMAGE": "ghcr.io/skewfree/trainer:latest"})
+
+
+def test_pods_on_s3_roots_get_the_urls_credentials_and_endpoint(monkeypatch):
+    for key, value in {"SKEWFREE_ARTIFACT_ROOT": "s3://team-artifacts/skewfree",
+                       "SKEWFREE_K8S_S3_SECRET": "skewfree-s3",
+                       "SKEWFREE_S3_ENDPOINT_URL": "http://minio.storage:9000"}.items():
+        monkeypatch.setitem(ENV, key, value)
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("transform"), dag)
+    container = task.build_pod_request_obj(context, dry_run=True).spec.containers[0]
+    args = container.args
+    assert args[args.index("--artifact-root") + 1] == "s3://team-artifacts/skewfree"
+    assert [e.secret_ref.name for e in container.env_from] == ["skewfree-s3"]
+    assert {e.name: e.value for e in container.env}["AWS_ENDPOINT_URL_S3"] == "http://minio.storage:9000"
+
+
+def test_model_server_config_cannot_be_an_s3_url():
+    settings = Settings.from_env({"SKEWFREE_SERVING_ROOT": "s3://b/models", "SKEWFREE_HOME": "/srv/skewfree"})
+    assert settings.model_server_config == "/srv/skewfree/models.config"  # not under the S3 root
+    with pytest.raises(ValueError, match="SKEWFREE_MODEL_SERVER_CONFIG must be a file"):
+        Settings.from_env({"SKEWFREE_MODEL_SERVER_CONFIG": "s3://b/models/models.config"})

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.config import load_model_config
+from skewfree.hooks.artifacts import open_root
 from skewfree.hooks.model_server import ModelServerHook
 from skewfree.settings import Settings
 
@@ -48,19 +49,19 @@ class RolloutOperator(BaseOperator):
         config = load_model_config(self.model)
         client = ModelServerHook(self.model_server_conn_id).get_conn()
         params = context.get("params", {})
-        local_base = Path(settings.serving_root) / config.name
+        store = open_root(settings.serving_root, settings.aws_conn_id)
         common = {"model": config.name, "base_path": f"{settings.server_serving_root.rstrip('/')}/{config.name}",
                   "policy": config.rollout}
         try:
             if self.rollback:
                 target = params.get("target_version")
-                result = rollout.rollback(client, Path(settings.model_server_config), local_base=local_base,
+                result = rollout.rollback(client, Path(settings.model_server_config), store=store,
                                           target=None if target is None else int(target), **common)
             else:
                 version = int(self.version)
                 result = rollout.promote(
                     client, Path(settings.model_server_config), version=version,
-                    canary_rows=rollout.canary_rows_of(local_base / str(version)),
+                    canary_rows=rollout.canary_rows_of(store, config.name, version),
                     allow_older=bool(params.get("allow_older_than_serving", False)), **common,
                 )
         except rollout.RolloutError as exc:

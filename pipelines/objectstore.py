@@ -1,0 +1,348 @@
+"""Roots that are ``s3://bucket/prefix`` URLs as well as local directories.
+
+TensorFlow 2.21 has no ``s3://`` file system (it left TF core in 2.6; TF Serving dropped it in
+2.7), and TFT, Beam's DirectRunner and Keras all want local paths. So S3 is used in two ways:
+
+* ``Store``: the few direct operations publish, rollout, ``versions`` and the model server need
+  on a root (list version directories, read a small file, upload a directory in a safe order,
+  never overwriting), with one implementation for local directories and one for S3;
+* ``Mirror``: a deterministic local copy of S3 prefixes (``{staging_dir}/s3/{bucket}/{key}``) that
+  a step runs on; ``pipelines.staging`` pulls a step's inputs into it and pushes its outputs back.
+
+boto3 finds credentials and the endpoint the usual way (``AWS_*`` variables, ``AWS_ENDPOINT_URL_S3``
+for MinIO or a moto server, instance roles); the Airflow side passes the client of its
+``S3Hook`` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+S3 = "s3://"
+
+
+def is_s3(root: str | os.PathLike) -> bool:
+    return str(root).startswith(S3)
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ``("bucket", "a/b")``."""
+    if not is_s3(url):
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    bucket, _, key = url[len(S3):].partition("/")
+    if not bucket or any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"bad S3 URL {url!r}: expected s3://bucket/prefix without . or .. parts")
+    return bucket, key.strip("/")
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([str(root).rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+_client = None
+
+
+def s3_client():
+    """One boto3 S3 client per process, configured from the environment."""
+    global _client
+    if _client is None:
+        import boto3
+
+        _client = boto3.session.Session().client("s3")
+    return _client
+
+
+def _missing(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Store:
+    """A root (local directory or S3 prefix) addressed by relative parts: ``store.read_json("m", "1", "x.json")``."""
+
+    root: str
+
+    def url(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    def read_json(self, *parts: str) -> Any | None:
+        payload = self.read_bytes(*parts)
+        return None if payload is None else json.loads(payload)
+
+    def read_bytes(self, *parts: str) -> bytes | None:  # None when absent
+        raise NotImplementedError
+
+    def list_dirs(self, *parts: str) -> list[str]:
+        raise NotImplementedError
+
+    def exists(self, *parts: str) -> bool:
+        raise NotImplementedError
+
+    def put_dir(self, source: Path, *parts: str, last: str) -> None:
+        """Upload the directory ``source`` to ``parts``, which must not exist yet (FileExistsError).
+
+        Readers never see a half-written directory as complete: locally it is renamed into place;
+        on S3 every object is written with ``If-None-Match: *`` and ``last`` (e.g. saved_model.pb,
+        whose presence makes a version complete) goes last. A failed upload removes what it wrote.
+        """
+        raise NotImplementedError
+
+    def version_dirs(self, *parts: str) -> list[int]:
+        """Integer-named subdirectories, as TF Serving sees model versions."""
+        return sorted(int(name) for name in self.list_dirs(*parts) if name.isdigit())
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | os.PathLike):
+        self.root = str(root)
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.root, *parts)
+
+    def read_bytes(self, *parts: str) -> bytes | None:
+        path = self.path(*parts)
+        return path.read_bytes() if path.is_file() else None
+
+    def exists(self, *parts: str) -> bool:
+        return self.path(*parts).exists()
+
+    def list_dirs(self, *parts: str) -> list[str]:
+        base = self.path(*parts)
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def put_dir(self, source: Path, *parts: str, last: str) -> None:
+        final = self.path(*parts)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            raise FileExistsError(f"{final} already exists; it is never overwritten")
+        # a non-numeric hidden sibling (TF Serving ignores it), renamed into place in one step
+        tmp = final.with_name(f".publishing-{final.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            shutil.copytree(source, tmp)
+            # rename() onto an existing non-empty directory fails: nothing is ever overwritten
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+class S3Store(Store):
+    def __init__(self, root: str, client=None):
+        self.root = root.rstrip("/")
+        self.bucket, self.prefix = split_s3(root)
+        self.client = client or s3_client()
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
+
+    def read_bytes(self, *parts: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(*parts))["Body"].read()
+        except self.client.exceptions.ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def read_head(self, *parts: str) -> dict | None:
+        """Size and ETag of the object exactly at ``parts``; None when there is none."""
+        key = self.key(*parts)
+        if not key:
+            return None
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return {"Size": head["ContentLength"], "ETag": head["ETag"]}
+
+    def exists(self, *parts: str) -> bool:
+        key = self.key(*parts)
+        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=2)
+        return any(o["Key"] == key or o["Key"].startswith(key + "/") for o in listed.get("Contents", []))
+
+    def list_dirs(self, *parts: str) -> list[str]:
+        prefix = self.key(*parts)
+        prefix = prefix + "/" if prefix else ""
+        names = set()
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            names.update(p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", []))
+        return sorted(names)
+
+    def objects(self, *parts: str) -> dict[str, dict]:
+        """Every object under ``parts`` by its key relative to it."""
+        prefix = self.key(*parts)
+        prefix = prefix + "/" if prefix else ""
+        found = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                found[obj["Key"][len(prefix):]] = obj
+        return found
+
+    def put_bytes(self, payload: bytes, *parts: str, exclusive: bool = False) -> None:
+        kwargs = {"IfNoneMatch": "*"} if exclusive else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(*parts), Body=payload, **kwargs)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise FileExistsError(f"{self.url(*parts)} already exists; it is never overwritten") from None
+            raise
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket,
+                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+
+    def put_dir(self, source: Path, *parts: str, last: str) -> None:
+        if self.exists(*parts):
+            raise FileExistsError(f"{self.url(*parts)} already exists; it is never overwritten")
+        files = sorted(p.relative_to(source).as_posix() for p in Path(source).rglob("*") if p.is_file())
+        if last not in files:
+            raise FileNotFoundError(f"{source} has no {last}")
+        written = []
+        try:
+            for rel in [f for f in files if f != last] + [last]:
+                self.put_bytes((Path(source) / rel).read_bytes(), *parts, rel, exclusive=True)
+                written.append(self.key(*parts, rel))
+        except BaseException:
+            self.delete(written)  # only what this upload wrote: a concurrent writer's objects stay
+            raise
+
+
+def open_store(root: str | os.PathLike, client=None) -> Store:
+    return S3Store(str(root), client) if is_s3(root) else LocalStore(root)
+
+
+class Mirror:
+    """Local copies of S3 prefixes at fixed places under one root: ``{root}/s3/{bucket}/{key}``
+    (default root ``SKEWFREE_STAGING_DIR``, else ``$TMPDIR/skewfree-staging``)."""
+
+    def __init__(self, root: str | os.PathLike | None = None, client=None):
+        root = root or os.environ.get("SKEWFREE_STAGING_DIR") or Path(tempfile.gettempdir(), "skewfree-staging")
+        self.base = Path(root).resolve() / "s3"
+        self._client = client
+
+    @property
+    def client(self):
+        return self._client or s3_client()
+
+    def local(self, url: str) -> Path:
+        bucket, key = split_s3(url)
+        return self.base / bucket / key if key else self.base / bucket
+
+    def url(self, path: str | os.PathLike) -> str | None:
+        """The S3 URL a mirrored local path stands for; None for any other path."""
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(self.base)
+        except ValueError:
+            return None
+        return S3 + rel.as_posix()
+
+    def to_urls(self, value: Any) -> Any:
+        """``value`` (JSON-like) with every mirrored local path written as its S3 URL."""
+        prefix = str(self.base) + "/"
+        return _replace_prefix(value, prefix, S3)
+
+    def to_local(self, value: Any) -> Any:
+        return _replace_prefix(value, S3, str(self.base) + "/")
+
+    def pull(self, url: str) -> Path:
+        """Make the local copy of ``url`` (one object, or every object under a prefix) equal to S3's.
+
+        Files already present with the same content are not downloaded again; local files that
+        are not on S3 any more are removed. A URL with nothing under it leaves nothing locally.
+        """
+        store = S3Store(url, self.client)
+        local = self.local(url)
+        single = store.read_head()
+        if single is not None:
+            self._fetch(store, "", single, local)
+            return local
+        remote = store.objects()
+        if local.is_file():
+            local.unlink()
+        if local.is_dir():
+            for path in local.rglob("*"):
+                if path.is_file() and path.relative_to(local).as_posix() not in remote:
+                    path.unlink()
+        for rel, obj in remote.items():
+            self._fetch(store, rel, obj, local / rel)
+        return local
+
+    def _fetch(self, store: S3Store, rel: str, obj: dict, local: Path) -> None:
+        etag = obj["ETag"].strip('"')
+        if local.is_file() and local.stat().st_size == obj["Size"] and ("-" in etag or _md5(local) == etag):
+            return
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.tmp-{uuid.uuid4().hex[:8]}")
+        store.client.download_file(store.bucket, store.key(rel), str(tmp))
+        os.replace(tmp, local)
+
+    def push(self, path: Path, *, last: str | None = None, prune: bool = False) -> str:
+        """Upload the mirrored directory ``path`` to its URL; ``last`` (e.g. result.json, the marker that
+        says the output is complete) is removed first and uploaded after everything else; with
+        ``prune``, objects that are not in the local directory any more are deleted at the end."""
+        url = self.url(path)
+        if url is None:
+            raise ValueError(f"{path} is not under the staging mirror {self.base}")
+        store = S3Store(url, self.client)
+        before = store.objects()
+        if last is not None and last in before:
+            store.delete([store.key(last)])
+        files = sorted(p.relative_to(path).as_posix() for p in Path(path).rglob("*")
+                       if p.is_file() and ".tmp-" not in p.name)
+        ordered = [f for f in files if f != last] + ([last] if last in files else [])
+        for rel in ordered:
+            obj = before.get(rel)
+            local = Path(path) / rel
+            if rel != last and obj is not None and obj["Size"] == local.stat().st_size \
+                    and obj["ETag"].strip('"') == _md5(local):
+                continue  # already there
+            self.client.upload_file(str(local), store.bucket, store.key(rel))
+        if prune and (stale := set(before) - set(files)):
+            store.delete(store.key(rel) for rel in stale)
+        return url
+
+    def push_file(self, path: Path) -> str:
+        url = self.url(path)
+        if url is None:
+            raise ValueError(f"{path} is not under the staging mirror {self.base}")
+        bucket, key = split_s3(url)
+        self.client.upload_file(str(path), bucket, key)
+        return url
+
+    def delete(self, url: str) -> None:
+        store = S3Store(url, self.client)
+        store.delete(store.key(rel) for rel in store.objects())
+        shutil.rmtree(self.local(url), ignore_errors=True)
+
+
+def _replace_prefix(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return new + value[len(old):] if value.startswith(old) else value
+    if isinstance(value, dict):
+        return {_replace_prefix(k, old, new): _replace_prefix(v, old, new) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_prefix(v, old, new) for v in value]
+    return value
