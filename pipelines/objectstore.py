@@ -299,16 +299,19 @@ class Mirror:
         store.client.download_file(store.bucket, store.key(rel), str(tmp))
         os.replace(tmp, local)
 
-    def push(self, path: Path, *, last: str | None = None, prune: bool = False) -> str:
+    def push(self, path: Path, *, last: str | None = None, prune: bool = False,
+             retract_last: bool = True) -> str:
         """Upload the mirrored directory ``path`` to its URL; ``last`` (e.g. result.json, the marker that
-        says the output is complete) is removed first and uploaded after everything else; with
-        ``prune``, objects that are not in the local directory any more are deleted at the end."""
+        says the output is complete) is removed first and uploaded after everything else. With
+        ``retract_last=False`` the old ``last`` stays until it is overwritten (a checkpoint state file
+        that names files the upload does not delete). With ``prune``, objects that are not in the local
+        directory any more are deleted at the end."""
         url = self.url(path)
         if url is None:
             raise ValueError(f"{path} is not under the staging mirror {self.base}")
         store = S3Store(url, self.client)
         before = store.objects()
-        if last is not None and last in before:
+        if retract_last and last is not None and last in before:
             store.delete([store.key(last)])
         files = sorted(p.relative_to(path).as_posix() for p in Path(path).rglob("*")
                        if p.is_file() and ".tmp-" not in p.name)

@@ -168,6 +168,9 @@ def _has_mirror_paths(data: Any, mirror: Mirror) -> bool:
     return mirror.to_urls(data) != data
 
 
+CHECKPOINT_STATE = "chief/checkpoint"  # BackupAndRestore: {backup_dir}/chief/checkpoint
+
+
 def checkpoint_sync(directory: Path) -> Callable[[], None] | None:
     """For a checkpoint directory in the mirror: a function that pushes it (after each epoch)."""
     mirror = active_mirror()
@@ -175,7 +178,9 @@ def checkpoint_sync(directory: Path) -> Callable[[], None] | None:
         return None
 
     def sync() -> None:
+        # tf.train.CheckpointManager's state file goes last and old checkpoints are pruned after it:
+        # a pod killed mid-upload leaves the previous epoch's checkpoint complete and named.
         if Path(directory).is_dir():
-            mirror.push(Path(directory), prune=True)
+            mirror.push(Path(directory), last=CHECKPOINT_STATE, retract_last=False, prune=True)
 
     return sync

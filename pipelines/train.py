@@ -141,7 +141,16 @@ def checkpoint_callbacks(backup_dir: Path) -> list:
     from pipelines.staging import checkpoint_sync
 
     sync = checkpoint_sync(backup_dir)
-    return [] if sync is None else [tf_keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: sync())]
+    if sync is None:
+        return []
+
+    class PushCheckpoints(tf_keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            # only the worker that writes the chief checkpoint uploads (MultiWorkerMirroredStrategy)
+            if self.model.distribute_strategy.extended.should_checkpoint:
+                sync()
+
+    return [PushCheckpoints()]
 
 
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,

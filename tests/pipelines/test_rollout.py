@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import RolloutConfig
+from pipelines.objectstore import LocalStore
 from pipelines.rollout import RolloutError, promote, rollback
 from pipelines.serving.client import ModelServerClient
 from pipelines.serving.models import version_labels
@@ -72,7 +73,7 @@ def ensure_v1_stable(stack) -> None:
     """Each test starts from V1 stable, so it also runs alone (pytest -k)."""
     if version_labels(stack["config"], MODEL).get("stable") != V1:
         rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
-                 local_base=stack["base"], target=V1, policy=POLICY)
+                 store=LocalStore(stack["base"].parent), target=V1, policy=POLICY)
 
 
 def stable_of(stack) -> int:
@@ -138,7 +139,7 @@ def test_no_failed_request_during_promotion_and_rollback(stack):
         promoted = go(stack, V2)
         time.sleep(0.5)
         rolled = rollback(client, stack["config"], model=MODEL, base_path=str(stack["base"]),
-                          local_base=stack["base"], target=None, policy=POLICY)
+                          store=LocalStore(stack["base"].parent), target=None, policy=POLICY)
         time.sleep(0.5)
     finally:
         stop.set()
@@ -157,9 +158,9 @@ def test_rollback_to_a_named_version_and_unknown_versions(stack):
     ensure_v1_stable(stack)
     with pytest.raises(RolloutError, match=r"has no version 123 under .*; versions are \[2026110800"):
         rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
-                 local_base=stack["base"], target=123, policy=POLICY)
+                 store=LocalStore(stack["base"].parent), target=123, policy=POLICY)
     result = rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
-                      local_base=stack["base"], target=V0, policy=POLICY)
+                      store=LocalStore(stack["base"].parent), target=V0, policy=POLICY)
     assert result.stable == V0  # a rollback may go to older data on purpose
     assert stable_of(stack) == V0
     labels = version_labels(stack["config"], MODEL)
