@@ -92,15 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
               *STEP_ROOTS["transform"])
     tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
                     help="a Beam pipeline option, repeatable (default: DirectRunner in memory)")
-    tr.add_argument("--force", action="store_true", help="recompute even if a cached output matches")
     train = step("train", "train the tf_keras model and export a raw-feature SavedModel", *STEP_ROOTS["train"])
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--learning-rate", type=float)
-    train.add_argument("--force", action="store_true", help="recompute even if a cached output matches")
     train.add_argument("--gpus", type=int, default=0, help="GPUs the step must see (fails fast otherwise)")
-    step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
-         *STEP_ROOTS["evaluate"])
+    ev = step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
+              *STEP_ROOTS["evaluate"])
+    for cached in (tr, train, ev):  # the steps that reuse an output computed from the same inputs
+        cached.add_argument("--force", action="store_true", help="recompute even if a cached output matches")
     pub = step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
                *STEP_ROOTS["publish"])
     pub.add_argument("--run-id", default="", help="orchestrator run id, recorded in the version's manifest")
@@ -211,7 +211,7 @@ def run_step(args: argparse.Namespace, config):
     if args.step == "evaluate":
         from pipelines.evaluate import evaluate
 
-        return evaluate(config, **common)
+        return evaluate(config, force=args.force, **common)
     if args.step == "publish":
         from pipelines.publish import publish
 

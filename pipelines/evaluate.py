@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import ModelConfig
+from pipelines.lineage import cached_result, input_digest, model_fingerprint, step_inputs
 from pipelines.runs import Run, write_result
 from pipelines.storage import staged_dir, write_json
 
@@ -46,6 +47,8 @@ class EvaluateResult:
     metrics: dict[str, float]
     blessing: str
     canary: str
+    input_digest: str = ""
+    cached: bool = False
 
 
 def predict_examples(saved_model_dir: str, examples: list[bytes]) -> np.ndarray:
@@ -124,14 +127,22 @@ def skew_reason(training: np.ndarray, serving: np.ndarray, examples: list[bytes]
             f"(max {diff.max():.6g}); worst: {rows}")
 
 
-def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path) -> EvaluateResult:
+def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, force: bool = False) -> EvaluateResult:
+    run = Run(artifact_root, config.name, interval)
+    transformed = run.read_result("transform")
+    trained = run.read_result("train")
+    # the model itself (a forced retrain has the same inputs but other weights), the eval split
+    # (transform's digest), the thresholds (config) and this code
+    fingerprint = model_fingerprint(trained["saved_model"])
+    digest = input_digest(step="evaluate", **step_inputs(config), transform=transformed["input_digest"],
+                          saved_model=fingerprint)
+    if (hit := cached_result(run, "evaluate", digest, force=force or fingerprint is None)) is not None:
+        return EvaluateResult(**hit)
+
     import tensorflow_transform as tft
     import tf_keras
 
     features = config.features_module()
-    run = Run(artifact_root, config.name, interval)
-    transformed = run.read_result("transform")
-    trained = run.read_result("train")
     label = features.transformed_name(features.LABEL_KEY)
 
     tft_output = tft.TFTransformOutput(transformed["transform_fn"])
@@ -166,6 +177,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path) -> 
         metrics=metrics,
         blessing=str(final / "blessing.json"),
         canary=str(final / "canary.json"),
+        input_digest=digest,
     )
     with staged_dir(final) as out:
         write_json(out / "blessing.json", {

@@ -47,5 +47,12 @@ def cached_result(run: Run, step: str, digest: str, *, force: bool) -> dict[str,
     return result
 
 
+def model_fingerprint(saved_model_dir: str | Path) -> str | None:
+    """Digest of the SavedModel's fingerprint.pb (checksums of its graph and variables, written by
+    tf.saved_model.save): a retrained model differs even when its inputs and params did not."""
+    path = Path(saved_model_dir) / "fingerprint.pb"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def step_inputs(config: ModelConfig) -> dict[str, Any]:
     return {"model": config.name, "code": code_version(config.source)}

@@ -42,7 +42,7 @@ STEP_READS: dict[str, tuple[str, ...]] = {
     "publish": ("validate", "train", "evaluate"),
 }
 # steps that reuse their own earlier output when the inputs are unchanged (lineage.cached_result)
-CACHED_STEPS = ("transform", "train")
+CACHED_STEPS = ("transform", "train", "evaluate")
 MIRRORED_ROOTS = ("data", "artifact")
 CHECKPOINTS = "train_checkpoints"
 

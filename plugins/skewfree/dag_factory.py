@@ -53,7 +53,7 @@ def trigger_params() -> dict[str, Param]:
         "publish": Param(True, type="boolean", title="Publish",
                          description="Publish and roll out a blessed model. Off: evaluate only."),
         "force": Param(False, type="boolean", title="Force",
-                       description="Recompute transform and train even when a cached output matches."),
+                       description="Recompute transform, train and evaluate even when a cached output matches."),
         "allow_older_than_serving": Param(
             False, type="boolean", title="Allow older than serving",
             description="Promote even if the stable version was trained on newer data (backfills)."),
@@ -68,13 +68,13 @@ def _flag(flag: str, param: str) -> str:
     return f"{{{{ '{flag}=' ~ params.{param} if params.{param} is not none else '' }}}}"
 
 
+FORCE = "{{ '--force' if params.force else '' }}"
 STEP_FLAGS = {
     "validate": [_flag("--data-dir", "data_dir")],
-    "transform": ["{{ '--force' if params.force else '' }}"],
+    "transform": [FORCE],
     "train": [_flag("--epochs", "epochs"), _flag("--learning-rate", "learning_rate"),
-              _flag("--batch-size", "batch_size"), "--gpus={{ params.gpus }}",
-              "{{ '--force' if params.force else '' }}"],
-    "evaluate": [],
+              _flag("--batch-size", "batch_size"), "--gpus={{ params.gpus }}", FORCE],
+    "evaluate": [FORCE],
     "publish": ["--run-id={{ run_id }}", "--image={{ params.image_tag or 'local' }}"],
 }
 

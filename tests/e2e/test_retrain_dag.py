@@ -205,6 +205,7 @@ def test_rerun_of_the_same_interval_is_cached_and_publishes_no_duplicate(stack, 
     assert out.returncode == 0, out.stdout[-4000:]
     assert "cache hit: transform for taxi 2026-11-10 reused" in out.stdout
     assert "cache hit: train for taxi 2026-11-10 reused" in out.stdout
+    assert "cache hit: evaluate for taxi 2026-11-10 reused" in out.stdout
     assert "(identical model already published)" in out.stdout
     assert versions(stack) == before
     first, again = durations(blessed_run.stdout), durations(out.stdout)

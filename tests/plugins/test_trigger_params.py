@@ -60,12 +60,14 @@ def test_params_become_step_flags_only_when_set():
     defaults = validated({})
     assert render("train", defaults) == ["--gpus=0"]
     assert render("transform", defaults) == []
+    assert render("evaluate", defaults) == []
     assert render("validate", defaults) == []
     assert render("publish", defaults) == ["--run-id=manual__1", "--image=local"]
     custom = validated({"epochs": 5, "learning_rate": 0.01, "force": True, "data_dir": "fixed",
                         "image_tag": "2.21.0-gpu"})
     assert render("train", custom) == ["--epochs=5", "--learning-rate=0.01", "--gpus=0", "--force"]
     assert render("transform", custom) == ["--force"]
+    assert render("evaluate", custom) == ["--force"]
     assert render("validate", custom) == ["--data-dir=fixed"]
     assert render("publish", custom)[1] == "--image=2.21.0-gpu"
 

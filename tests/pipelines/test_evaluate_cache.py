@@ -1,0 +1,33 @@
+"""evaluate reuses its output for the same model and eval split, and never for another model."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import END
+
+pytestmark = pytest.mark.slow
+
+
+def test_evaluate_reuses_its_output_only_for_the_same_model(trained_run, taxi_config, tmp_path):
+    from pipelines.evaluate import evaluate
+    from pipelines.train import train
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    first = trained_run["evaluation"]
+
+    again = evaluate(taxi_config, interval=END, artifact_root=art)
+    assert again.cached and again.input_digest == first.input_digest and again.metrics == first.metrics
+
+    forced = evaluate(taxi_config, interval=END, artifact_root=art, force=True)
+    assert not forced.cached and forced.metrics == first.metrics  # recomputed: the same numbers
+
+    # another model under the same run (a retrain): evaluated again, not the old model's blessing
+    retrained = train(taxi_config, interval=END, artifact_root=art, overrides={"epochs": 1})
+    assert not retrained.cached
+    fresh = evaluate(taxi_config, interval=END, artifact_root=art)
+    assert not fresh.cached and fresh.input_digest != first.input_digest
+    assert fresh.metrics != first.metrics
