@@ -1,7 +1,9 @@
-"""A 3-day backfill through Airflow's own backfill machinery on the local stack.
+"""A two-day backfill through Airflow's own backfill machinery on the local stack.
 
 `airflow standalone` (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite) in
-a temporary home, the local model server, then `airflow backfill create`, exactly as a user would.
+a temporary home, the local model server, then `airflow backfill create --run-backwards`, exactly as
+a user would. Newest day first, so the older day runs while a newer model serves: it is published
+(lineage, rollback) and must not replace it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def local_stack(tmp_path_factory):
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
         AIRFLOW_CONN_MODEL_SERVER_DEFAULT=f"http://127.0.0.1:{server_port}",
     )
-    generate_data(load_model_config("taxi"), data_root=str(home / "data"), end=END, days=9, rows_per_day=1500)
+    generate_data(load_model_config("taxi"), data_root=str(home / "data"), end=END, days=8, rows_per_day=1500)
     config = home / "serving" / "models.config"
     config.parent.mkdir(parents=True)
     config.write_text("model_config_list {\n}\n")
@@ -88,27 +90,36 @@ def local_stack(tmp_path_factory):
         server.wait(timeout=30)
 
 
-def test_three_day_backfill(local_stack):
+def test_backfill_newest_first_never_regresses_serving(local_stack):
     from pipelines.serving.client import ModelServerClient
 
     env = local_stack["env"]
-    created = airflow(env, "backfill", "create", "--dag-id", "taxi_retrain", "--from-date", "2026-11-08",
-                      "--to-date", "2026-11-10", "--max-active-runs", "1", check=False)
+    created = airflow(env, "backfill", "create", "--dag-id", "taxi_retrain", "--from-date", "2026-11-09",
+                      "--to-date", "2026-11-10", "--max-active-runs", "1", "--run-backwards", check=False)
     assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
     deadline = time.monotonic() + 1200
     while True:
         runs = [r for r in dag_runs(env) if r["run_id"].startswith("backfill__")]
-        if len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs):
+        if len(runs) == 2 and all(r["state"] in ("success", "failed") for r in runs):
             break
         assert time.monotonic() < deadline, f"backfill did not finish: {runs}"
         time.sleep(5)
-    assert sorted(r["state"] for r in runs) == ["success"] * 3, runs
-    published = sorted(p.name for p in (local_stack["home"] / "serving" / "taxi").iterdir() if p.name.isdigit())
-    assert published == ["2026110800", "2026110900", "2026111000"]
+    assert sorted(r["state"] for r in runs) == ["success"] * 2, runs
+    serving = local_stack["home"] / "serving" / "taxi"
+    assert sorted(p.name for p in serving.iterdir() if p.name.isdigit()) == ["2026110900", "2026111000"]
+    # the newest day ran first and still serves: the older day did not replace it
     client = ModelServerClient(local_stack["server"])
     status, body = client.request("GET", "/v1/models/taxi/labels/stable")
     assert status == 200 and body["model_version_status"][0]["version"] == "2026111000"
-    # lineage: every version knows its interval and its backfill run
-    manifest = json.loads((local_stack["home"] / "serving" / "taxi" / "2026110900" / "manifest.json").read_text())
-    assert manifest["interval"] == "2026-11-09" and manifest["run_id"].startswith("backfill__")
-    assert manifest["baseline_version"] == 2026110800
+    manifests = {v: json.loads((serving / v / "manifest.json").read_text()) for v in ("2026110900", "2026111000")}
+    assert manifests["2026111000"]["baseline_version"] is None  # first: nothing served yet
+    # lineage: every version knows its interval, its backfill run and what served when it was made
+    assert manifests["2026110900"]["interval"] == "2026-11-09"
+    assert manifests["2026110900"]["run_id"].startswith("backfill__")
+    assert manifests["2026110900"]["baseline_version"] == 2026111000
+    # and the older day's rollout says why it was not promoted
+    older_run = manifests["2026110900"]["run_id"]  # named after the interval's end, as Airflow does
+    rollout_logs = "".join(p.read_text() for p in (local_stack["home"] / "airflow" / "logs").rglob("*.log")
+                           if "task_id=rollout" in p.parts[-2] and f"run_id={older_run}" in str(p))
+    assert rollout_logs, f"no rollout log for {older_run}"
+    assert "was trained on older data than stable 2026111000" in rollout_logs

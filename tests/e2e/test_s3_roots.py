@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, airflow_env, task_states
+from tests.serving.test_rest_contract import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -54,7 +55,8 @@ def stack(s3_server, tmp_path_factory):
 
 def demo(stack, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "skewfree.demo", "--end", INTERVAL, "--days", "8", "--rows-per-day", "2000", *args],
+        [sys.executable, "-m", "skewfree.demo", "--end", INTERVAL, "--days", "8", "--rows-per-day", "2000",
+         "--port", str(free_port()), *args],
         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
 
