@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +50,22 @@ def airflow_env(home: Path, dags_folder: Path | None = None) -> dict[str, str]:
         TF_USE_LEGACY_KERAS="1",
     )
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_demo(env: dict[str, str], *args: str, end: dt.date = END, rows_per_day: int = 2000
+             ) -> subprocess.CompletedProcess:
+    """``./dev demo`` on 8 small days ending ``end`` with ``env``; later arguments override these."""
+    return subprocess.run(
+        [sys.executable, "-m", "skewfree.demo", "--end", str(end), "--days", "8", "--rows-per-day",
+         str(rows_per_day), "--port", str(free_port()), *args],  # its own port: another module may run a demo
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
 
 
 def task_states(stdout: str) -> dict[str, str]:
@@ -96,13 +115,9 @@ def complete_rows(small_data):
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server bound to 127.0.0.1; yields the AWS_* environment that points boto3 at it."""
-    import socket
-
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, airflow_env
-from tests.serving.test_rest_contract import free_port
+from tests.conftest import ROOT, airflow_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 END = dt.date(2026, 11, 10)

@@ -15,8 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, airflow_env, task_states
-from tests.serving.test_rest_contract import free_port
+from tests.conftest import ROOT, airflow_env, free_port, run_demo, task_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -44,12 +43,7 @@ def stack(tmp_path_factory):
 
 
 def demo(stack, *args: str) -> subprocess.CompletedProcess:
-    """``./dev demo`` on the small stack; later ``--end`` or ``--conf`` arguments override the defaults."""
-    return subprocess.run(
-        [sys.executable, "-m", "skewfree.demo", "--end", str(END), "--days", "8", "--rows-per-day", str(ROWS),
-         "--port", str(free_port()), *args],  # its own port: another test module may run a demo at once
-        env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
+    return run_demo(stack["env"], *args, rows_per_day=ROWS)
 
 
 @pytest.fixture(scope="module")

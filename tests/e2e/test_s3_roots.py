@@ -13,12 +13,10 @@ import datetime as dt
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, airflow_env, task_states
-from tests.serving.test_rest_contract import free_port
+from tests.conftest import airflow_env, run_demo, task_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -54,11 +52,7 @@ def stack(s3_server, tmp_path_factory):
 
 
 def demo(stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "skewfree.demo", "--end", INTERVAL, "--days", "8", "--rows-per-day", "2000",
-         "--port", str(free_port()), *args],
-        env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
+    return run_demo(stack["env"], *args)
 
 
 def keys(client, bucket: str, prefix: str = "") -> dict[str, int]:

@@ -18,8 +18,7 @@ from pipelines.objectstore import LocalStore
 from pipelines.rollout import RolloutError, promote, rollback
 from pipelines.serving.client import ModelServerClient
 from pipelines.serving.models import version_labels
-from tests.conftest import ROOT
-from tests.serving.test_rest_contract import free_port
+from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 MODEL = "taxi"

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from pipelines.serving.models import ModelManager, ServingError, parse_model_config
-from tests.serving.test_rest_contract import free_port, http
+from tests.conftest import free_port
+from tests.serving.test_rest_contract import http
 
 pytestmark = pytest.mark.slow
 

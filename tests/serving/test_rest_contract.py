@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 from pipelines.serving.client import ModelServerClient
-from tests.conftest import END, ROOT
+from tests.conftest import END, ROOT, free_port
 
 pytestmark = pytest.mark.slow
 MODEL = "taxi"
@@ -37,12 +36,6 @@ class Target:
 def http(method: str, url: str, body: bytes | dict | None = None) -> tuple[int, dict]:
     root, _, path = url.partition("/v1/")
     return ModelServerClient(root).request(method, "/v1/" + path, body)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=["local", "tf_serving"])
