@@ -72,10 +72,18 @@ def export_serving_model(model, tft_output, schema, export_dir: Path) -> None:
     row. Both feed the same TFT layer and model, so they agree on the same row.
     """
     import tensorflow as tf
+    import tf_keras
 
     from pipelines.tf_schema import TF_DTYPES, serving_feature_spec
 
-    model.tft_layer = tft_output.transform_features_layer()  # tracked, so its assets ship with the model
+    # The TFT graph takes float32: under a mixed_float16 policy a new layer would cast its inputs to
+    # float16, so it is made under float32 (a layer keeps the policy it was made with).
+    policy = tf_keras.mixed_precision.global_policy()
+    tf_keras.mixed_precision.set_global_policy("float32")
+    try:
+        model.tft_layer = tft_output.transform_features_layer()  # tracked, so its assets ship with the model
+    finally:
+        tf_keras.mixed_precision.set_global_policy(policy)
     features = schema.serving_features()
     raw_spec = serving_feature_spec(schema)
     input_names = list(model.input_names)

@@ -1,0 +1,85 @@
+"""train's device preflight and its strategy / mixed-precision switches, run as the pod runs them:
+``python -m pipelines train`` in a fresh process (a mixed-precision policy is process-global)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines.runs import Run
+from tests.conftest import END, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def untrained_copy(trained_run, tmp_path) -> Run:
+    """The trained run's validate and transform outputs, without its train output."""
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    run = Run(art, "taxi", END)
+    shutil.rmtree(run.step_dir("train"))
+    return run
+
+
+def step_cli(step: str, run: Run, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "pipelines", step, "--interval", str(END),
+            "--artifact-root", str(run.artifact_root), *args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_gpus_requested_but_none_visible_fails_before_training(trained_run, tmp_path):
+    run = untrained_copy(trained_run, tmp_path)
+    started = time.monotonic()
+    out = step_cli("train", run, "--model", "taxi", "--gpus", "1", env={"CUDA_VISIBLE_DEVICES": "-1"})
+    seconds = time.monotonic() - started
+    print(f"\nfailed after {seconds:.1f} s (process start and TensorFlow import included)")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    # the devices it does see are logged, and the one-line error says what is missing and where to look
+    assert "sees devices: ['/physical_device:CPU:0']" in out.stdout
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("error: train: 1 GPU(s) requested but TensorFlow sees 0"), last
+    assert "nvidia.com/gpu" in last
+    # nothing was trained, written or checkpointed
+    assert "Epoch 1/" not in out.stdout + out.stderr
+    assert not run.step_dir("train").exists()
+    assert not (run.run_dir / "train_checkpoints").exists()
+
+
+def test_mirrored_strategy_with_mixed_precision_trains_and_serves_float32(trained_run, small_data, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from pipelines.models.taxi.features import SCHEMA
+    from pipelines.storage import partition_files, read_files
+    from pipelines.tf_schema import raw_examples
+
+    run = untrained_copy(trained_run, tmp_path)
+    config = tmp_path / "taxi_mixed.toml"
+    text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
+    config.write_text(text.replace('strategy = "default"', 'strategy = "mirrored"')
+                          .replace("mixed_precision = false", "mixed_precision = true"))
+    out = step_cli("train", run, "--model", str(config), "--epochs", "1")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "strategy mirrored with 1 replica(s), mixed precision True" in out.stdout
+    result = json.loads(run.result_path("train").read_text())
+    assert result["strategy"] == "mirrored" and result["epochs_run"] == 1
+
+    # float16 inside, float32 at the serving boundary: the exported signature is unchanged
+    serve = tf.saved_model.load(result["saved_model"]).signatures["serving_default"]
+    rows = read_files(partition_files(small_data / "taxi_trips" / f"dt={END}", "csv"), "csv", SCHEMA).slice(0, 20)
+    probability = serve(examples=tf.constant(raw_examples(rows, SCHEMA)))["probability"]
+    assert probability.dtype == tf.float32
+    assert np.all((probability.numpy() > 0) & (probability.numpy() < 1))
+
+    # and the skew gate finds the training path (float16 model on TFT's float32 output) equal to serving
+    out = step_cli("evaluate", run, "--model", str(config))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    evaluation = json.loads(run.result_path("evaluate").read_text())
+    assert not [r for r in evaluation["reasons"] if "skew" in r], evaluation["reasons"]
