@@ -146,6 +146,9 @@ class Staging:
         if step == "generate-data" and "data" in self.remote:
             for partition in payload["partitions"]:
                 self.mirror.push(Path(partition))
+        if not payload.get("chief", True):
+            log.info("not the chief worker: %s output is the chief's to push", step)
+            return payload
         if "artifact" in self.remote and step in STEPS:
             run = Run(Path(roots["artifact"]), config.name, interval)
             out = run.step_dir(step)

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ class TrainResult:
     tensorboard: str
     input_digest: str = ""
     cached: bool = False
+    # False on a MultiWorkerMirroredStrategy worker that is not the chief: it trained its share and
+    # exported to scratch; the chief alone writes the step's output
+    chief: bool = True
 
 
 def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_size: int,
@@ -57,7 +61,12 @@ def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_siz
         features = tf.io.parse_example(serialized, feature_spec)
         return features, features.pop(label)
 
-    return ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # Under MultiWorkerMirroredStrategy each worker keeps its share of the batches. The default (shard
+    # by file) fails when transform wrote fewer files than there are workers, as it does for small data.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 SERVING_SIGNATURE = "serving_default"  # serialized tf.Example with raw features
@@ -180,6 +189,16 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     features = config.features_module()
     module = config.model_module()
 
+    # The strategy first: MultiWorkerMirroredStrategy configures collectives and must exist before
+    # TensorFlow runs any op ("Collective ops must be configured at program startup").
+    if params.mixed_precision:
+        tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = distribution_strategy(params.strategy)
+    chief = strategy.extended.should_checkpoint  # False only on a multi-worker worker that is not the chief
+    log.info("strategy %s with %d replica(s), mixed precision %s%s", params.strategy,
+             strategy.num_replicas_in_sync, params.mixed_precision,
+             "" if chief else "; not the chief: exporting to scratch, the chief writes the output")
+
     tf_keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -193,12 +212,10 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     # Checkpoints live outside the staged output so a killed attempt resumes from its last epoch;
     # keyed by the input digest, so an attempt with other params or data never restores them.
     backup_dir = run.run_dir / "train_checkpoints" / digest[:16]
-    if params.mixed_precision:
-        tf_keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = distribution_strategy(params.strategy)
-    log.info("strategy %s with %d replica(s), mixed precision %s", params.strategy,
-             strategy.num_replicas_in_sync, params.mixed_precision)
-    with staged_dir(run.step_dir("train")) as out:
+    # every worker saves (the save may run collectives), but only the chief into the run directory
+    output = staged_dir(run.step_dir("train")) if chief else tempfile.TemporaryDirectory(prefix="skewfree-worker-")
+    with output as out:
+        out = Path(out)
         with strategy.scope():
             model = module.build_model(tft_output, learning_rate=params.learning_rate)
         history = model.fit(
@@ -217,7 +234,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
         result = TrainResult(
             model=config.name,
             interval=interval.isoformat(),
-            saved_model=str(final / "saved_model"),
+            saved_model=str(final / "saved_model") if chief else "",  # a worker's scratch export is discarded
             params=dataclasses.asdict(params),
             devices=devices,
             epochs_run=len(history.epoch),
@@ -226,9 +243,12 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             strategy=params.strategy,
             seconds=round(time.monotonic() - started, 2),
             history={k: round(float(v[-1]), 6) for k, v in history.history.items()},
-            tensorboard=str(final / "tensorboard"),
+            tensorboard=str(final / "tensorboard") if chief else "",
             input_digest=digest,
+            chief=chief,
         )
+        if not chief:
+            return result
         write_result(out, result)
     shutil.rmtree(backup_dir.parent, ignore_errors=True)  # done: nothing left to resume
     return result

@@ -83,3 +83,46 @@ def test_mirrored_strategy_with_mixed_precision_trains_and_serves_float32(traine
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     evaluation = json.loads(run.result_path("evaluate").read_text())
     assert not [r for r in evaluation["reasons"] if "skew" in r], evaluation["reasons"]
+
+
+def test_multi_worker_from_tf_config_trains_once_and_only_the_chief_writes(trained_run, tmp_path):
+    """Two workers on loopback, as two pods of a multi-worker job would run: one model, one output."""
+    from tests.conftest import free_port
+
+    run = untrained_copy(trained_run, tmp_path)
+    config = tmp_path / "taxi_multi.toml"
+    text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
+    config.write_text(text.replace('strategy = "default"', 'strategy = "multi_worker"'))
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    argv = [sys.executable, "-m", "pipelines", "train", "--interval", str(END), "--artifact-root",
+            str(run.artifact_root), "--model", str(config), "--epochs", "2"]
+    scratch = [tmp_path / f"tmp{index}" for index in range(2)]  # each worker's TMPDIR
+    for t in scratch:
+        t.mkdir()
+    workers = [
+        subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={
+            **os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(scratch[index]),
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        })
+        for index in range(2)
+    ]
+    try:
+        logs = [w.communicate(timeout=600)[0] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    assert [w.returncode for w in workers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    for log in logs:
+        assert "strategy multi_worker with 2 replica(s)" in log
+    assert "not the chief" in logs[1] and "not the chief" not in logs[0]
+    chief, other = (json.loads(log.strip().splitlines()[-1]) for log in logs)
+    assert chief["chief"] and not other["chief"]
+    assert chief["epochs_run"] == other["epochs_run"] == 2
+
+    # the chief's output alone is in the run directory, complete; no worker left anything behind
+    result = json.loads(run.result_path("train").read_text())
+    assert result == chief
+    assert (run.step_dir("train") / "saved_model" / "saved_model.pb").is_file()
+    assert sorted(p.name for p in run.run_dir.iterdir()) == ["evaluate", "train", "transform", "validate"]
+    assert other["saved_model"] == ""  # the other worker's export went to scratch, now removed
+    assert not [p.name for t in scratch for p in t.iterdir() if p.name.startswith("skewfree-worker-")]
