@@ -132,3 +132,26 @@ def test_model_server_lists_only_complete_versions_on_s3(s3, tmp_path):
     store.put_bytes(b"half", "taxi", "6", "variables", "variables.index")  # an upload still under way
     assert store.version_dirs("taxi") == [5, 6]
     assert version_dirs(s3["url"] + "/serving/taxi") == [5]
+
+
+def test_only_the_chief_worker_pushes_train_output(s3, taxi_config):
+    """A multi-worker job's other workers export to scratch; their step must upload nothing."""
+    from pipelines.runs import Run
+    from pipelines.staging import Staging
+    from tests.conftest import END
+
+    staging = Staging({"artifact": s3["url"] + "/artifacts"})
+    try:
+        local = staging.local_roots({"artifact": s3["url"] + "/artifacts"})["artifact"]
+        out = Run(Path(local), taxi_config.name, END).step_dir("train")
+        (out / "saved_model").mkdir(parents=True)
+        (out / "saved_model" / "saved_model.pb").write_bytes(b"graph")
+        (out / "result.json").write_text("{}")
+        staging.push("train", taxi_config, {"chief": False}, interval=END, roots={"artifact": local})
+        assert not S3Store(s3["url"], s3["client"]).objects()
+        staging.push("train", taxi_config, {"chief": True}, interval=END, roots={"artifact": local})
+        assert sorted(S3Store(s3["url"], s3["client"]).objects()) == [
+            "artifacts/taxi/runs/2026-11-10/train/result.json",
+            "artifacts/taxi/runs/2026-11-10/train/saved_model/saved_model.pb"]
+    finally:
+        staging.close()
