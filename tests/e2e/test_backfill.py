@@ -55,6 +55,7 @@ def local_stack(tmp_path_factory):
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
         AIRFLOW_CONN_MODEL_SERVER_DEFAULT=f"http://127.0.0.1:{server_port}",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="tests.e2e.sqlite_connect.CONNECT_ARGS",
     )
     generate_data(load_model_config("taxi"), data_root=str(home / "data"), end=END, days=8, rows_per_day=1500)
     config = home / "serving" / "models.config"
