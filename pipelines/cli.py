@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pipelines.config import ConfigError, load_model_config
-from pipelines.runs import StepError
+from pipelines.runs import CACHED_STEPS, StepError
 from pipelines.staging import Staging
 
 log = logging.getLogger("pipelines")
@@ -97,10 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--gpus", type=int, default=0, help="GPUs the step must see (fails fast otherwise)")
-    ev = step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
-              *STEP_ROOTS["evaluate"])
-    for cached in (tr, train, ev):  # the steps that reuse an output computed from the same inputs
-        cached.add_argument("--force", action="store_true", help="recompute even if a cached output matches")
+    step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
+         *STEP_ROOTS["evaluate"])
+    for name in CACHED_STEPS:
+        sub.choices[name].add_argument("--force", action="store_true",
+                                       help="recompute even if a cached output matches")
     pub = step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
                *STEP_ROOTS["publish"])
     pub.add_argument("--run-id", default="", help="orchestrator run id, recorded in the version's manifest")

@@ -11,6 +11,9 @@ from typing import Any
 from pipelines.storage import read_json, write_json
 
 STEPS = ("validate", "transform", "train", "evaluate", "publish")
+# steps that reuse their own earlier output when the inputs are unchanged (lineage.cached_result);
+# each takes --force
+CACHED_STEPS = ("transform", "train", "evaluate")
 
 
 class StepError(Exception):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.objectstore import S3, Mirror, is_s3
-from pipelines.runs import STEPS, Run
+from pipelines.runs import CACHED_STEPS, STEPS, Run
 from pipelines.storage import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ STEP_READS: dict[str, tuple[str, ...]] = {
     "evaluate": ("transform", "train"),
     "publish": ("validate", "train", "evaluate"),
 }
-# steps that reuse their own earlier output when the inputs are unchanged (lineage.cached_result)
-CACHED_STEPS = ("transform", "train", "evaluate")
 MIRRORED_ROOTS = ("data", "artifact")
 CHECKPOINTS = "train_checkpoints"
 

@@ -14,7 +14,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from pipelines.config import load_model_config
-from pipelines.runs import STEPS
+from pipelines.runs import CACHED_STEPS, STEPS
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
 from skewfree.settings import Settings
@@ -68,15 +68,16 @@ def _flag(flag: str, param: str) -> str:
     return f"{{{{ '{flag}=' ~ params.{param} if params.{param} is not none else '' }}}}"
 
 
-FORCE = "{{ '--force' if params.force else '' }}"
 STEP_FLAGS = {
     "validate": [_flag("--data-dir", "data_dir")],
-    "transform": [FORCE],
+    "transform": [],
     "train": [_flag("--epochs", "epochs"), _flag("--learning-rate", "learning_rate"),
-              _flag("--batch-size", "batch_size"), "--gpus={{ params.gpus }}", FORCE],
-    "evaluate": [FORCE],
+              _flag("--batch-size", "batch_size"), "--gpus={{ params.gpus }}"],
+    "evaluate": [],
     "publish": ["--run-id={{ run_id }}", "--image={{ params.image_tag or 'local' }}"],
 }
+for _step in CACHED_STEPS:
+    STEP_FLAGS[_step].append("{{ '--force' if params.force else '' }}")
 
 
 def step_task(step: str, *, model: str, config, settings: Settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,9 @@ import time
 
 import pytest
 
+from pipelines.cli import step_argv
 from pipelines.runs import Run
-from tests.conftest import END, ROOT
+from tests.conftest import END, ROOT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +29,34 @@ def untrained_copy(trained_run, tmp_path) -> Run:
     return run
 
 
-def step_cli(step: str, run: Run, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "pipelines", step, "--interval", str(END),
-            "--artifact-root", str(run.artifact_root), *args]
+def taxi_variant(tmp_path, **train: str) -> str:
+    """The taxi config with [train] settings replaced, e.g. ``strategy='"mirrored"'``."""
+    text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
+    for key, value in train.items():
+        text, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+        assert found, key
+    path = tmp_path / "taxi_variant.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def step_command(step: str, run: Run, model: str, *args: str) -> list[str]:
+    """The step's container argv (``pipelines.cli.step_argv``) for this interpreter."""
+    argv = step_argv(step, model=model, interval=str(END), roots={"artifact": str(run.artifact_root)}, extra=args)
+    return [sys.executable, *argv[1:]]
+
+
+def step_cli(step: str, run: Run, model: str, *args: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(step_command(step, run, model, *args), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_gpus_requested_but_none_visible_fails_before_training(trained_run, tmp_path):
     run = untrained_copy(trained_run, tmp_path)
     started = time.monotonic()
-    out = step_cli("train", run, "--model", "taxi", "--gpus", "1", env={"CUDA_VISIBLE_DEVICES": "-1"})
+    out = step_cli("train", run, "taxi", "--gpus", "1", env={"CUDA_VISIBLE_DEVICES": "-1"})
     seconds = time.monotonic() - started
     print(f"\nfailed after {seconds:.1f} s (process start and TensorFlow import included)")
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
@@ -61,11 +80,8 @@ def test_mirrored_strategy_with_mixed_precision_trains_and_serves_float32(traine
     from pipelines.tf_schema import raw_examples
 
     run = untrained_copy(trained_run, tmp_path)
-    config = tmp_path / "taxi_mixed.toml"
-    text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
-    config.write_text(text.replace('strategy = "default"', 'strategy = "mirrored"')
-                          .replace("mixed_precision = false", "mixed_precision = true"))
-    out = step_cli("train", run, "--model", str(config), "--epochs", "1")
+    config = taxi_variant(tmp_path, strategy='"mirrored"', mixed_precision="true")
+    out = step_cli("train", run, config, "--epochs", "1")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "strategy mirrored with 1 replica(s), mixed precision True" in out.stdout
     result = json.loads(run.result_path("train").read_text())
@@ -79,7 +95,7 @@ def test_mirrored_strategy_with_mixed_precision_trains_and_serves_float32(traine
     assert np.all((probability.numpy() > 0) & (probability.numpy() < 1))
 
     # and the skew gate finds the training path (float16 model on TFT's float32 output) equal to serving
-    out = step_cli("evaluate", run, "--model", str(config))
+    out = step_cli("evaluate", run, config)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     evaluation = json.loads(run.result_path("evaluate").read_text())
     assert not [r for r in evaluation["reasons"] if "skew" in r], evaluation["reasons"]
@@ -87,16 +103,11 @@ def test_mirrored_strategy_with_mixed_precision_trains_and_serves_float32(traine
 
 def test_multi_worker_from_tf_config_trains_once_and_only_the_chief_writes(trained_run, tmp_path):
     """Two workers on loopback, as two pods of a multi-worker job would run: one model, one output."""
-    from tests.conftest import free_port
-
     run = untrained_copy(trained_run, tmp_path)
     before = sorted(p.name for p in run.run_dir.iterdir())
-    config = tmp_path / "taxi_multi.toml"
-    text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
-    config.write_text(text.replace('strategy = "default"', 'strategy = "multi_worker"'))
+    config = taxi_variant(tmp_path, strategy='"multi_worker"')
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    argv = [sys.executable, "-m", "pipelines", "train", "--interval", str(END), "--artifact-root",
-            str(run.artifact_root), "--model", str(config), "--epochs", "2"]
+    argv = step_command("train", run, config, "--epochs", "2")
     scratch = [tmp_path / f"tmp{index}" for index in range(2)]  # each worker's TMPDIR
     for t in scratch:
         t.mkdir()
