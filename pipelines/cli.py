@@ -85,9 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rows-per-day", type=_positive_int, default=20_000)
     gen.add_argument("--format", choices=("csv", "parquet"), help="default: the model config's format")
 
-    val = step("validate", "check the interval's partitions exist, are non-empty and match the schema",
+    val = step("validate", "the data gate: schema, values, volume and drift of the interval's window",
                *STEP_ROOTS["validate"])
     val.add_argument("--data-dir", help="read partitions from this directory under the data root instead")
+    val.add_argument("--accept-anomaly", action="append", default=[], dest="accept", metavar="ID",
+                     help="accept a known drift-like anomaly for this run, by id (KIND or KIND:COLUMN, as the "
+                          "failed validation lists it); repeatable or comma-separated; recorded in the lineage")
+    inf = sub.add_parser("infer-schema", help="write a starting feature contract (features.py) from data",
+                         description="Infer types, nullability, min/max and small categorical domains from a "
+                                     "partition directory or file, as TFDV's infer_schema does; edit the result.")
+    inf.add_argument("--data", required=True, help="a partition directory or a .csv / .parquet file")
+    inf.add_argument("--label", required=True, help="the label column")
+    inf.add_argument("--max-values", type=_positive_int, default=20,
+                     help="string columns with at most this many distinct values get a closed domain")
+    inf.add_argument("--out", help="write here (features.py, or schema.pbtxt for a tensorflow_metadata Schema); "
+                                   "default: print")
     tr = step("transform", "TFT analyze (train window) and transform (train + eval) on Beam",
               *STEP_ROOTS["transform"])
     tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
@@ -199,7 +211,7 @@ def run_step(args: argparse.Namespace, config):
     if args.step == "validate":
         from pipelines.validate import validate
 
-        return validate(config, data_root=args.data_root, data_dir=args.data_dir, **common)
+        return validate(config, data_root=args.data_root, data_dir=args.data_dir, accept=args.accept, **common)
     if args.step == "transform":
         from pipelines.transform import transform
 
@@ -230,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args)
         if args.step == "versions":
             return print_versions(args)
+        if args.step == "infer-schema":
+            from pipelines.infer_schema import infer_schema_command
+
+            return infer_schema_command(args.data, label=args.label, max_values=args.max_values, out=args.out)
         payload = run(args, staging)
     except (ConfigError, StepError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.

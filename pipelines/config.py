@@ -79,6 +79,47 @@ class RolloutConfig:
     latency_budget_ms: float = 500.0  # per canary request, end to end
 
 
+UNKNOWN_COLUMN_POLICIES = ("error", "ignore")
+
+
+@dataclass(frozen=True)
+class FeatureChecks:
+    """Drift thresholds for one column, each a number in (0, 1]; ``None`` switches that check off.
+
+    :param categorical_drift: largest allowed change of one value's share (L-infinity distance).
+    :param numeric_drift: largest allowed Jensen-Shannon divergence (base 2) of the histograms.
+    :param new_values: largest allowed share of rows with a value the reference window never had.
+    :param null_increase: largest allowed rise of the share of missing values.
+    """
+
+    categorical_drift: float | None = 0.1
+    numeric_drift: float | None = 0.1
+    new_values: float | None = 0.1
+    null_increase: float | None = 0.1
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """The data gate's settings (``[validation]``); see ``pipelines.validate``.
+
+    :param unknown_columns: ``error`` (default) or ``ignore`` a column the schema does not declare.
+    :param compare_days: the newest days checked for volume and drift against the rest of the window.
+    :param min_volume_ratio: a compared day's rows / the reference days' median must be at least this.
+    :param max_volume_ratio: ... and at most this (``None``: no bound).
+    :param defaults: drift thresholds for every column; ``features`` overrides them per column.
+    """
+
+    unknown_columns: str = "error"
+    compare_days: int = 1
+    min_volume_ratio: float | None = 0.5
+    max_volume_ratio: float | None = 3.0
+    defaults: FeatureChecks = FeatureChecks()
+    features: dict[str, FeatureChecks] = field(default_factory=dict)
+
+    def checks(self, column: str) -> FeatureChecks:
+        return self.features.get(column, self.defaults)
+
+
 @dataclass(frozen=True)
 class StepResources:
     """Requests (= limits) for one step's pod; ``gpus`` becomes an ``nvidia.com/gpu`` limit."""
@@ -115,6 +156,7 @@ class ModelConfig:
     rollout: RolloutConfig = RolloutConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     transform: TransformConfig = TransformConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     # -- data windows -------------------------------------------------------
     def window(self, interval: dt.date) -> list[dt.date]:
@@ -199,6 +241,7 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
     if min(rollout.load_timeout_seconds, rollout.label_timeout_seconds, rollout.latency_budget_ms) <= 0:
         raise ConfigError(f"{source}: [rollout] timeouts and latency_budget_ms must be positive")
     kubernetes = _kubernetes(_section(raw, "kubernetes", source), source)
+    validation = _validation(_section(raw, "validation", source), data, source)
     bounds = []
     for metric, spec in _section(raw, "thresholds", source).items():
         if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"}:
@@ -224,6 +267,60 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         rollout=rollout,
         kubernetes=kubernetes,
         transform=TransformConfig(beam_args=tuple(beam_args)),
+        validation=validation,
+    )
+
+
+def _threshold(value: Any, where: str, source: Path) -> float | None:
+    """A drift threshold in (0, 1], or ``false`` to switch the check off."""
+    if value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"{source}: {where} must be a number in (0, 1] or false to switch it off, got {value!r}")
+    return float(value)
+
+
+def _feature_checks(raw: dict[str, Any], base: FeatureChecks, section: str, source: Path) -> FeatureChecks:
+    names = FeatureChecks.__dataclass_fields__
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) in [{section}]: {', '.join(unknown)} "
+                          f"(valid: {', '.join(names)})")
+    return dataclasses.replace(base, **{k: _threshold(v, f"[{section}] {k}", source) for k, v in raw.items()})
+
+
+def _validation(raw: dict[str, Any], data: DataConfig, source: Path) -> ValidationConfig:
+    raw = dict(raw)
+    features = raw.pop("features", {})
+    if not isinstance(features, dict) or not all(isinstance(v, dict) for v in features.values()):
+        raise ConfigError(f"{source}: [validation.features] must hold one table per column, "
+                          "e.g. [validation.features.company]")
+    defaults = _feature_checks({k: raw.pop(k) for k in list(raw) if k in FeatureChecks.__dataclass_fields__},
+                               FeatureChecks(), "validation", source)
+    volume = raw.pop("volume_ratio", {"min": 0.5, "max": 3.0})
+    if volume is False:
+        volume = {}
+    if not isinstance(volume, dict) or set(volume) - {"min", "max"} or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in volume.values()):
+        raise ConfigError(f"{source}: [validation] volume_ratio must be a table with positive 'min' and/or "
+                          f"'max' (e.g. {{ min = 0.5, max = 3.0 }}) or false, got {volume!r}")
+    if volume.get("min", 0) > volume.get("max", float("inf")):
+        raise ConfigError(f"{source}: [validation] volume_ratio min {volume['min']} is above max {volume['max']}")
+    unknown = sorted(set(raw) - {"unknown_columns", "compare_days"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) in [validation]: {', '.join(unknown)} (valid: unknown_columns, "
+                          f"compare_days, volume_ratio, features, {', '.join(FeatureChecks.__dataclass_fields__)})")
+    config = _build(ValidationConfig, raw, "validation", source)
+    if config.unknown_columns not in UNKNOWN_COLUMN_POLICIES:
+        raise ConfigError(f"{source}: [validation] unknown_columns must be one of {UNKNOWN_COLUMN_POLICIES}, "
+                          f"got {config.unknown_columns!r}")
+    if not 1 <= config.compare_days <= data.lookback_days:
+        raise ConfigError(f"{source}: [validation] compare_days must be between 1 and [data] lookback_days "
+                          f"({data.lookback_days}) so that a reference window remains, got {config.compare_days}")
+    return dataclasses.replace(
+        config, min_volume_ratio=volume.get("min"), max_volume_ratio=volume.get("max"), defaults=defaults,
+        features={name: _feature_checks(values, defaults, f"validation.features.{name}", source)
+                  for name, values in features.items()},
     )
 
 
@@ -268,4 +365,15 @@ def load_model_config(model: str | Path) -> ModelConfig:
         raw = tomllib.loads(source.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    return _parse(raw, source)
+    config = _parse(raw, source)
+    _check_against_schema(config)
+    return config
+
+
+def _check_against_schema(config: ModelConfig) -> None:
+    """Settings that name columns must name columns of the model's (TF-free) schema."""
+    schema = config.features_module().SCHEMA
+    unknown = sorted(set(config.validation.features) - set(schema.names))
+    if unknown:
+        raise ConfigError(f"{config.source}: [validation.features] names column(s) the schema of "
+                          f"{config.module} does not have: {', '.join(unknown)} (columns: {', '.join(schema.names)})")

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.config import ModelConfig
+from pipelines.schema import RawSchema
 from pipelines.storage import atomic_write_bytes, write_table_bytes
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,21 @@ class GenerateResult:
     rows_per_day: int
     written: int
     unchanged: int
+
+
+def within_domains(table: pa.Table, schema: RawSchema) -> pa.Table:
+    """Demo data keeps its own contract at any size: numbers clipped to their declared min/max
+    (a rare tail of a normal distribution must not fail validation at a million rows)."""
+    for f in schema.features:
+        if f.type != "string" and (f.min is not None or f.max is not None):
+            column = table.column(f.name)
+            if f.max is not None:
+                column = pc.min_element_wise(column, pa.scalar(f.max, column.type), skip_nulls=False)
+            if f.min is not None:
+                column = pc.max_element_wise(column, pa.scalar(f.min, column.type), skip_nulls=False)
+            index = table.schema.get_field_index(f.name)
+            table = table.set_column(index, table.schema.field(index), column)
+    return table
 
 
 def generate_data(
@@ -46,7 +63,8 @@ def generate_data(
     for offset in range(days - 1, -1, -1):
         day = end - dt.timedelta(days=offset)
         rng = np.random.default_rng([seed, day.toordinal(), rows_per_day])
-        table: pa.Table = generator.generate_day(day, rows_per_day, rng, (day - _EPOCH).days)
+        table = within_domains(generator.generate_day(day, rows_per_day, rng, (day - _EPOCH).days),
+                               config.features_module().SCHEMA)
         path = Path(config.partition_path(data_root, day)) / f"part-00000.{fmt}"
         payload = write_table_bytes(table, fmt)
         if path.exists() and path.read_bytes() == payload:

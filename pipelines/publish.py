@@ -99,6 +99,8 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             "interval": interval.isoformat(),
             "content_digest": digest,
             "input_digests": validation["file_digests"],
+            # drift-like data anomalies this run accepted (trigger param accept_anomalies)
+            "accepted_anomalies": validation.get("accepted", []),
             "code_version": code_version(config.source),
             "image": image,
             "params": trained["params"],

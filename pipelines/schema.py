@@ -34,6 +34,8 @@ class Feature:
     :param min: smallest allowed value (numbers).
     :param max: largest allowed value (numbers).
     :param values: the allowed values (strings or ints); ``None`` means open domain.
+    :param allow_nan: whether NaN and infinity (in any spelling) are valid values of a float column;
+        off by default, so ``validate`` refuses them before they reach training.
     """
 
     name: str
@@ -42,10 +44,16 @@ class Feature:
     min: float | None = None
     max: float | None = None
     values: tuple[str | int, ...] | None = None
+    allow_nan: bool = False
 
     @property
     def arrow_type(self) -> pa.DataType:
         return _ARROW_TYPES[self.type]
+
+    @property
+    def is_categorical(self) -> bool:
+        """Strings, and numbers with a declared set of values: compared by value frequencies."""
+        return self.type == "string" or self.values is not None
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,54 @@
-"""validate: the interval's partitions exist, are non-empty and match the raw schema."""
+"""validate: the data gate. Nothing reaches transform unless the window's partitions pass it.
+
+For the run of day D it reads every partition of ``[D - lookback_days, D]`` exactly as transform
+will (``pipelines.rawdata``) and reports, as ``Anomaly`` records, most severe first:
+
+- files: missing partitions, empty or non-UTF-8 files, malformed (truncated) rows, a repeated
+  header, missing / duplicate / unknown columns, cells of the wrong type, each with its line;
+- values: NaN or inf in any spelling (unless the feature allows it), nulls in a non-nullable
+  column, values outside the declared domain, a label with a single class over the window;
+- the newest ``compare_days`` days against the rest of the window (the reference): row volume
+  against the reference median, L-infinity drift of categorical frequencies, Jensen-Shannon
+  drift of numeric histograms, the share of never-seen values, a rise of missing values, and
+  label drift (thresholds in the model config's ``[validation]``, per column if needed).
+
+Outputs: ``validate/statistics.json`` (per-day statistics, see ``pipelines.statistics``),
+``validate/validation.json`` (anomalies as data) and ``result.json``. A failed validation writes
+its report to ``validate/rejected/`` and leaves an earlier good output of the interval as it was.
+A run may accept named drift-like anomalies (``accept``); the acceptance is recorded.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import statistics as pystats
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.config import ModelConfig
+from pipelines.anomalies import Anomaly, is_accepted, most_severe_first, parse_accepted, report
+from pipelines.config import FeatureChecks, ModelConfig, ValidationConfig
+from pipelines.rawdata import FileRead, read_partition_file
 from pipelines.runs import Run, write_result
-from pipelines.schema import RawSchema
-from pipelines.storage import confined, file_digest, partition_files, read_files, staged_dir, write_json
+from pipelines.schema import Feature, RawSchema
+from pipelines.statistics import (
+    js_divergence, linf_distance, new_value_share, partition_statistics, pooled_frequencies,
+)
+from pipelines.storage import confined, partition_files, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
+ACCEPT_HINT = ("A known, expected change can be accepted for one run with --accept-anomaly ID "
+               "(trigger param accept_anomalies), e.g. --accept-anomaly {id}; it is recorded in the version's lineage.")
+
 
 class DataValidationError(ValueError):
-    """The input data does not satisfy the schema; the message lists every problem found."""
+    """The input data did not pass the gate; the message lists every anomaly, most severe first."""
 
 
 @dataclass
@@ -31,38 +60,150 @@ class ValidateResult:
     total_rows: int
     missing_fraction: dict[str, float]
     file_digests: dict[str, str] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    statistics: str = ""
+    anomalies: list[dict[str, Any]] = field(default_factory=list)  # every anomaly found, accepted or not
+    accepted: list[str] = field(default_factory=list)  # ids of anomalies this run accepted
+    errors: list[str] = field(default_factory=list)  # the blocking anomalies' messages, most severe first
 
 
-def check_table(table: pa.Table, schema: RawSchema, where: str) -> list[str]:
-    """Schema checks on one typed table: emptiness, nulls where not allowed, and domains."""
-    if table.num_rows == 0:
-        return [f"{where}: no rows"]
-    errors = []
+# -- values in one file ---------------------------------------------------------
+
+def check_values(read: FileRead, schema: RawSchema, day: str) -> list[Anomaly]:
+    """Nulls where not allowed, NaN/inf in numeric columns, values outside the domain: with their lines."""
+    table = read.table
+    found: list[Anomaly] = []
+
+    def add(kind: str, f: Feature, mask: pa.ChunkedArray | pa.Array, what: str, *, examples: bool = True,
+            advice: str = "") -> None:
+        rows = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+        if len(rows):
+            values = pc.take(table.column(f.name), pa.array(rows[:5])).to_pylist() if examples else None
+            found.append(Anomaly(kind, f"{read.path}: column {f.name!r} has {len(rows)} {what}: "
+                                 f"{read.where(rows, values)}{advice}", column=f.name, day=day, file=str(read.path),
+                                 value=len(rows), lines=read.lines(rows[:5])))
+
     for f in schema.features:
         column = table.column(f.name)
-        nulls = column.null_count
-        if nulls and not f.nullable:
-            errors.append(f"{where}: column {f.name!r} has {nulls} missing values but is not nullable")
-        present = pc.drop_null(column)
-        if len(present) == 0:
-            continue
-        if f.min is not None and pc.min(present).as_py() < f.min:
-            bad = pc.sum(pc.less(present, f.min)).as_py()
-            errors.append(f"{where}: column {f.name!r} has {bad} values below its minimum {f.min}")
-        if f.max is not None and pc.max(present).as_py() > f.max:
-            bad = pc.sum(pc.greater(present, f.max)).as_py()
-            errors.append(f"{where}: column {f.name!r} has {bad} values above its maximum {f.max}")
+        if not f.nullable and column.null_count:
+            add("null_values", f, pc.is_null(column), "missing value(s) but is not nullable", examples=False,
+                advice=". Fill them, or declare the feature nullable")
+        if f.type == "float" and not f.allow_nan:
+            add("nan_values", f, pc.or_(pc.is_nan(column), pc.is_inf(column)), "NaN or infinite value(s)",
+                advice=". In any spelling (nan, NAN, inf, 1e400) they reach training as NaN; a missing value is an "
+                       "empty cell. Fix the data, or set allow_nan=True on the feature if the model handles NaN")
+        finite = pc.is_finite(column) if f.type == "float" else pc.is_valid(column)
+        if f.min is not None:
+            add("out_of_domain", f, pc.and_(finite, pc.less(column, f.min)), f"value(s) below its minimum {f.min}")
+        if f.max is not None:
+            add("out_of_domain", f, pc.and_(finite, pc.greater(column, f.max)), f"value(s) above its maximum {f.max}")
         if f.values is not None:
-            outside = pc.invert(pc.is_in(present, value_set=pa.array(f.values, f.arrow_type)))
-            bad = pc.sum(outside).as_py()
-            if bad:
-                examples = pc.unique(pc.filter(present, outside)).to_pylist()[:5]
-                errors.append(
-                    f"{where}: column {f.name!r} has {bad} values outside its domain, e.g. {examples}"
-                )
-    return errors
+            outside = pc.invert(pc.is_in(column, value_set=pa.array(f.values, f.arrow_type)))
+            add("out_of_domain", f, pc.and_(pc.is_valid(column), outside),
+                f"value(s) outside its domain {list(f.values)[:10]}")
+    return found
 
+
+# -- the newest days against the reference window ---------------------------------
+
+def _share(part: float) -> str:
+    return f"{part:.1%}"
+
+
+def compare_day(day: str, stats: dict[str, Any], reference: dict[str, dict[str, Any]], schema: RawSchema,
+                config: ValidationConfig) -> list[Anomaly]:
+    """Volume and drift of one day's statistics against the reference days' statistics."""
+    span = f"the reference window {min(reference)}..{max(reference)}"
+    found: list[Anomaly] = []
+    median = pystats.median(s["rows"] for s in reference.values())
+    if median > 0:
+        ratio = stats["rows"] / median
+        low, high = config.min_volume_ratio, config.max_volume_ratio
+        if (low is not None and not ratio >= low) or (high is not None and not ratio <= high):
+            bound = low if low is not None and not ratio >= low else high
+            found.append(Anomaly("volume", f"{day}: {stats['rows']} rows is {ratio:.3g}x the median {median:g} of "
+                                 f"{span}; allowed {low}x..{high}x", day=day, value=round(ratio, 4), threshold=bound))
+    for f in schema.features:
+        checks: FeatureChecks = config.checks(f.name)
+        col = stats["columns"][f.name]
+        ref_cols = [s["columns"][f.name] for s in reference.values()]
+        label = f.name == schema.label
+
+        def add(kind: str, value: float, threshold: float, message: str, f=f) -> None:
+            found.append(Anomaly(kind, f"{day}: column {f.name!r}: {message}", column=f.name, day=day,
+                                 value=round(value, 6), threshold=threshold))
+
+        rows, ref_rows = stats["rows"], sum(s["rows"] for s in reference.values())
+        if checks.null_increase is not None and rows and ref_rows:
+            share, ref_share = col["nulls"] / rows, sum(c["nulls"] for c in ref_cols) / ref_rows
+            if not share - ref_share <= checks.null_increase:
+                add("null_increase", share - ref_share, checks.null_increase,
+                    f"{_share(share)} of rows are missing vs {_share(ref_share)} in {span} (a rise of "
+                    f"{share - ref_share:.3f}, allowed {checks.null_increase})")
+        if f.is_categorical:
+            freq, _ = pooled_frequencies([col])
+            ref_freq, truncated = pooled_frequencies(ref_cols)
+            if not freq or not ref_freq:
+                continue
+            if label and len(freq) == 1 and len(ref_freq) > 1:
+                [only] = freq
+                add("one_class_label", 1.0, 1.0, f"every row has label {only!r}, while {span} has "
+                    f"{len(ref_freq)} classes ({_top(ref_freq)})")
+            if checks.categorical_drift is not None:
+                distance, value = linf_distance(freq, ref_freq)
+                if not distance <= checks.categorical_drift:
+                    add("label_drift" if label else "categorical_drift", distance, checks.categorical_drift,
+                        f"L-infinity distance {distance:.3f} of value frequencies vs {span} exceeds "
+                        f"{checks.categorical_drift}: {value!r} went from {_share(ref_freq.get(value, 0.0))} "
+                        f"to {_share(freq.get(value, 0.0))}")
+            if checks.new_values is not None and not truncated:
+                share, examples = new_value_share(freq, ref_freq)
+                if not share <= checks.new_values:
+                    add("new_values", share, checks.new_values,
+                        f"{_share(share)} of rows have values never seen in {span} (allowed "
+                        f"{_share(checks.new_values)}), e.g. {examples}")
+        elif checks.numeric_drift is not None:
+            divergence = js_divergence(col, ref_cols)
+            if divergence is not None and not divergence <= checks.numeric_drift:
+                add("label_drift" if label else "numeric_drift", divergence, checks.numeric_drift,
+                    f"Jensen-Shannon divergence {divergence:.3f} of its histogram vs {span} exceeds "
+                    f"{checks.numeric_drift} (median {_quantile(col, 50)} vs {_quantile_pooled(ref_cols, 50)}, "
+                    f"mean {col['mean']} vs {_mean(ref_cols)})")
+    return found
+
+
+def _top(freq: dict[str, float]) -> str:
+    return ", ".join(f"{v!r}: {_share(s)}" for v, s in sorted(freq.items(), key=lambda kv: -kv[1])[:5])
+
+
+def _quantile(col: dict[str, Any], percent: int) -> float | None:
+    return col["quantiles"][percent] if col.get("quantiles") else None
+
+
+def _quantile_pooled(cols: list[dict[str, Any]], percent: int) -> float | None:
+    values = [c["quantiles"][percent] for c in cols if c.get("quantiles")]
+    return float(f"{np.median(values):.7g}") if values else None
+
+
+def _mean(cols: list[dict[str, Any]]) -> float | None:
+    n = sum(c["count"] for c in cols if c.get("mean") is not None)
+    return float(f"{sum(c['mean'] * c['count'] for c in cols if c.get('mean') is not None) / n:.7g}") if n else None
+
+
+def check_label_window(statistics: dict[str, dict[str, Any]], schema: RawSchema) -> list[Anomaly]:
+    """A classifier cannot learn from a window whose label has one class."""
+    label = schema.feature(schema.label)
+    if not label.is_categorical or not statistics:
+        return []
+    freq, _ = pooled_frequencies([s["columns"][label.name] for s in statistics.values()])
+    if len(freq) != 1:
+        return []
+    [only] = freq
+    return [Anomaly("one_class_label_window", f"label {label.name!r} is {only!r} in every row of "
+                    f"{min(statistics)}..{max(statistics)}: a classifier cannot be trained on one class",
+                    column=label.name, value=1)]
+
+
+# -- the step -----------------------------------------------------------------------
 
 def data_config(config: ModelConfig, data_root: str, data_dir: str | None) -> ModelConfig:
     """``config`` reading its partitions from ``data_dir`` (relative to the data root, never outside it)
@@ -73,39 +214,66 @@ def data_config(config: ModelConfig, data_root: str, data_dir: str | None) -> Mo
 
 
 def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact_root: Path,
-             data_dir: str | None = None) -> ValidateResult:
-    """Check the window's partitions (see ``data_config`` for ``data_dir``)."""
+             data_dir: str | None = None, accept: tuple[str, ...] | list[str] = ()) -> ValidateResult:
+    """Check the window's partitions (see the module docstring; ``data_config`` for ``data_dir``)."""
+    accept = parse_accepted(accept)
     config = data_config(config, data_root, data_dir)
     schema: RawSchema = config.features_module().SCHEMA
-    run = Run(artifact_root, config.name, interval)
+    settings = config.validation
     fmt = config.data.format
-    errors: list[str] = []
+    anomalies: list[Anomaly] = []
     partitions: dict[str, list[str]] = {}
-    rows: dict[str, int] = {}
-    missing: dict[str, int] = {f.name: 0 for f in schema.features}
     digests: dict[str, str] = {}
+    statistics: dict[str, dict[str, Any]] = {}
     for day in config.window(interval):
+        key = day.isoformat()
         path = Path(config.partition_path(data_root, day))
-        if not path.is_dir():
-            errors.append(f"missing partition for {day}: {path} does not exist")
-            continue
-        files = partition_files(path, fmt)
+        files = partition_files(path, fmt) if path.is_dir() else []
         if not files:
-            errors.append(f"partition {path} has no *.{fmt} files")
+            why = f"{path} does not exist" if not path.is_dir() else f"{path} has no *.{fmt} files"
+            anomalies.append(Anomaly("missing_partition", f"missing partition for {key}: {why}", day=key))
             continue
-        partitions[day.isoformat()] = [str(p) for p in files]
-        digests.update({str(p): file_digest(p) for p in files})
-        try:
-            table = read_files(files, fmt, schema)
-        except ValueError as exc:
-            errors.append(str(exc))
+        partitions[key] = [str(p) for p in files]
+        tables = []
+        for file in files:
+            read = read_partition_file(file, fmt, schema, day=key, unknown_columns=settings.unknown_columns)
+            digests[str(file)] = read.digest
+            anomalies += read.anomalies
+            if read.table is not None:
+                anomalies += check_values(read, schema, key)
+                tables.append(read.table)
+        if len(tables) < len(files):
+            continue  # statistics of a partly readable day would only add noise to its errors
+        table = pa.concat_tables(tables)
+        if table.num_rows == 0:
+            anomalies.append(Anomaly("no_rows", f"partition {path} has no rows (only headers)", day=key))
             continue
-        errors += check_table(table, schema, str(path))
-        rows[day.isoformat()] = table.num_rows
-        for f in schema.features:
-            missing[f.name] += table.column(f.name).null_count
+        statistics[key] = partition_statistics(table, schema)
 
+    compared = [d.isoformat() for d in config.window(interval)[-settings.compare_days:]]
+    reference = {d: s for d, s in statistics.items() if d not in compared}
+    if reference:
+        for day in compared:
+            if day in statistics:
+                anomalies += compare_day(day, statistics[day], reference, schema, settings)
+    anomalies += check_label_window(statistics, schema)
+    return _conclude(config, interval, Run(artifact_root, config.name, interval), schema, accept,
+                     most_severe_first(anomalies), partitions, digests, statistics)
+
+
+def _conclude(config: ModelConfig, interval: dt.date, run: Run, schema: RawSchema, accept: tuple[str, ...],
+              anomalies: list[Anomaly], partitions: dict[str, list[str]], digests: dict[str, str],
+              statistics: dict[str, dict[str, Any]]) -> ValidateResult:
+    blocking = [a for a in anomalies if not is_accepted(a, accept)]
+    accepted = sorted({a.id for a in anomalies if is_accepted(a, accept)})
+    unused = [a for a in accept if not any(a in (x.id, x.kind) for x in anomalies)]
+    if unused:
+        log.warning("accepted anomalies that did not occur in this run: %s", ", ".join(unused))
+    rows = {day: s["rows"] for day, s in statistics.items()}
     total = sum(rows.values())
+    missing = {f.name: sum(s["columns"][f.name]["nulls"] for s in statistics.values()) for f in schema.features}
+    final = run.step_dir("validate")
+    where = final / "rejected" if blocking else final
     result = ValidateResult(
         model=config.name,
         interval=interval.isoformat(),
@@ -114,16 +282,27 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
         total_rows=total,
         missing_fraction={k: round(v / total, 6) if total else 0.0 for k, v in missing.items()},
         file_digests=digests,
-        errors=errors,
+        statistics=str(where / "statistics.json"),
+        anomalies=[a.as_dict() for a in anomalies],
+        accepted=accepted,
+        errors=[a.message for a in blocking],
     )
-    with staged_dir(run.step_dir("validate")) as out:
+    # a failed gate reports beside the interval's earlier good output, never over it
+    with staged_dir(where) as out:
+        write_json(out / "statistics.json", {"model": config.name, "interval": interval.isoformat(),
+                                             "days": statistics})
         write_json(out / "validation.json", result.__dict__)
-        if not errors:
+        if not blocking:
             write_result(out, result)
-    if errors:
+    if blocking:
+        hint = next((a for a in blocking if a.acceptable), None)
         raise DataValidationError(
-            f"data for {config.name} interval {interval} failed validation ({len(errors)} problem(s)):\n  - "
-            + "\n  - ".join(errors)
+            f"data for {config.name} interval {interval} failed validation: {len(blocking)} problem(s), most "
+            f"severe first (report: {where / 'validation.json'}):\n" + report(blocking)
+            + (f"\n{ACCEPT_HINT.format(id=hint.id)}" if hint else "")
         )
-    log.info("validated %d partitions, %d rows", len(rows), total)
+    for a in anomalies:
+        log.warning("accepted by this run: [%s] %s", a.id, a.message)
+    log.info("validated %d partitions, %d rows, %d columns: no anomalies%s", len(rows), total, len(schema.features),
+             f" (accepted: {', '.join(accepted)})" if accepted else "")
     return result

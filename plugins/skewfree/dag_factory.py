@@ -30,6 +30,8 @@ TRAINING_POOL = "skewfree_training"
 
 # Image tags: Docker's tag grammar, and never the moving 'latest'.
 IMAGE_TAG_PATTERN = r"^(?!latest$)[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# An anomaly id as validate lists it: KIND or KIND:COLUMN
+ANOMALY_ID_PATTERN = r"^[a-z_]+(:[A-Za-z0-9_.-]+)?$"
 # A relative path under its root: no leading '/', '~' or '.', no '..' segment.
 RELATIVE_PATH_PATTERN = r"^(?![/~.])(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.=/-]{1,200}$"
 
@@ -60,6 +62,11 @@ def trigger_params() -> dict[str, Param]:
         "require_approval": Param(False, type="boolean", title="Require approval",
                                   description="Wait for a human to approve before the new version "
                                               "takes the 'stable' label."),
+        "accept_anomalies": Param(
+            [], type="array", items={"type": "string", "pattern": ANOMALY_ID_PATTERN}, title="Accept data anomalies",
+            description="Anomaly ids a failed validation listed (e.g. 'categorical_drift:company', 'volume') "
+                        "that are a known, expected change: this run passes them, and the version's lineage "
+                        "records them. Errors in the data (wrong types, NaN, nulls) cannot be accepted."),
     }
 
 
@@ -69,7 +76,8 @@ def _flag(flag: str, param: str) -> str:
 
 
 STEP_FLAGS = {
-    "validate": [_flag("--data-dir", "data_dir")],
+    "validate": [_flag("--data-dir", "data_dir"),
+                 "{{ '--accept-anomaly=' ~ params.accept_anomalies | join(',') if params.accept_anomalies else '' }}"],
     "transform": [],
     "train": [_flag("--epochs", "epochs"), _flag("--learning-rate", "learning_rate"),
               _flag("--batch-size", "batch_size"), "--gpus={{ params.gpus }}"],

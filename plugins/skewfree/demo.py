@@ -175,7 +175,7 @@ def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
     def output(step: str, name: str = "result.json"):
         return artifacts.read_json(config.name, "runs", interval.isoformat(), step, name)
 
-    if states.get("validate") == "failed" and (validation := output("validate", "validation.json")):
+    if states.get("validate") == "failed" and (validation := output("validate", "rejected/validation.json")):
         print("\n    validation failed:\n      - " + "\n      - ".join(validation["errors"]))
     if (evaluation := output("evaluate")) is not None:
         print(f"\n    eval metrics (serving signature, raw rows): {json.dumps(evaluation['metrics'])}")

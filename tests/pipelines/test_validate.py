@@ -1,12 +1,28 @@
+"""The data gate: every kind of bad input stops in validate, named with its column, day, file and numbers.
+
+Each case first validates the good window (a committed ``validate/result.json``), then plants one fault
+in the newest day and validates again: the run fails, the message says what and where, the report is
+written under ``validate/rejected/``, and the earlier good output is still there, byte for byte.
+"""
+
+import dataclasses
 import datetime as dt
 import shutil
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from pipelines.anomalies import parse_accepted
+from pipelines.config import load_model_config
+from pipelines.models.taxi.features import SCHEMA
 from pipelines.runs import Run
-from pipelines.storage import read_json
+from pipelines.storage import partition_files, read_files, read_json, write_table_bytes
 from pipelines.validate import DataValidationError, validate
 from tests.conftest import END
+
+NEWEST = END.isoformat()
 
 
 @pytest.fixture
@@ -16,46 +32,293 @@ def data(small_data, tmp_path):
     return copy
 
 
-def test_valid_window(data, tmp_path, taxi_config):
+@pytest.fixture
+def newest(data):
+    return data / "taxi_trips" / f"dt={NEWEST}" / "part-00000.csv"
+
+
+@pytest.fixture
+def good(data, tmp_path, taxi_config):
+    """The good window validated once: its committed output must survive every failed re-validation."""
+    art = tmp_path / "art"
+    validate(taxi_config, interval=END, data_root=str(data), artifact_root=art)
+    result = Run(art, "taxi", END).result_path("validate")
+    return {"art": art, "result": result, "bytes": result.read_bytes()}
+
+
+def failed(config, data, good, **kw) -> tuple[str, list[dict]]:
+    with pytest.raises(DataValidationError) as err:
+        validate(config, interval=END, data_root=str(data), artifact_root=good["art"], **kw)
+    assert good["result"].read_bytes() == good["bytes"], "a failed validation changed the good output"
+    report = read_json(good["art"] / f"taxi/runs/{NEWEST}/validate/rejected/validation.json")
+    assert report["errors"] and str(err.value).count("\n  ") >= len(report["errors"])
+    return str(err.value), report["anomalies"]
+
+
+def ids(anomalies: list[dict]) -> set[str]:
+    return {a["id"] for a in anomalies}
+
+
+def rewrite(path, edit) -> None:
+    table = read_files([path], "csv", SCHEMA)
+    path.write_bytes(write_table_bytes(edit(table), "csv"))
+
+
+def set_column(table: pa.Table, name: str, values) -> pa.Table:
+    index = table.schema.get_field_index(name)
+    return table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+
+
+def edit_lines(path, edit) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(edit(lines)))
+
+
+# -- the good window ------------------------------------------------------------------
+
+def test_valid_window_with_gentle_drift_passes_with_defaults(data, tmp_path, taxi_config):
     result = validate(taxi_config, interval=END, data_root=str(data), artifact_root=tmp_path / "art")
     assert len(result.rows) == taxi_config.data.lookback_days + 1
     assert result.total_rows == 1000 * len(result.rows)
     assert 0 < result.missing_fraction["trip_miles"] < 0.1
+    assert result.anomalies == [] and result.accepted == []
     assert Run(tmp_path / "art", "taxi", END).read_result("validate")["total_rows"] == result.total_rows
+    stats = read_json(result.statistics)["days"]
+    assert sorted(stats) == sorted(result.rows)
+    day = stats[NEWEST]
+    miles = day["columns"]["trip_miles"]
+    assert day["rows"] == 1000 and miles["nulls"] > 0 and miles["nan"] == 0 and len(miles["quantiles"]) == 101
+    assert miles["min"] <= miles["quantiles"][50] <= miles["max"] and miles["std"] > 0
+    assert day["columns"]["payment_type"]["distinct"] == len(day["columns"]["payment_type"]["top"]) <= 7
+    assert {v for v, _ in day["columns"]["tipped"]["top"]} == {"0", "1"}  # the label's distribution
 
 
-def test_missing_partition_is_named(data, tmp_path, taxi_config):
+# -- files and schema ----------------------------------------------------------------------
+
+def test_missing_partition_is_named(data, good, taxi_config):
     gone = data / "taxi_trips" / "dt=2026-11-08"
     shutil.rmtree(gone)
-    with pytest.raises(DataValidationError) as err:
-        validate(taxi_config, interval=END, data_root=str(data), artifact_root=tmp_path / "art")
-    assert f"missing partition for 2026-11-08: {gone} does not exist" in str(err.value)
-    report = read_json(tmp_path / "art/taxi/runs/2026-11-10/validate/validation.json")
-    assert any(str(gone) in e for e in report["errors"])
-    assert not (tmp_path / "art/taxi/runs/2026-11-10/validate/result.json").exists()
+    message, anomalies = failed(taxi_config, data, good)
+    assert f"missing partition for 2026-11-08: {gone} does not exist" in message
+    assert ids(anomalies) == {"missing_partition"}
 
 
-def test_window_outside_generated_days_fails(data, tmp_path, taxi_config):
-    with pytest.raises(DataValidationError, match="dt=2026-11-11 does not exist"):
-        validate(taxi_config, interval=END + dt.timedelta(days=1), data_root=str(data), artifact_root=tmp_path)
+def test_unknown_extra_column_is_an_error_by_default_and_can_be_ignored(data, good, newest, taxi_config):
+    rewrite(newest, lambda t: t.append_column("tip_pct", pa.array(np.full(t.num_rows, 0.2))))
+    message, anomalies = failed(taxi_config, data, good)
+    assert ids(anomalies) == {"unknown_column:tip_pct"}
+    assert f"{newest}: column 'tip_pct' is not in the schema" in message
+    ignoring = dataclasses.replace(taxi_config, validation=dataclasses.replace(
+        taxi_config.validation, unknown_columns="ignore"))
+    assert validate(ignoring, interval=END, data_root=str(data), artifact_root=good["art"]).anomalies == []
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda lines: lines[:1], "no rows"),
-        (lambda lines: [lines[0], lines[1].replace(",0\n", ",abc\n").replace(",1\n", ",abc\n")],
-         "does not match the schema"),
-        (lambda lines: [lines[0].replace('"company"', '"operator"'), *lines[1:]], "does not match the schema"),
-        (lambda lines: [lines[0], lines[1].replace(',"Cash",', ',"Bitcoin",').replace(',"Credit Card",', ',"Bitcoin",')],
-         "column 'payment_type' has 1 values outside its domain, e.g. ['Bitcoin']"),
-    ],
-)
-def test_bad_file_is_named_with_the_problem(data, tmp_path, taxi_config, edit, message):
-    path = data / "taxi_trips" / "dt=2026-11-09" / "part-00000.csv"
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(edit(lines)))
-    with pytest.raises(DataValidationError) as err:
-        validate(taxi_config, interval=END, data_root=str(data), artifact_root=tmp_path)
-    assert message in str(err.value)
-    assert "dt=2026-11-09" in str(err.value)
+def test_missing_and_duplicate_columns_are_named(data, good, newest, taxi_config):
+    edit_lines(newest, lambda lines: [lines[0].replace('"company"', '"fare"'), *lines[1:]])
+    message, anomalies = failed(taxi_config, data, good)
+    assert {"missing_column:company", "duplicate_column:fare"} <= ids(anomalies)
+    assert "column 'fare' appears 2 times in the header" in message
+    assert "column 'company' of the schema is missing" in message
+
+
+def test_wrong_types_name_the_column_and_every_line(data, good, newest, taxi_config):
+    def edit(lines):
+        lines[4] = '"three"' + lines[4][lines[4].index(","):]  # trip_miles (the first column)
+        lines[9] = "abc" + lines[9][lines[9].index(","):]
+        fields = lines[12].split(",")
+        fields[3] = "9.5"  # pickup_hour (int) -> 9.5
+        lines[12] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    message, anomalies = failed(taxi_config, data, good)
+    by_id = {a["id"]: a for a in anomalies}
+    assert by_id["wrong_type:trip_miles"]["lines"] == [5, 10] and by_id["wrong_type:trip_miles"]["value"] == 2
+    assert "column 'trip_miles' has 2 value(s) that are not float: lines 5 'three', 10 'abc'" in message
+    assert by_id["wrong_type:pickup_hour"]["lines"] == [13]
+    assert "column 'pickup_hour' has 1 value(s) that are not int: line 13 '9.5'" in message
+    assert all(a["file"] == str(newest) and a["day"] == NEWEST for a in anomalies)
+
+
+@pytest.mark.parametrize("spelling", ["NAN", "nan", "NaN", "inf", "-Infinity", "1e400"])
+def test_nan_and_inf_in_any_spelling_are_refused_with_their_lines(data, good, newest, taxi_config, spelling):
+    def edit(lines):
+        for n in (3, 7):
+            fields = lines[n].split(",")
+            fields[1] = spelling  # fare
+            lines[n] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    message, anomalies = failed(taxi_config, data, good)
+    [nan] = [a for a in anomalies if a["kind"] == "nan_values"]
+    assert nan["column"] == "fare" and nan["lines"] == [4, 8] and nan["value"] == 2
+    assert f"{newest}: column 'fare' has 2 NaN or infinite value(s)" in message
+
+
+def test_nan_passes_where_the_schema_allows_it(data, newest, tmp_path):
+    from pipelines.validate import check_values
+    from pipelines.rawdata import read_partition_file
+    from pipelines.schema import RawSchema
+
+    edit_lines(newest, lambda lines: [lines[0], "NaN" + lines[1][lines[1].index(","):], *lines[2:]])
+    allowing = RawSchema(tuple(dataclasses.replace(f, allow_nan=True) if f.name == "trip_miles" else f
+                               for f in SCHEMA.features), SCHEMA.label)
+    read = read_partition_file(newest, "csv", allowing, day=NEWEST)
+    assert read.anomalies == [] and check_values(read, allowing, NEWEST) == []
+    assert [a.kind for a in check_values(read_partition_file(newest, "csv", SCHEMA, day=NEWEST), SCHEMA, NEWEST)
+            ] == ["nan_values"]
+
+
+def test_nulls_in_a_non_nullable_column_name_file_day_and_count(data, good, newest, taxi_config):
+    def edit(lines):
+        for n in (2, 5, 6):
+            fields = lines[n].split(",")
+            fields[3] = ""  # pickup_hour
+            lines[n] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    message, anomalies = failed(taxi_config, data, good)
+    assert ids(anomalies) == {"null_values:pickup_hour"}
+    assert f"{newest}: column 'pickup_hour' has 3 missing value(s) but is not nullable: lines 3, 6, 7. Fill them" in message
+    assert anomalies[0]["day"] == NEWEST and anomalies[0]["lines"] == [3, 6, 7]
+
+
+def test_truncated_file_names_the_cut_line(data, good, newest, taxi_config):
+    text = newest.read_bytes()
+    newest.write_bytes(text[: text.rindex(b",", 0, len(text) // 2)])  # cut mid-row
+    message, anomalies = failed(taxi_config, data, good)
+    [bad] = [a for a in anomalies if a["kind"] == "malformed_row"]
+    assert bad["lines"] == [text[: len(text) // 2].count(b"\n") + 1]
+    assert "do not have the header's 12 columns (a truncated or corrupted file?)" in message
+
+
+def test_repeated_header_inside_a_file_is_named(data, good, newest, taxi_config):
+    edit_lines(newest, lambda lines: [*lines[:300], lines[0], *lines[300:]])
+    message, anomalies = failed(taxi_config, data, good)
+    assert ids(anomalies) == {"repeated_header"}
+    assert "the header is repeated inside the file at line 301" in message
+
+
+def test_non_utf8_bytes_name_the_line(data, good, newest, taxi_config):
+    lines = newest.read_bytes().split(b"\n")
+    lines[41] = lines[41] + b"\xff"
+    newest.write_bytes(b"\n".join(lines))
+    message, anomalies = failed(taxi_config, data, good)
+    assert ids(anomalies) == {"not_utf8"}
+    assert "line 42: byte 0xff at offset" in message and "is not UTF-8" in message
+
+
+def test_empty_file_and_header_only_partition(data, good, newest, taxi_config):
+    newest.write_bytes(b"")
+    message, anomalies = failed(taxi_config, data, good)
+    assert ids(anomalies) == {"empty_file"} and f"{newest}: the file is empty (0 bytes" in message
+    edit_lines(newest, lambda lines: lines)  # still empty
+    newest.write_text(",".join(f'"{n}"' for n in SCHEMA.names) + "\n")
+    message, anomalies = failed(taxi_config, data, good)
+    assert ids(anomalies) == {"no_rows"} and f"partition {newest.parent} has no rows" in message
+
+
+def test_out_of_domain_values_keep_their_message(data, good, newest, taxi_config):
+    edit_lines(newest, lambda lines: [lines[0], lines[1].replace(',"Cash",', ',"Bitcoin",')
+                                      .replace(',"Credit Card",', ',"Bitcoin",'), *lines[2:]])
+    message, _ = failed(taxi_config, data, good)
+    assert "column 'payment_type' has 1 value(s) outside its domain" in message and "line 2 'Bitcoin'" in message
+
+
+# -- the newest day against the reference window ----------------------------------------------
+
+def test_category_surge_is_drift_and_new_values(data, good, newest, taxi_config):
+    surge = lambda t: set_column(t, "company", [  # noqa: E731
+        "Never Seen Cab 999" if i % 10 < 6 else v for i, v in enumerate(t.column("company").to_pylist())])
+    rewrite(newest, surge)
+    message, anomalies = failed(taxi_config, data, good)
+    assert {"new_values:company", "categorical_drift:company"} <= ids(anomalies)
+    assert "of rows have values never seen in the reference window 2026-11-04..2026-11-09" in message
+    assert "'Never Seen Cab 999' went from 0.0% to 6" in message
+    new = next(a for a in anomalies if a["id"] == "new_values:company")
+    assert new["value"] > 0.55 and new["threshold"] == 0.1 and new["day"] == NEWEST
+
+
+@pytest.mark.parametrize(("factor", "ratio"), [(10, "10x"), (0.01, "0.01x")])
+def test_row_spike_and_drop_are_volume_anomalies(data, good, newest, taxi_config, factor, ratio):
+    rewrite(newest, lambda t: pa.concat_tables([t] * factor) if factor > 1 else t.slice(0, int(t.num_rows * factor)))
+    message, anomalies = failed(taxi_config, data, good)
+    assert "volume" in ids(anomalies)
+    assert f"{NEWEST}: {int(1000 * factor)} rows is {ratio} the median 1000 of the reference window" in message
+    assert "allowed 0.5x..3.0x" in message
+
+
+def test_numeric_shift_is_drift_with_both_medians(data, good, newest, taxi_config):
+    rewrite(newest, lambda t: set_column(t, "trip_seconds", pc.multiply(t.column("trip_seconds"), 100)))
+    message, anomalies = failed(taxi_config, data, good)
+    assert "numeric_drift:trip_seconds" in ids(anomalies)
+    assert "column 'trip_seconds': Jensen-Shannon divergence" in message and "exceeds 0.1 (median" in message
+
+
+def test_one_class_label_day_and_window(data, good, newest, taxi_config):
+    rewrite(newest, lambda t: set_column(t, "tipped", np.zeros(t.num_rows, np.int64)))
+    message, anomalies = failed(taxi_config, data, good)
+    assert {"one_class_label:tipped", "label_drift:tipped"} <= ids(anomalies)
+    assert "every row has label '0'" in message
+    for day in sorted((data / "taxi_trips").iterdir()):
+        rewrite(day / "part-00000.csv", lambda t: set_column(t, "tipped", np.zeros(t.num_rows, np.int64)))
+    message, anomalies = failed(taxi_config, data, good)
+    assert anomalies[0]["id"] == "one_class_label_window:tipped"
+    assert "a classifier cannot be trained on one class" in message
+
+
+def test_null_surge_in_a_nullable_column(data, good, newest, taxi_config):
+    rewrite(newest, lambda t: set_column(t, "fare", [None if i % 2 else v for i, v in
+                                                     enumerate(t.column("fare").to_pylist())]))
+    message, anomalies = failed(taxi_config, data, good)
+    assert "null_increase:fare" in ids(anomalies) and "of rows are missing vs" in message
+
+
+# -- accepting a known change, and switching checks off ---------------------------------------
+
+def test_an_accepted_anomaly_passes_and_is_recorded(data, good, newest, taxi_config):
+    rewrite(newest, lambda t: pa.concat_tables([t] * 10))
+    message, _ = failed(taxi_config, data, good)
+    assert "--accept-anomaly volume" in message
+    result = validate(taxi_config, interval=END, data_root=str(data), artifact_root=good["art"], accept=["volume"])
+    assert result.accepted == ["volume"] and [a["id"] for a in result.anomalies] == ["volume"]
+    assert Run(good["art"], "taxi", END).read_result("validate")["accepted"] == ["volume"]
+
+
+def test_errors_in_the_data_cannot_be_accepted():
+    with pytest.raises(ValueError, match="'nan_values' is an error in the data, which cannot be accepted"):
+        parse_accepted(["nan_values:fare"])
+    with pytest.raises(ValueError, match="'volumes' is not an anomaly kind"):
+        parse_accepted(["volumes"])
+    assert parse_accepted(["volume,new_values:company", " categorical_drift "]) == (
+        "volume", "new_values:company", "categorical_drift")
+
+
+def test_a_check_switched_off_per_feature(data, good, newest, taxi_config, tmp_path):
+    rewrite(newest, lambda t: set_column(t, "trip_seconds", pc.multiply(t.column("trip_seconds"), 3)))
+    assert "numeric_drift:trip_seconds" in ids(failed(taxi_config, data, good)[1])
+    text = taxi_config.source.read_text() + "\n[validation.features.trip_seconds]\nnumeric_drift = false\n"
+    source = tmp_path / "config.toml"
+    source.write_text(text)
+    relaxed = load_model_config(source)
+    assert relaxed.validation.checks("trip_seconds").numeric_drift is None
+    assert relaxed.validation.checks("fare").numeric_drift == 0.1
+    validate(relaxed, interval=END, data_root=str(data), artifact_root=good["art"])
+
+
+# -- the generator keeps its own contract ---------------------------------------------------
+
+@pytest.mark.slow
+def test_generated_data_satisfies_its_contract_at_a_million_rows(tmp_path, taxi_config):
+    from pipelines.datagen import generate_data
+    from pipelines.rawdata import read_partition_file
+    from pipelines.validate import check_values
+
+    day = dt.date(2026, 11, 21)  # the day whose pickup_longitude once fell below -88.0 at 143,000 rows
+    generate_data(taxi_config, data_root=str(tmp_path), end=day, days=1, rows_per_day=1_000_000)
+    [path] = partition_files(tmp_path / "taxi_trips" / f"dt={day}", "csv")
+    read = read_partition_file(path, "csv", SCHEMA, day=str(day))
+    assert read.anomalies == [] and read.table.num_rows == 1_000_000
+    assert check_values(read, SCHEMA, str(day)) == []

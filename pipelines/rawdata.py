@@ -1,0 +1,214 @@
+"""Reading one raw partition file exactly as ``transform`` will, and saying precisely what is wrong.
+
+``transform`` reads CSV with TFXIO, for which only an empty cell is missing: ``NA`` and ``null``
+are strings, and ``nan``, ``NAN``, ``inf`` or ``1e400`` are floats. This reader parses the same
+way (pyarrow with ``null_values=[""]``), so what ``validate`` passes is what training gets.
+Problems are ``Anomaly`` records naming the file, the column and the line numbers, and every
+problem of a file is reported, not just the first.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipelines.anomalies import Anomaly
+from pipelines.schema import RawSchema
+
+EXAMPLES = 5  # offending lines quoted per problem
+_NUMBER = {
+    "int": r"^\s*[+-]?[0-9]+\s*$",
+    "float": r"^\s*[+-]?([0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?|nan|inf|infinity)\s*$",
+}
+
+
+@dataclass
+class FileRead:
+    """One file as typed columns of the schema (``None`` when it cannot be used) and its problems."""
+
+    path: Path
+    fmt: str
+    digest: str
+    table: pa.Table | None = None
+    anomalies: list[Anomaly] = field(default_factory=list)
+    _data: bytes = b""
+    _skipped: frozenset[int] = frozenset()
+    _lines: np.ndarray | None = None
+
+    def lines(self, rows: np.ndarray) -> list[int]:
+        """Line numbers (CSV; the header is line 1) or 1-based row numbers (Parquet) of table rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.fmt != "csv":
+            return (rows + 1).tolist()
+        if self._lines is None:
+            self._lines = _data_lines(self._data, self._skipped)
+        return self._lines[rows].tolist()
+
+    def where(self, rows: np.ndarray, values: list | None = None) -> str:
+        """``lines 4, 9 ('abc', 'x')`` for the first few offending rows."""
+        shown = self.lines(np.asarray(rows)[:EXAMPLES])
+        noun = "line" if self.fmt == "csv" else "row"
+        if values is None:
+            text = ", ".join(map(str, shown))
+        else:
+            text = ", ".join(f"{n} {v!r}" for n, v in zip(shown, values[:EXAMPLES], strict=False))
+        more = f" and {len(rows) - len(shown)} more" if len(rows) > len(shown) else ""
+        return f"{noun}{'s' if len(rows) > 1 else ''} {text}{more}"
+
+
+def _data_lines(data: bytes, skipped: frozenset[int]) -> np.ndarray:
+    """Physical line numbers of the data rows: non-blank lines after the header, minus malformed ones."""
+    buf = np.frombuffer(data, np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(buf)]])
+    length = ends - starts
+    carriage = (length > 0) & (buf[np.maximum(ends - 1, 0)] == 13) if len(buf) else length > 0
+    numbers = np.arange(1, len(starts) + 1)
+    keep = ((length - carriage) > 0) & (numbers > 1) & ~np.isin(numbers, list(skipped))
+    return numbers[keep]
+
+
+def read_partition_file(path: Path, fmt: str, schema: RawSchema, *, day: str,
+                        unknown_columns: str = "error") -> FileRead:
+    data = Path(path).read_bytes()
+    read = FileRead(path=Path(path), fmt=fmt, digest=hashlib.sha256(data).hexdigest(), _data=data)
+
+    def problem(kind: str, message: str, **kw) -> None:
+        read.anomalies.append(Anomaly(kind, f"{path}: {message}", day=day, file=str(path), **kw))
+
+    if not data.strip():
+        problem("empty_file", f"the file is empty ({len(data)} bytes; expected a header and rows)")
+        return read
+    if fmt == "csv":
+        _read_csv(read, data, schema, unknown_columns, problem)
+    else:
+        _read_parquet(read, data, schema, unknown_columns, problem)
+    return read
+
+
+def _check_header(names: list[str], schema: RawSchema, unknown_columns: str, problem) -> bool:
+    """Missing, duplicate and unknown columns; False when the file cannot be aligned with the schema."""
+    usable = True
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problem("duplicate_column", f"column {name!r} appears {names.count(name)} times in the header", column=name)
+        usable = False
+    for name in schema.names:
+        if name not in names:
+            problem("missing_column", f"column {name!r} of the schema is missing (the file has: {', '.join(names)})",
+                    column=name)
+            usable = False
+    if unknown_columns == "error":
+        for name in names:
+            if name not in schema.names:
+                problem("unknown_column", f"column {name!r} is not in the schema; declare it, or set [validation] "
+                        "unknown_columns = \"ignore\" to let such columns through unread", column=name)
+    return usable
+
+
+def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: str, problem) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problem("not_utf8", f"line {line}: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8 "
+                "(save the file as UTF-8)", lines=[line])
+        return
+    header = next(csv.reader(io.StringIO(data.split(b"\n", 1)[0].decode().rstrip("\r"))), [])
+    if not _check_header(header, schema, unknown_columns, problem):
+        return
+    malformed: list[tuple[int, int, str]] = []
+
+    def invalid_row(row) -> str:
+        malformed.append((row.number or 0, row.actual_columns, row.text))
+        return "skip"
+
+    def parse(types: dict[str, pa.DataType]) -> pa.Table:
+        malformed.clear()
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(use_threads=False),  # line numbers for malformed rows
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row),
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=schema.names,
+                                                 null_values=[""], strings_can_be_null=True),
+        )
+
+    typed = {f.name: f.arrow_type for f in schema.features}
+    try:
+        table = parse(typed)
+    except pa.ArrowInvalid as exc:
+        try:
+            strings = parse({f.name: pa.string() for f in schema.features})
+        except pa.ArrowInvalid as exc2:
+            problem("unreadable", f"not a readable CSV file: {exc2}")
+            return
+        read._skipped = frozenset(n for n, _, _ in malformed)
+        if not _wrong_types(read, strings, schema, problem):
+            problem("unreadable", f"does not parse with the schema's types: {exc}")
+        table = None
+    read._skipped = frozenset(n for n, _, _ in malformed)
+    if malformed:
+        expected = len(header)
+        lines = [n for n, _, _ in malformed]
+        examples = "; ".join(f"line {n} has {cols} column(s): {text[:60]!r}" for n, cols, text in malformed[:EXAMPLES])
+        problem("malformed_row", f"{len(malformed)} row(s) do not have the header's {expected} columns "
+                f"(a truncated or corrupted file?): {examples}", value=len(malformed), lines=lines[:EXAMPLES])
+        table = None
+    if table is not None:
+        read.table = table.select(schema.names)
+
+
+def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) -> bool:
+    """Report every cell that is not a number of its column's type; True if any was found."""
+    repeated = None
+    for f in schema.features:
+        same = pc.fill_null(pc.equal(strings.column(f.name), f.name), False)
+        repeated = same if repeated is None else pc.and_(repeated, same)
+    repeated_rows = np.flatnonzero(repeated.to_numpy(zero_copy_only=False)) if repeated is not None else []
+    found = False
+    if len(repeated_rows):
+        problem("repeated_header", f"the header is repeated inside the file at {read.where(repeated_rows)} "
+                "(files concatenated with their headers?)", lines=read.lines(repeated_rows[:EXAMPLES]))
+        found = True
+    not_header = pc.invert(repeated) if repeated is not None else None
+    for f in schema.features:
+        if f.type not in _NUMBER:
+            continue
+        column = strings.column(f.name)
+        ok = pc.match_substring_regex(column, _NUMBER[f.type], ignore_case=True)
+        bad = pc.and_(pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(ok, True))), not_header)
+        rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+        if len(rows):
+            values = pc.take(column, pa.array(rows[:EXAMPLES])).to_pylist()
+            problem("wrong_type", f"column {f.name!r} has {len(rows)} value(s) that are not {f.type}: "
+                    f"{read.where(rows, values)}", column=f.name, value=len(rows), lines=read.lines(rows[:EXAMPLES]))
+            found = True
+    return found
+
+
+def _read_parquet(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: str, problem) -> None:
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        problem("unreadable", f"not a readable Parquet file (truncated or corrupted?): {exc}")
+        return
+    if not _check_header(table.column_names, schema, unknown_columns, problem):
+        return
+    columns = []
+    for f in schema.features:
+        try:
+            columns.append(table.column(f.name).cast(f.arrow_type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            problem("wrong_type", f"column {f.name!r} has type {table.schema.field(f.name).type} in the file, "
+                    f"which does not convert to {f.type}: {exc}", column=f.name)
+    if len(columns) == len(schema.features):
+        read.table = pa.table(columns, names=schema.names)
