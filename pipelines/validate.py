@@ -92,10 +92,13 @@ def check_values(read: FileRead, schema: RawSchema, day: str) -> list[Anomaly]:
                 advice=". In any spelling (nan, NAN, inf, 1e400) they reach training as NaN; a missing value is an "
                        "empty cell. Fix the data, or set allow_nan=True on the feature if the model handles NaN")
         finite = pc.is_finite(column) if f.type == "float" else pc.is_valid(column)
+        # bounds in the column's own type: a float32 cell "42.09" equals the bound 42.09, it is not above it
         if f.min is not None:
-            add("out_of_domain", f, pc.and_(finite, pc.less(column, f.min)), f"value(s) below its minimum {f.min}")
+            add("out_of_domain", f, pc.and_(finite, pc.less(column, pa.scalar(f.min, column.type))),
+                f"value(s) below its minimum {f.min}")
         if f.max is not None:
-            add("out_of_domain", f, pc.and_(finite, pc.greater(column, f.max)), f"value(s) above its maximum {f.max}")
+            add("out_of_domain", f, pc.and_(finite, pc.greater(column, pa.scalar(f.max, column.type))),
+                f"value(s) above its maximum {f.max}")
         if f.values is not None:
             outside = pc.invert(pc.is_in(column, value_set=pa.array(f.values, f.arrow_type)))
             add("out_of_domain", f, pc.and_(pc.is_valid(column), outside),

@@ -48,6 +48,18 @@ def test_window_reads_lookback_plus_interval_and_holds_out_newest(tmp_path):
         (("/dt={date}", "/dt=today"), "must contain '{date}'"),
         (('start_date = "2026-11-01"', 'start_date = "yesterday"'), "start_date must be YYYY-MM-DD"),
         (('name = "m"\n', ""), "missing required field 'name'"),
+        (("[thresholds]", "[validation]\nnumeric_drift = 2\n[thresholds]"),
+         "[validation] numeric_drift must be a number in (0, 1] or false"),
+        (("[thresholds]", "[validation]\nunknown_columns = \"warn\"\n[thresholds]"),
+         "[validation] unknown_columns must be one of ('error', 'ignore')"),
+        (("[thresholds]", "[validation]\ncompare_days = 4\n[thresholds]"), "compare_days must be between 1 and"),
+        (("[thresholds]", "[validation]\nvolume_ratio = { min = 3, max = 2 }\n[thresholds]"),
+         "volume_ratio min 3 is above max 2"),
+        (("[thresholds]", "[validation]\ndrift = 0.1\n[thresholds]"), "unknown field(s) in [validation]: drift"),
+        (("[thresholds]", "[validation.features.company]\nnew_value = 0.2\n[thresholds]"),
+         "unknown field(s) in [validation.features.company]: new_value"),
+        (("[thresholds]", "[validation.features.compnay]\nnew_values = 0.2\n[thresholds]"),
+         "[validation.features] names column(s) the schema of pipelines.models.taxi does not have: compnay"),
     ],
 )
 def test_bad_config_names_field_and_file(tmp_path, change, message):
@@ -61,3 +73,13 @@ def test_bad_config_names_field_and_file(tmp_path, change, message):
 def test_unknown_model_lists_known_ones():
     with pytest.raises(ConfigError, match="unknown model 'nope'; known models: .*taxi"):
         load_model_config("nope")
+
+
+def test_validation_thresholds_default_and_per_feature(tmp_path):
+    text = VALID.replace("[thresholds]", "[validation]\nnew_values = 0.2\nvolume_ratio = false\n"
+                         "[validation.features.company]\nnew_values = false\ncategorical_drift = 0.3\n[thresholds]")
+    validation = load_model_config(write(tmp_path, text)).validation
+    assert validation.checks("fare").new_values == 0.2 and validation.checks("fare").categorical_drift == 0.1
+    company = validation.checks("company")
+    assert company.new_values is None and company.categorical_drift == 0.3 and company.numeric_drift == 0.1
+    assert validation.min_volume_ratio is None and validation.max_volume_ratio is None

@@ -227,6 +227,18 @@ def test_out_of_domain_values_keep_their_message(data, good, newest, taxi_config
     assert "column 'payment_type' has 1 value(s) outside its domain" in message and "line 2 'Bitcoin'" in message
 
 
+def test_a_float32_value_on_its_bound_is_inside_the_domain(data, good, newest, taxi_config):
+    def edit(lines):
+        for n, value in ((2, "42.1"), (3, "41.6")):  # pickup_latitude's declared max and min
+            fields = lines[n].split(",")
+            fields[7] = value
+            lines[n] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    assert validate(taxi_config, interval=END, data_root=str(data), artifact_root=good["art"]).anomalies == []
+
+
 # -- the newest day against the reference window ----------------------------------------------
 
 def test_category_surge_is_drift_and_new_values(data, good, newest, taxi_config):

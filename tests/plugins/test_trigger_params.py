@@ -20,7 +20,7 @@ def test_defaults_are_what_a_scheduled_run_gets():
     assert validated({}) == {
         "epochs": None, "learning_rate": None, "batch_size": None, "gpus": 0, "image_tag": None,
         "data_dir": None, "publish": True, "force": False, "allow_older_than_serving": False,
-        "require_approval": False,
+        "require_approval": False, "accept_anomalies": [],
     }
 
 
@@ -38,6 +38,8 @@ def test_defaults_are_what_a_scheduled_run_gets():
     ({"data_dir": "taxi/../../secrets"}, "data_dir"),
     ({"data_dir": "~root"}, "data_dir"),
     ({"publish": "yes"}, "publish"),
+    ({"accept_anomalies": "volume"}, "accept_anomalies"),
+    ({"accept_anomalies": ["volume; rm -rf /"]}, "accept_anomalies"),
 ])
 def test_invalid_values_are_refused_naming_the_field(conf, field):
     with pytest.raises(Exception, match=f"Invalid input for param {field}:"):
@@ -70,6 +72,8 @@ def test_params_become_step_flags_only_when_set():
     assert render("evaluate", custom) == ["--force"]
     assert render("validate", custom) == ["--data-dir=fixed"]
     assert render("publish", custom)[1] == "--image=2.21.0-gpu"
+    accepting = validated({"accept_anomalies": ["volume", "new_values:company"]})
+    assert render("validate", accepting) == ["--accept-anomaly=volume,new_values:company"]
 
 
 def test_steps_confine_paths_themselves(tmp_path):

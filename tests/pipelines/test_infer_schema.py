@@ -1,0 +1,65 @@
+"""infer-schema: a starting contract that validates the data it came from and rejects a corrupted copy."""
+
+import shutil
+import subprocess
+import sys
+import types
+
+import pytest
+
+from pipelines.infer_schema import infer_schema, schema_from_pbtxt
+from pipelines.models.taxi.features import SCHEMA
+from pipelines.rawdata import read_partition_file
+from pipelines.validate import check_values
+from tests.conftest import END, ROOT
+
+
+def problems(path, schema):
+    read = read_partition_file(path, "csv", schema, day=str(END))
+    return read.anomalies + (check_values(read, schema, str(END)) if read.table is not None else [])
+
+
+def test_inferred_contract_validates_its_data_and_rejects_a_corrupted_copy(small_data, tmp_path):
+    window = small_data / "taxi_trips"
+    out = tmp_path / "features.py"
+    done = subprocess.run([sys.executable, "-m", "pipelines", "infer-schema", "--data", str(window),
+                           "--label", "tipped", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    module = types.ModuleType("inferred")
+    exec(compile(out.read_text(), str(out), "exec"), module.__dict__)
+    schema = module.SCHEMA
+    by_name = {f.name: f for f in schema.features}
+    assert [f.name for f in schema.features] == SCHEMA.names and schema.label == "tipped"
+    assert {n: f.type for n, f in by_name.items()} == {f.name: f.type for f in SCHEMA.features}
+    assert {n for n, f in by_name.items() if not f.nullable} == {"pickup_hour", "pickup_day_of_week", "tipped"}
+    assert set(by_name["payment_type"].values) <= set(SCHEMA.feature("payment_type").values)
+    assert by_name["company"].values is None and by_name["tipped"].values == (0, 1)
+
+    files = sorted(window.glob("dt=*/*.csv"))
+    assert all(problems(f, schema) == [] for f in files)
+    corrupt = tmp_path / "corrupt.csv"
+    shutil.copy(files[-1], corrupt)
+    lines = corrupt.read_text().splitlines(keepends=True)
+    lines[3] = "NAN" + lines[3][lines[3].index(","):]
+    lines[5] = lines[5].replace('"Cash"', '"Bitcoin"').replace('"Credit Card"', '"Bitcoin"')
+    corrupt.write_text("".join(lines))
+    assert {a.kind for a in problems(corrupt, schema)} == {"nan_values", "out_of_domain"}
+
+
+def test_pbtxt_round_trip(small_data, tmp_path):
+    from google.protobuf import text_format
+
+    from pipelines.infer_schema import to_tfmd
+
+    schema, _ = infer_schema(small_data / "taxi_trips", label="tipped")
+    path = tmp_path / "schema.pbtxt"
+    path.write_text(text_format.MessageToString(to_tfmd(schema)))
+    back = schema_from_pbtxt(path, label="tipped")
+    assert [(f.name, f.type, f.nullable) for f in back.features] == [(f.name, f.type, f.nullable) for f in schema.features]
+    assert back.feature("payment_type").values == schema.feature("payment_type").values
+    assert back.feature("fare").min == pytest.approx(schema.feature("fare").min)
+
+
+def test_missing_label_is_named(small_data):
+    with pytest.raises(ValueError, match="label column 'tip' is not in the data"):
+        infer_schema(small_data / "taxi_trips", label="tip")
