@@ -213,3 +213,37 @@ def test_force_recomputes_cached_steps(stack, blessed_run):
     assert out.returncode == 0, out.stdout[-4000:]
     assert "cache hit" not in out.stdout
     assert "'epochs': 1" in out.stdout or '"epochs": 1' in out.stdout
+
+
+def test_bad_newest_day_stops_in_validate_until_the_change_is_accepted(stack, blessed_run):
+    """A 10x row spike stops the run in validate with nothing served changed; accepted, it ships with lineage."""
+    import pyarrow as pa
+
+    from pipelines.models.taxi.features import SCHEMA
+    from pipelines.storage import read_files, write_table_bytes
+
+    serving = stack["home"] / "serving" / "taxi"
+    before = {v: sorted(p.relative_to(serving / v) for p in (serving / v).rglob("*")) for v in versions(stack)}
+    config_before = (stack["home"] / "serving" / "models.config").read_text()
+    newest = stack["home"] / "data" / "taxi_trips" / f"dt={END}" / "part-00000.csv"
+    original = newest.read_bytes()
+    try:
+        newest.write_bytes(write_table_bytes(pa.concat_tables([read_files([newest], "csv", SCHEMA)] * 10), "csv"))
+        out = demo(stack, "--no-generate")
+        assert out.returncode == 1
+        states = task_states(out.stdout)
+        assert states["validate"] == "failed"
+        assert states["transform"] == states["publish"] == states["rollout"] == "upstream_failed"
+        assert f"{END}: {10 * ROWS} rows is 10x the median {ROWS} of the reference window" in out.stdout
+        assert "--accept-anomaly volume" in out.stdout
+        assert {v: sorted(p.relative_to(serving / v) for p in (serving / v).rglob("*")) for v in versions(stack)
+                } == before
+        assert (stack["home"] / "serving" / "models.config").read_text() == config_before
+
+        out = demo(stack, "--no-generate", "--conf", '{"accept_anomalies": ["volume"]}')
+        assert out.returncode == 0, out.stdout[-4000:]
+        [new] = sorted(set(versions(stack)) - set(before))
+        manifest = json.loads((serving / new / "manifest.json").read_text())
+        assert manifest["accepted_anomalies"] == ["volume"]
+    finally:
+        newest.write_bytes(original)
