@@ -2,7 +2,7 @@
 
 ``partition_statistics`` summarises one day's typed table (vectorised, no per-row Python):
 row count; per column nulls, NaN and inf; for numbers min/max/mean/std and 101 quantiles
-of the finite values; for categorical columns (strings, or numbers with a declared set
+of the finite values (from a strided sample of at most ``QUANTILE_SAMPLE``, extremes exact); for categorical columns (strings, or numbers with a declared set
 of values) the distinct count and the value frequencies (the top ``TOP_K``). The result
 is plain JSON, so a day's statistics can be stored and compared across runs.
 
@@ -24,33 +24,39 @@ import pyarrow.compute as pc
 from pipelines.schema import Feature, RawSchema
 
 QUANTILES = 101  # 0%, 1%, ..., 100%
+# quantiles come from an evenly strided sample of at most this many values (rank error well under 1%,
+# plenty for 10-bin drift checks); sorting every value took most of validate's time at a million rows
+QUANTILE_SAMPLE = 16_384
 TOP_K = 1000  # value frequencies kept per categorical column and day
 DRIFT_BINS = 10
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else float(f"{value:.7g}")
+    return None if value is None else float(f"{float(value):.7g}")
 
 
 def column_statistics(column: pa.ChunkedArray | pa.Array, feature: Feature) -> dict[str, Any]:
-    present = pc.drop_null(column)
+    present = pc.drop_null(column) if column.null_count else column
     stats: dict[str, Any] = {"count": len(present), "nulls": column.null_count}
+    values = present.to_numpy() if feature.type != "string" else None
     if feature.type == "float":
-        nan = pc.is_nan(present)
-        inf = pc.is_inf(present)
-        stats["nan"] = int(pc.sum(nan).as_py() or 0)
-        stats["inf"] = int(pc.sum(inf).as_py() or 0)
-        finite = pc.filter(present, pc.is_finite(present))
+        finite_mask = np.isfinite(values)
+        stats["nan"] = int(np.isnan(values).sum())
+        stats["inf"] = int(np.isinf(values).sum())
+        values = values[finite_mask] if not finite_mask.all() else values
     else:
         stats["nan"] = stats["inf"] = 0
-        finite = present
-    if feature.type != "string":
-        if len(finite):
-            bounds = pc.min_max(finite).as_py()
+    if values is not None:
+        if len(values):
+            step = max(1, len(values) // QUANTILE_SAMPLE)
+            ordered = np.sort(values[::step]).astype(np.float64)  # sort + interpolate: 10x faster than np.quantile
+            quantiles = np.interp(np.linspace(0, len(ordered) - 1, QUANTILES), np.arange(len(ordered)), ordered)
+            quantiles[0], quantiles[-1] = values.min(), values.max()  # the extremes are exact
+            mean = values.mean(dtype=np.float64)
             stats.update(
-                min=_round(bounds["min"]), max=_round(bounds["max"]),
-                mean=_round(pc.mean(finite).as_py()), std=_round(pc.stddev(finite).as_py()),
-                quantiles=[_round(q) for q in pc.quantile(finite, q=np.linspace(0, 1, QUANTILES).tolist()).to_pylist()],
+                min=_round(quantiles[0]), max=_round(quantiles[-1]),
+                mean=_round(mean), std=_round(np.sqrt(max(0.0, np.mean(np.square(values, dtype=np.float64)) - mean**2))),
+                quantiles=[_round(q) for q in quantiles.tolist()],
             )
         else:
             stats.update(min=None, max=None, mean=None, std=None, quantiles=[])

@@ -37,7 +37,11 @@ from pipelines.rawdata import FileRead, read_partition_file
 from pipelines.runs import Run, write_result
 from pipelines.schema import Feature, RawSchema
 from pipelines.statistics import (
-    js_divergence, linf_distance, new_value_share, partition_statistics, pooled_frequencies,
+    js_divergence,
+    linf_distance,
+    new_value_share,
+    partition_statistics,
+    pooled_frequencies,
 )
 from pipelines.storage import confined, partition_files, staged_dir, write_json
 
@@ -251,7 +255,7 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
         if table.num_rows == 0:
             anomalies.append(Anomaly("no_rows", f"partition {path} has no rows (only headers)", day=key))
             continue
-        statistics[key] = partition_statistics(table, schema)
+        statistics[key] = partition_statistics(table.combine_chunks(), schema)
 
     compared = [d.isoformat() for d in config.window(interval)[-settings.compare_days:]]
     reference = {d: s for d, s in statistics.items() if d not in compared}

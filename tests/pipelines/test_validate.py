@@ -157,9 +157,9 @@ def test_nan_and_inf_in_any_spelling_are_refused_with_their_lines(data, good, ne
 
 
 def test_nan_passes_where_the_schema_allows_it(data, newest, tmp_path):
-    from pipelines.validate import check_values
     from pipelines.rawdata import read_partition_file
     from pipelines.schema import RawSchema
+    from pipelines.validate import check_values
 
     edit_lines(newest, lambda lines: [lines[0], "NaN" + lines[1][lines[1].index(","):], *lines[2:]])
     allowing = RawSchema(tuple(dataclasses.replace(f, allow_nan=True) if f.name == "trip_miles" else f
