@@ -11,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import importlib
+import math
+import os
+import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,22 @@ from types import ModuleType
 from typing import Any
 
 MODELS_DIR = Path(__file__).parent / "models"
+# more model folders (os.pathsep-separated), e.g. a repository of the team's models outside this one
+MODELS_PATH_ENV = "SKEWFREE_MODELS_DIR"
 DATA_FORMATS = ("csv", "parquet")
+
+TASK_TYPES = ("binary", "multiclass", "regression")
+# what evaluate computes for each task type (through the serving signature), the names thresholds may use;
+# multi-class also has per-class "recall/<class>" and "precision/<class>"
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "pr_auc", "log_loss", "accuracy", "calibration", "label_mean", "prediction_mean"),
+    "multiclass": ("accuracy", "log_loss", "macro_recall", "macro_precision"),
+    "regression": ("mae", "rmse", "r2", "label_mean", "prediction_mean"),
+}
+COMMON_METRICS = ("examples", "max_abs_skew")
+PER_CLASS_METRICS = ("recall", "precision")
+# the served output a task's predictions are compared on (skew gate, canary)
+PRIMARY_OUTPUT = {"binary": "probability", "multiclass": "scores", "regression": "value"}
 
 
 class ConfigError(ValueError):
@@ -33,12 +52,45 @@ class Bound:
     min: float | None = None
     max: float | None = None
 
-    def violation(self, value: float) -> str | None:
+    def violation(self, value: float | None) -> str | None:
+        """Why ``value`` breaks the bound, or None. Fails closed: NaN, inf or no value is a violation."""
+        if value is None or not math.isfinite(value):
+            return f"{self.metric}={value} is not a finite number, so it cannot meet its threshold"
         if self.min is not None and value < self.min:
             return f"{self.metric}={value:.4f} is below the minimum {self.min}"
         if self.max is not None and value > self.max:
             return f"{self.metric}={value:.4f} is above the maximum {self.max}"
         return None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What the model predicts, which decides its served outputs and its metrics.
+
+    :param type: ``binary`` (served: ``probability``), ``multiclass`` (``scores``, ``class_ids``,
+        ``classes``) or ``regression`` (``value``).
+    :param classes: multi-class: the class names in label-id order (the transformed label is the id).
+    :param label_vocabulary: multi-class: the ``vocab_filename`` of the TFT vocabulary ``preprocessing_fn``
+        computes for the label (the transformed label is its id); the class names are read from it.
+    :param keras_metrics: more tf_keras metrics by name (e.g. ``mean_absolute_percentage_error``),
+        computed on the serving path; thresholds may use them.
+    """
+
+    type: str = "binary"
+    classes: tuple[str, ...] = ()
+    label_vocabulary: str | None = None
+    keras_metrics: tuple[str, ...] = ()
+
+    def metric_names(self) -> tuple[str, ...]:
+        per_class = tuple(f"{m}/{c}" for m in PER_CLASS_METRICS for c in self.classes)
+        return TASK_METRICS[self.type] + COMMON_METRICS + self.keras_metrics + per_class
+
+    def knows_metric(self, name: str) -> bool:
+        if name in self.metric_names():
+            return True
+        # class names from a vocabulary are known only once transform has run
+        head, _, rest = name.partition("/")
+        return self.type == "multiclass" and bool(self.label_vocabulary) and head in PER_CLASS_METRICS and bool(rest)
 
 
 @dataclass(frozen=True)
@@ -153,6 +205,7 @@ class ModelConfig:
     train: TrainConfig
     thresholds: tuple[Bound, ...]
     source: Path = field(compare=False)
+    task: TaskConfig = TaskConfig()
     rollout: RolloutConfig = RolloutConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     transform: TransformConfig = TransformConfig()
@@ -178,12 +231,34 @@ class ModelConfig:
 
     # -- model code ---------------------------------------------------------
     def features_module(self) -> ModuleType:
-        """The TF-free feature contract (raw schema, label, transformed names)."""
-        return importlib.import_module(f"{self.module}.features")
+        """The TF-free feature contract (raw schema, label, transformed names), checked on load."""
+        from pipelines.contract import check_features_module
+
+        return check_features_module(_import(f"{self.module}.features", self.source), self)
 
     def model_module(self) -> ModuleType:
-        """``preprocessing_fn`` and ``build_model``; imports TensorFlow."""
-        return importlib.import_module(f"{self.module}.model")
+        """``preprocessing_fn`` and ``build_model``; imports TensorFlow; checked on load."""
+        from pipelines.contract import check_model_module
+
+        return check_model_module(_import(f"{self.module}.model", self.source), self)
+
+    def module_dir(self) -> Path:
+        """The folder of the model's Python package (its own code: features.py, model.py, ...)."""
+        return Path(self.features_module().__file__).parent
+
+
+def _import(name: str, source: Path) -> ModuleType:
+    """Import a model's module; a model kept outside this repository is importable from its models folder."""
+    for folder in model_dirs()[1:]:
+        if folder.resolve() in Path(source).resolve().parents and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise ConfigError(f"{source}: module {name!r} not found (set 'module' to the model's package, "
+                              f"e.g. 'pipelines.models.<name>', or keep the model in a models folder)") from None
+        raise
 
 
 def _section(raw: dict[str, Any], key: str, source: Path) -> dict[str, Any]:
@@ -210,10 +285,45 @@ def _build(cls: type, values: dict[str, Any], section: str, source: Path) -> Any
     return obj
 
 
+def default_module(source: Path) -> str:
+    """A model folder's package: ``pipelines.models.<folder>`` here, ``<folder>`` in another models folder."""
+    folder = Path(source).resolve().parent
+    return f"pipelines.models.{folder.name}" if folder.parent == MODELS_DIR.resolve() else folder.name
+
+
+def _task(raw: dict[str, Any], source: Path) -> TaskConfig:
+    raw = dict(raw)
+    for key in ("classes", "keras_metrics"):
+        if key in raw:
+            if not isinstance(raw[key], list) or not all(isinstance(v, str) and v for v in raw[key]):
+                raise ConfigError(f"{source}: [task] {key} must be a list of names, got {raw[key]!r}")
+            raw[key] = tuple(raw[key])
+    task = _build(TaskConfig, raw, "task", source)
+    if task.type not in TASK_TYPES:
+        raise ConfigError(f"{source}: [task] type must be one of {TASK_TYPES}, got {task.type!r}")
+    if task.type == "multiclass":
+        if bool(task.classes) == bool(task.label_vocabulary):
+            raise ConfigError(f"{source}: [task] a multiclass task needs either classes = [...] (names in label-id "
+                              "order) or label_vocabulary = \"<vocab_filename of the label's TFT vocabulary>\"")
+        if task.classes and (len(task.classes) < 2 or len(set(task.classes)) != len(task.classes)):
+            raise ConfigError(f"{source}: [task] classes must be at least 2 distinct names, got {list(task.classes)}")
+    elif task.classes or task.label_vocabulary:
+        raise ConfigError(f"{source}: [task] classes and label_vocabulary are for type = \"multiclass\" only")
+    bad = [m for m in task.keras_metrics if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m)]
+    if bad:
+        raise ConfigError(f"{source}: [task] keras_metrics must be tf_keras metric names, got {bad}")
+    return task
+
+
 def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
-    for key in ("name", "module", "schedule", "start_date"):
+    raw = {"name": Path(source).parent.name, "module": default_module(source), **raw}
+    for key in ("schedule", "start_date"):
         if key not in raw:
             raise ConfigError(f"{source}: missing required field '{key}'")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(raw["name"])):
+        raise ConfigError(f"{source}: name {raw['name']!r} must be letters, digits, '_', '.' or '-' (it names DAGs "
+                          "and served models)")
+    task = _task(_section(raw, "task", source), source)
     data = _build(DataConfig, _section(raw, "data", source), "data", source)
     if "{date}" not in data.location:
         raise ConfigError(f"{source}: [data] location must contain '{{date}}', got {data.location!r}")
@@ -246,6 +356,12 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
     for metric, spec in _section(raw, "thresholds", source).items():
         if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"}:
             raise ConfigError(f"{source}: [thresholds] {metric} must be a table with 'min' and/or 'max'")
+        if not task.knows_metric(metric):
+            raise ConfigError(f"{source}: [thresholds] {metric!r} is not a metric of a {task.type} task; valid: "
+                              f"{', '.join(task.metric_names())}"
+                              + (", recall/<class>, precision/<class>" if task.label_vocabulary else ""))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values()):
+            raise ConfigError(f"{source}: [thresholds] {metric} min/max must be numbers, got {spec}")
         bounds.append(Bound(metric=metric, min=spec.get("min"), max=spec.get("max")))
     start = raw["start_date"]
     if isinstance(start, str):
@@ -268,6 +384,7 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         kubernetes=kubernetes,
         transform=TransformConfig(beam_args=tuple(beam_args)),
         validation=validation,
+        task=task,
     )
 
 
@@ -345,18 +462,36 @@ def _kubernetes(raw: dict[str, Any], source: Path) -> KubernetesConfig:
                                gpu_tolerations=tuple(tolerations))
 
 
+def model_dirs() -> list[Path]:
+    """Where models live: this package's ``models/`` first, then each folder of ``SKEWFREE_MODELS_DIR``."""
+    extra = [Path(p) for p in os.environ.get(MODELS_PATH_ENV, "").split(os.pathsep) if p]
+    return [MODELS_DIR, *extra]
+
+
+def discover_models() -> dict[str, Path]:
+    """Every model folder (one with a ``config.toml``) in the models folders: folder name -> config file."""
+    found: dict[str, Path] = {}
+    for folder in model_dirs():
+        for config in sorted(Path(folder).glob("*/config.toml")):
+            name = config.parent.name
+            if name in found:
+                raise ConfigError(f"two models are named {name!r}: {found[name]} and {config}; rename one folder")
+            found[name] = config.resolve()
+    return found
+
+
 def resolve_config_path(model: str | Path) -> Path:
-    """A registered model name (``taxi``) or a path to a ``config.toml``."""
+    """A registered model name (``taxi``, a folder in a models folder) or a path to a ``config.toml``."""
     path = Path(model)
     if path.suffix == ".toml":
         if not path.is_file():
             raise ConfigError(f"model config file not found: {path}")
         return path.resolve()
-    candidate = MODELS_DIR / str(model) / "config.toml"
-    if not candidate.is_file():
-        known = sorted(p.parent.name for p in MODELS_DIR.glob("*/config.toml"))
-        raise ConfigError(f"unknown model {model!r}; known models: {', '.join(known) or 'none'}")
-    return candidate
+    known = discover_models()
+    if str(model) not in known:
+        raise ConfigError(f"unknown model {model!r}; known models: {', '.join(sorted(known)) or 'none'} "
+                          f"(models folders: {', '.join(map(str, model_dirs()))})")
+    return known[str(model)]
 
 
 def load_model_config(model: str | Path) -> ModelConfig:
@@ -371,7 +506,11 @@ def load_model_config(model: str | Path) -> ModelConfig:
 
 
 def _check_against_schema(config: ModelConfig) -> None:
-    """Settings that name columns must name columns of the model's (TF-free) schema."""
+    """The module contract (features.py loads, model.py defines its functions) and settings that name
+    columns name columns of the model's (TF-free) schema."""
+    from pipelines.contract import check_model_source
+
+    check_model_source(config)
     schema = config.features_module().SCHEMA
     unknown = sorted(set(config.validation.features) - set(schema.names))
     if unknown:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import ModelConfig
+from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig
 from pipelines.lineage import cached_result, input_digest, model_fingerprint, step_inputs
 from pipelines.runs import Run, write_result
 from pipelines.storage import staged_dir, write_json
@@ -51,15 +51,16 @@ class EvaluateResult:
     cached: bool = False
 
 
-def predict_examples(saved_model_dir: str, examples: list[bytes]) -> np.ndarray:
-    """The serving path: serialized raw tf.Examples through ``serving_default``."""
+def predict_examples(saved_model_dir: str, examples: list[bytes], output: str = "probability") -> np.ndarray:
+    """The serving path: serialized raw tf.Examples through ``serving_default``; one output, [rows] or
+    [rows, classes]."""
     import tensorflow as tf
 
-    from pipelines.train import SERVING_OUTPUT, SERVING_SIGNATURE
+    from pipelines.train import SERVING_SIGNATURE
 
     serve = tf.saved_model.load(saved_model_dir).signatures[SERVING_SIGNATURE]
     chunks = [
-        serve(examples=tf.constant(examples[i : i + PREDICT_BATCH]))[SERVING_OUTPUT].numpy()
+        serve(examples=tf.constant(examples[i : i + PREDICT_BATCH]))[output].numpy()
         for i in range(0, len(examples), PREDICT_BATCH)
     ]
     return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros(0)
@@ -95,36 +96,109 @@ def raw_features(example: bytes) -> dict[str, Any]:
     return out
 
 
+def _keras(metric, labels: np.ndarray, predictions: np.ndarray) -> float:
+    metric.update_state(labels, predictions)
+    return float(metric.result().numpy())
+
+
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     import tf_keras
 
-    def value(metric) -> float:
-        metric.update_state(labels, probabilities)
-        return float(metric.result().numpy())
-
+    label_mean, prediction_mean = float(labels.mean()), float(probabilities.mean())
     return {
-        "auc": value(tf_keras.metrics.AUC(num_thresholds=2000)),
-        "log_loss": value(tf_keras.metrics.BinaryCrossentropy()),
-        "accuracy": value(tf_keras.metrics.BinaryAccuracy(threshold=0.5)),
-        "label_mean": float(labels.mean()),
-        "prediction_mean": float(probabilities.mean()),
-        "examples": float(len(labels)),
+        "auc": _keras(tf_keras.metrics.AUC(num_thresholds=2000), labels, probabilities),
+        "pr_auc": _keras(tf_keras.metrics.AUC(num_thresholds=2000, curve="PR"), labels, probabilities),
+        "log_loss": _keras(tf_keras.metrics.BinaryCrossentropy(), labels, probabilities),
+        "accuracy": _keras(tf_keras.metrics.BinaryAccuracy(threshold=0.5), labels, probabilities),
+        # TFMA's calibration: mean prediction / mean label (1.0 is calibrated on average)
+        "calibration": prediction_mean / label_mean if label_mean else float("nan"),
+        "label_mean": label_mean,
+        "prediction_mean": prediction_mean,
     }
 
 
+def multiclass_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str]) -> dict[str, float]:
+    import tf_keras
+
+    ids = labels.astype(np.int64)
+    predicted = scores.argmax(axis=1)
+    metrics = {
+        "accuracy": float((predicted == ids).mean()),
+        "log_loss": _keras(tf_keras.metrics.SparseCategoricalCrossentropy(), ids, scores),
+    }
+    recalls, precisions = [], []
+    for k, name in enumerate(classes):
+        hits = float(((predicted == k) & (ids == k)).sum())
+        # a class that never occurs (or is never predicted) has no recall (precision): 0, not a pass
+        recalls.append(hits / (ids == k).sum() if (ids == k).any() else 0.0)
+        precisions.append(hits / (predicted == k).sum() if (predicted == k).any() else 0.0)
+        metrics[f"recall/{name}"], metrics[f"precision/{name}"] = recalls[-1], precisions[-1]
+    metrics["macro_recall"] = float(np.mean(recalls))
+    metrics["macro_precision"] = float(np.mean(precisions))
+    return metrics
+
+
+def regression_metrics(labels: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    errors = values - labels
+    total = float(((labels - labels.mean()) ** 2).sum())
+    return {
+        "mae": float(np.abs(errors).mean()),
+        "rmse": float(np.sqrt((errors ** 2).mean())),
+        "r2": 1.0 - float((errors ** 2).sum()) / total if total else float("nan"),
+        "label_mean": float(labels.mean()),
+        "prediction_mean": float(values.mean()),
+    }
+
+
+def task_metrics(task: TaskConfig, labels: np.ndarray, predictions: np.ndarray,
+                 classes: list[str] | None) -> dict[str, float]:
+    """The task type's metrics plus the config's extra tf_keras metrics, all on the serving path."""
+    import tf_keras
+
+    if task.type == "binary":
+        metrics = binary_metrics(labels, predictions)
+    elif task.type == "multiclass":
+        metrics = multiclass_metrics(labels, predictions, classes or [])
+    else:
+        metrics = regression_metrics(labels, predictions)
+    for name in task.keras_metrics:
+        try:
+            metric = tf_keras.metrics.get(name)
+        except ValueError:
+            raise ValueError(f"[task] keras_metrics: {name!r} is not a tf_keras metric") from None
+        metrics[name] = (_keras(metric, labels, predictions) if isinstance(metric, tf_keras.metrics.Metric)
+                         else float(np.mean(metric(labels, predictions).numpy())))
+    metrics["examples"] = float(len(labels))
+    return metrics
+
+
+def row_differences(training: np.ndarray, serving: np.ndarray) -> np.ndarray:
+    """Per row, the largest |training - serving| over the row's outputs, relative above magnitude 1
+    (a regression value of 5000 agrees to float32 precision, not to 1e-5 absolute). NaN stays NaN."""
+    diff = np.abs(training - serving) / np.maximum(1.0, np.abs(serving))
+    return diff.reshape(len(diff), -1).max(axis=1) if len(diff) else diff
+
+
 def skew_reason(training: np.ndarray, serving: np.ndarray, examples: list[bytes]) -> str | None:
-    """Why the serving path disagrees with the training path, naming the worst rows; None if it does not."""
-    diff = np.abs(training - serving)
-    bad = int((diff > SKEW_TOLERANCE).sum())
+    """Why the serving path disagrees with the training path, naming the worst rows; None if it does not.
+    Fails closed: a NaN on either path is a disagreement."""
+    diff = np.nan_to_num(row_differences(training, serving), nan=np.inf)
+    bad = int((~(diff <= SKEW_TOLERANCE)).sum())
     if not bad:
         return None
-    worst = np.argsort(-diff)[:WORST_ROWS_SHOWN]
+    worst = np.argsort(-diff, kind="stable")[:WORST_ROWS_SHOWN]
+
+    def shown(values: np.ndarray) -> str:
+        return np.array2string(values, precision=6) if values.ndim else f"{values:.6f}"
+
     rows = "; ".join(
-        f"eval row {i}: training {training[i]:.6f} vs serving {serving[i]:.6f} (raw {raw_features(examples[i])})"
+        f"eval row {i}: training {shown(training[i])} vs serving {shown(serving[i])} (raw {raw_features(examples[i])})"
         for i in worst
     )
-    return (f"train/serve skew: {bad} of {len(diff)} eval rows differ by more than {SKEW_TOLERANCE} "
-            f"(max {diff.max():.6g}); worst: {rows}")
+    nan = int(np.isnan(training).reshape(len(training), -1).any(1).sum() + np.isnan(serving).reshape(
+        len(serving), -1).any(1).sum())
+    return (f"train/serve skew: {bad} of {len(diff)} eval rows differ by more than {SKEW_TOLERANCE}"
+            + (f" ({nan} with NaN predictions)" if nan else f" (max {diff.max():.6g})") + f"; worst: {rows}")
 
 
 def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, force: bool = False) -> EvaluateResult:
@@ -142,24 +216,33 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, for
     import tensorflow_transform as tft
     import tf_keras
 
+    from pipelines.train import class_names
+
     features = config.features_module()
     label = features.transformed_name(features.LABEL_KEY)
+    task = config.task
+    output = PRIMARY_OUTPUT[task.type]
 
     tft_output = tft.TFTransformOutput(transformed["transform_fn"])
+    classes = class_names(task, tft_output) if task.type == "multiclass" else None
     columns, examples = read_eval_split(transformed["eval_files"], tft_output.transformed_feature_spec())
-    labels = columns.pop(label).astype(np.float64)
+    labels = columns.pop(label).astype(np.float64).reshape(-1)
 
     keras_model = tf_keras.models.load_model(trained["saved_model"], compile=False)
+    serving = predict_examples(trained["saved_model"], examples, output)
     training = keras_model.predict({k: columns[k] for k in keras_model.input_names}, batch_size=PREDICT_BATCH,
-                                   verbose=0).reshape(-1).astype(np.float64)
-    serving = predict_examples(trained["saved_model"], examples)
+                                   verbose=0).astype(np.float64).reshape(serving.shape)
 
-    metrics = {k: round(v, 6) for k, v in binary_metrics(labels, serving).items()}
-    metrics["max_abs_skew"] = float(np.abs(training - serving).max())
+    metrics = {k: round(v, 6) for k, v in task_metrics(task, labels, serving, classes).items()}
+    metrics["max_abs_skew"] = float(np.max(np.nan_to_num(row_differences(training, serving), nan=np.inf)))
     reasons = []
+    if not np.isfinite(serving).all():
+        bad = int((~np.isfinite(serving.reshape(len(serving), -1))).any(1).sum())
+        reasons.append(f"{bad} of {len(serving)} eval rows got a NaN or infinite prediction through the serving "
+                       "signature: a model that predicts NaN is never blessed")
     for bound in config.thresholds:
         if bound.metric not in metrics:
-            reasons.append(f"threshold on unknown metric {bound.metric!r}; metrics are {sorted(metrics)}")
+            reasons.append(f"threshold on {bound.metric!r}, which this run did not compute (classes: {classes})")
         elif (why := bound.violation(metrics[bound.metric])) is not None:
             reasons.append(why)
     if (why := skew_reason(training, serving, examples)) is not None:
@@ -185,13 +268,15 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, for
             "reasons": reasons,
             "metrics": metrics,
             "thresholds": [b.__dict__ for b in config.thresholds],
+            "task": task.type,
+            "classes": classes,
             "skew_tolerance": SKEW_TOLERANCE,
             "saved_model": trained["saved_model"],
         })
         # Real eval rows with their offline (serving-path) predictions: canary requests for a rollout.
         write_json(out / "canary.json", [
             {"b64": base64.b64encode(examples[i]).decode(), "features": raw_features(examples[i]),
-             "prediction": float(serving[i])}
+             "output": output, "prediction": serving[i].tolist()}
             for i in range(min(CANARY_ROWS, len(examples)))
         ])
         write_result(out, result)

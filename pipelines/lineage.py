@@ -17,14 +17,43 @@ log = logging.getLogger(__name__)
 _PACKAGE = Path(__file__).parent
 
 
+# the ML stack whose versions change what a step computes
+STACK = ("tensorflow", "tf-keras", "tensorflow-transform", "apache-beam", "tfx-bsl", "pyarrow")
+
+
 @functools.cache
-def code_version(config_source: Path | None = None) -> str:
-    """Digest of the pipelines code (every .py file) and, if given, the model's config file."""
+def _files_digest(*roots: Path, skip: Path | None = None) -> str:
     h = hashlib.sha256()
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        h.update(str(path.relative_to(_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
-    if config_source is not None:
-        h.update(b"config\0" + Path(config_source).read_bytes())
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".toml") and p.is_file()):
+            if skip is not None and skip in path.parents:
+                continue
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.cache
+def stack_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in STACK:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def code_version(config: ModelConfig) -> str:
+    """What a model's outputs were computed with: the shared pipeline code (not other models' folders),
+    this model's own folder (its code and config) and the ML stack's versions. Editing one model's
+    ``model.py`` leaves every other model's caches and lineage as they were."""
+    h = hashlib.sha256()
+    h.update(_files_digest(_PACKAGE, skip=(_PACKAGE / "models")).encode())
+    h.update(_files_digest(config.module_dir()).encode())
+    h.update(b"config\0" + Path(config.source).read_bytes())
+    h.update(json.dumps(stack_versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -55,4 +84,4 @@ def model_fingerprint(saved_model_dir: str | Path) -> str | None:
 
 
 def step_inputs(config: ModelConfig) -> dict[str, Any]:
-    return {"model": config.name, "code": code_version(config.source)}
+    return {"model": config.name, "code": code_version(config)}

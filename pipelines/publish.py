@@ -101,7 +101,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             "input_digests": validation["file_digests"],
             # drift-like data anomalies this run accepted (trigger param accept_anomalies)
             "accepted_anomalies": validation.get("accepted", []),
-            "code_version": code_version(config.source),
+            "code_version": code_version(config),
             "image": image,
             "params": trained["params"],
             "metrics": evaluation["metrics"],

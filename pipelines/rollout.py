@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,33 @@ def wait_until_unloaded(client: ModelServerClient, model: str, version: int, tim
     raise TimeoutError(f"{model} version {version} still loaded after {timeout}s")
 
 
+def _as_list(value: Any) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, list) else [float(value)]
+
+
+def _shown(values: list[float]) -> str:
+    return ", ".join(f"{v:.6f}" for v in values) if len(values) < 8 else f"{len(values)} values"
+
+
+def served_values(answer: dict[str, Any], row: dict[str, Any]) -> list[float]:
+    """The canary row's output in a predict response: a scalar, or one output of a multi-output row."""
+    served = answer["predictions"][0]
+    if isinstance(served, dict):
+        output = row.get("output", "probability")
+        if output not in served:
+            raise RolloutError(f"the served response has no output {output!r} (it has {sorted(served)})")
+        served = served[output]
+    return _as_list(served)
+
+
+def canary_difference(served: list[float], offline: list[float]) -> float:
+    """Largest |served - offline| (relative above magnitude 1); NaN, inf or a shape mismatch is infinite."""
+    if len(served) != len(offline):
+        return math.inf
+    diffs = [abs(a - b) / max(1.0, abs(b)) for a, b in zip(served, offline, strict=True)]
+    return math.inf if any(not math.isfinite(d) for d in diffs) else max(diffs)
+
+
 def run_canary(client: ModelServerClient, model: str, version: int, rows: list[dict],
                policy: RolloutConfig) -> dict[str, Any]:
     """Real eval rows, one request each, to the candidate's version endpoint."""
@@ -126,11 +154,11 @@ def run_canary(client: ModelServerClient, model: str, version: int, rows: list[d
         started = time.perf_counter()
         answer = client.predict(model, {"instances": [{"b64": row["b64"]}]}, version=version)
         latencies.append((time.perf_counter() - started) * 1000)
-        served = float(answer["predictions"][0])
-        diff = abs(served - row["prediction"])
+        served, offline = served_values(answer, row), _as_list(row["prediction"])
+        diff = canary_difference(served, offline)
         worst = max(worst, diff)
-        if diff > policy.canary_tolerance:
-            raise RolloutError(f"canary mismatch on eval row {i}: served {served:.6f}, offline {row['prediction']:.6f} "
+        if not diff <= policy.canary_tolerance:  # NaN fails: a NaN prediction never passes a canary
+            raise RolloutError(f"canary mismatch on eval row {i}: served {_shown(served)}, offline {_shown(offline)} "
                                f"(|diff| {diff:.3g} > {policy.canary_tolerance})")
     slowest = max(latencies)
     if slowest > policy.latency_budget_ms:

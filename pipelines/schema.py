@@ -58,15 +58,32 @@ class Feature:
 
 @dataclass(frozen=True)
 class RawSchema:
+    """The raw columns of a model's data.
+
+    :param features: every column of the partition files.
+    :param label: the label: a column, or (with ``training_only``) a name ``preprocessing_fn`` gives the
+        label it derives from raw columns (e.g. ``big_tip = tips > 0.2 * fare``).
+    :param training_only: columns read for training (to derive the label) that serving never takes.
+    """
+
     features: tuple[Feature, ...]
     label: str
+    training_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate feature names in schema: {names}")
-        if self.label not in names:
-            raise ValueError(f"label {self.label!r} is not a feature of the schema")
+        unknown = sorted(set(self.training_only) - set(names))
+        if unknown:
+            raise ValueError(f"training_only names columns that are not features of the schema: {unknown}")
+        if self.label not in names and not self.training_only:
+            raise ValueError(f"label {self.label!r} is not a feature of the schema; a label derived in "
+                             "preprocessing_fn names the raw columns it comes from in training_only")
+
+    @property
+    def label_is_column(self) -> bool:
+        return self.label in self.names
 
     @property
     def names(self) -> list[str]:
@@ -83,8 +100,8 @@ class RawSchema:
         return pa.schema([pa.field(f.name, f.arrow_type, nullable=f.nullable) for f in self.features])
 
     def serving_features(self) -> tuple[Feature, ...]:
-        """Features a serving request carries: everything but the label."""
-        return tuple(f for f in self.features if f.name != self.label)
+        """Features a serving request carries: everything but the label and the training-only columns."""
+        return tuple(f for f in self.features if f.name != self.label and f.name not in self.training_only)
 
 
 def to_tfxio_batch(table: pa.Table | pa.RecordBatch, features: tuple[Feature, ...]) -> pa.RecordBatch:

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ModelConfig, TrainConfig
+from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig, TrainConfig
 from pipelines.lineage import cached_result, input_digest, step_inputs
 from pipelines.runs import Run, StepError, write_result
 from pipelines.storage import staged_dir
 
 log = logging.getLogger(__name__)
 
-SERVING_OUTPUT = "probability"
 
 
 @dataclass
@@ -73,12 +72,47 @@ SERVING_SIGNATURE = "serving_default"  # serialized tf.Example with raw features
 RAW_SIGNATURE = "serving_raw"  # raw features as named tensors: TF Serving's JSON {"instances": [{...}]}
 
 
-def export_serving_model(model, tft_output, schema, export_dir: Path) -> None:
+def class_names(task: TaskConfig, tft_output) -> list[str]:
+    """A multi-class task's class names in label-id order: from the config, or the label's TFT vocabulary."""
+    if task.classes:
+        return list(task.classes)
+    try:
+        vocabulary = tft_output.vocabulary_by_name(task.label_vocabulary)
+    except (ValueError, OSError) as exc:
+        raise StepError(f"[task] label_vocabulary = {task.label_vocabulary!r}, but transform wrote no such TFT "
+                        f"vocabulary ({exc}); compute it in preprocessing_fn with "
+                        f"vocab_filename={task.label_vocabulary!r}") from None
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in vocabulary]
+
+
+def task_outputs(task: TaskConfig, output, classes: list[str] | None):
+    """The served outputs of one task type from the model's output tensor (TF Serving's usual names)."""
+    import tensorflow as tf
+
+    if task.type == "multiclass":
+        scores = tf.cast(output, tf.float32)
+        ids = tf.argmax(scores, axis=1)
+        return {"scores": scores, "class_ids": ids, "classes": tf.gather(tf.constant(classes), ids)}
+    return {PRIMARY_OUTPUT[task.type]: tf.cast(tf.reshape(output, [-1]), tf.float32)}
+
+
+def check_output_shape(model, task: TaskConfig, classes: list[str] | None) -> None:
+    """build_model's output must fit the task: one value per row, or one score per class."""
+    width = model.output_shape[-1] if len(model.output_shape) > 1 else 1
+    want = len(classes) if task.type == "multiclass" else 1
+    if width != want:
+        what = f"{want} scores (one per class: {classes})" if task.type == "multiclass" else "1 value per row"
+        raise StepError(f"build_model's output has shape {model.output_shape}, but a {task.type} task needs {what}")
+
+
+def export_serving_model(model, tft_output, schema, export_dir: Path, task: TaskConfig = TaskConfig()) -> None:
     """Save ``model`` with the TFT layer inside and two raw-feature signatures.
 
     ``serving_default`` parses serialized tf.Examples (a missing feature is simply
     absent); ``serving_raw`` takes one named tensor per raw feature, one value per
     row. Both feed the same TFT layer and model, so they agree on the same row.
+    The outputs follow the task type: ``probability`` (binary), ``value`` (regression),
+    or ``scores``, ``class_ids`` and ``classes`` (multi-class).
     """
     import tensorflow as tf
     import tf_keras
@@ -96,11 +130,12 @@ def export_serving_model(model, tft_output, schema, export_dir: Path) -> None:
     features = schema.serving_features()
     raw_spec = serving_feature_spec(schema)
     input_names = list(model.input_names)
+    classes = class_names(task, tft_output) if task.type == "multiclass" else None
+    check_output_shape(model, task, classes)
 
     def predict_raw(raw: dict) -> dict:
         transformed = model.tft_layer(raw)
-        probability = model({name: transformed[name] for name in input_names})
-        return {SERVING_OUTPUT: tf.squeeze(probability, axis=1)}
+        return task_outputs(task, model({name: transformed[name] for name in input_names}), classes)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(serialized):
@@ -229,7 +264,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             ],
             verbose=2,
         )
-        export_serving_model(model, tft_output, features.SCHEMA, out / "saved_model")
+        export_serving_model(model, tft_output, features.SCHEMA, out / "saved_model", config.task)
         final = run.step_dir("train")
         result = TrainResult(
             model=config.name,

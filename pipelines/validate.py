@@ -198,8 +198,10 @@ def _mean(cols: list[dict[str, Any]]) -> float | None:
 
 def check_label_window(statistics: dict[str, dict[str, Any]], schema: RawSchema) -> list[Anomaly]:
     """A classifier cannot learn from a window whose label has one class."""
+    if not schema.label_is_column or not statistics:
+        return []
     label = schema.feature(schema.label)
-    if not label.is_categorical or not statistics:
+    if not label.is_categorical:
         return []
     freq, _ = pooled_frequencies([s["columns"][label.name] for s in statistics.values()])
     if len(freq) != 1:

@@ -47,7 +47,16 @@ def test_window_reads_lookback_plus_interval_and_holds_out_newest(tmp_path):
         (("auc = { min = 0.7 }", "auc = 0.7"), "[thresholds] auc must be a table"),
         (("/dt={date}", "/dt=today"), "must contain '{date}'"),
         (('start_date = "2026-11-01"', 'start_date = "yesterday"'), "start_date must be YYYY-MM-DD"),
-        (('name = "m"\n', ""), "missing required field 'name'"),
+        (('schedule = "@daily"\n', ""), "missing required field 'schedule'"),
+        (('name = "m"', 'name = "m/../x"'), "name 'm/../x' must be letters"),
+        (("[thresholds]", "[task]\ntype = \"ranking\"\n[thresholds]"), "[task] type must be one of"),
+        (("[thresholds]", "[task]\ntype = \"regression\"\n[thresholds]"),
+         "[thresholds] 'auc' is not a metric of a regression task; valid: mae, rmse, r2"),
+        (("auc = { min = 0.7 }", "sparse_categorical_accuracy = { min = 0.7 }"),
+         "[thresholds] 'sparse_categorical_accuracy' is not a metric of a binary task; valid: auc, pr_auc"),
+        (("[thresholds]", "[task]\ntype = \"multiclass\"\n[thresholds]"), "a multiclass task needs either classes"),
+        (("[thresholds]", "[task]\ntype = \"binary\"\nclasses = [\"a\", \"b\"]\n[thresholds]"),
+         "classes and label_vocabulary are for type = \"multiclass\" only"),
         (("[thresholds]", "[validation]\nnumeric_drift = 2\n[thresholds]"),
          "[validation] numeric_drift must be a number in (0, 1] or false"),
         (("[thresholds]", "[validation]\nunknown_columns = \"warn\"\n[thresholds]"),
@@ -83,3 +92,32 @@ def test_validation_thresholds_default_and_per_feature(tmp_path):
     company = validation.checks("company")
     assert company.new_values is None and company.categorical_drift == 0.3 and company.numeric_drift == 0.1
     assert validation.min_volume_ratio is None and validation.max_volume_ratio is None
+
+
+def test_thresholds_on_task_metrics_per_class_and_keras_metrics(tmp_path):
+    text = VALID.replace("[thresholds]\nauc = { min = 0.7 }", """
+[task]
+type = "multiclass"
+classes = ["a", "b", "c"]
+keras_metrics = ["sparse_top_k_categorical_accuracy"]
+[thresholds]
+accuracy = { min = 0.5 }
+"recall/b" = { min = 0.2 }
+sparse_top_k_categorical_accuracy = { min = 0.9 }
+""")
+    config = load_model_config(write(tmp_path, text))
+    assert config.task.type == "multiclass" and config.task.classes == ("a", "b", "c")
+    assert {b.metric for b in config.thresholds} == {"accuracy", "recall/b", "sparse_top_k_categorical_accuracy"}
+    with pytest.raises(ConfigError, match="'recall/d' is not a metric of a multiclass task"):
+        load_model_config(write(tmp_path, text.replace('"recall/b"', '"recall/d"')))
+    vocabulary = text.replace('classes = ["a", "b", "c"]', 'label_vocabulary = "label"').replace('"recall/b"', '"recall/d"')
+    assert load_model_config(write(tmp_path, vocabulary)).task.label_vocabulary == "label"  # classes known later
+
+
+def test_nan_never_meets_a_threshold():
+    from pipelines.config import Bound
+
+    for value in (float("nan"), float("inf"), None):
+        assert "is not a finite number" in Bound("auc", min=0.5).violation(value)
+        assert "is not a finite number" in Bound("log_loss", max=0.5).violation(value)
+    assert Bound("auc", min=0.5).violation(0.6) is None

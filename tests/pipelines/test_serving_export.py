@@ -71,7 +71,7 @@ def test_evaluate_reports_skew_within_tolerance_and_blesses(trained_run):
     assert evaluation.metrics["examples"] == 1000
 
 
-def skewed_export(model, tft_output, schema, export_dir):
+def skewed_export(model, tft_output, schema, export_dir, task=None):
     """A serving path with hand-written preprocessing: a missing trip_miles becomes 0.0 before the TFT
     graph sees it, where training imputed the mean. The kind of skew the gate exists to catch."""
     import tensorflow as tf
