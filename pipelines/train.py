@@ -105,7 +105,7 @@ def check_output_shape(model, task: TaskConfig, classes: list[str] | None) -> No
         raise StepError(f"build_model's output has shape {model.output_shape}, but a {task.type} task needs {what}")
 
 
-def export_serving_model(model, tft_output, schema, export_dir: Path, task: TaskConfig = TaskConfig()) -> None:
+def export_serving_model(model, tft_output, schema, export_dir: Path, task: TaskConfig | None = None) -> None:
     """Save ``model`` with the TFT layer inside and two raw-feature signatures.
 
     ``serving_default`` parses serialized tf.Examples (a missing feature is simply
@@ -127,6 +127,7 @@ def export_serving_model(model, tft_output, schema, export_dir: Path, task: Task
         model.tft_layer = tft_output.transform_features_layer()  # tracked, so its assets ship with the model
     finally:
         tf_keras.mixed_precision.set_global_policy(policy)
+    task = task or TaskConfig()
     features = schema.serving_features()
     raw_spec = serving_feature_spec(schema)
     input_names = list(model.input_names)
