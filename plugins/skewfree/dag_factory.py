@@ -3,17 +3,21 @@
 - ``<name>_retrain``: validate -> transform -> train -> evaluate -> is_blessed -> publish
   -> needs_approval -> [approve_promotion] -> rollout, over daily data intervals;
 - ``<name>_rollback``: manual only; promotes a named version (default: ``previous``) to ``stable``.
+
+``model_dags()`` builds both for every model folder it discovers (``pipelines/models/*`` and the
+folders in ``SKEWFREE_MODELS_DIR``): one DAG file serves every model.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import ClassVar
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
-from pipelines.config import load_model_config
+from pipelines.config import ConfigError, discover_models, load_model_config
 from pipelines.runs import CACHED_STEPS, STEPS
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
@@ -182,3 +186,39 @@ def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
     ) as dag:
         RolloutOperator(task_id="rollback", model=model, rollback=True)
     return dag
+
+
+class _BrokenModels(DAG):
+    """Stands for the model folders that failed to load. Airflow records a DAG that fails validation as
+    an import error of its file and still loads the file's other DAGs: so the UI's import errors name
+    each broken model and its problem, and every other model keeps its DAGs."""
+
+    errors: ClassVar[dict[str, str]] = {}
+
+    def validate(self) -> None:
+        raise ConfigError(f"{len(self.errors)} model folder(s) failed to load; their DAGs are missing, every "
+                          "other model's are loaded:\n" + "\n".join(f"- {name}: {error}"
+                                                                   for name, error in sorted(self.errors.items())))
+
+
+def model_dags() -> dict[str, DAG]:
+    """``<name>_retrain`` and ``<name>_rollback`` of every discovered model, by dag_id; a broken model
+    becomes an import error naming it (see ``_BrokenModels``) and hides no other model's DAGs."""
+    dags: dict[str, DAG] = {}
+    errors: dict[str, str] = {}
+    try:
+        models = discover_models()
+    except ConfigError as exc:
+        models, errors["models"] = {}, str(exc)
+    for name in models:
+        try:
+            built = [retrain_dag(name), rollback_dag(name)]
+        except Exception as exc:  # noqa: BLE001 - any failure of one model must not hide the others
+            errors[name] = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            continue
+        dags.update({dag.dag_id: dag for dag in built})
+    if errors:
+        broken = type("BrokenModels", (_BrokenModels,), {"errors": errors})
+        dags["skewfree_broken_models"] = broken(dag_id="skewfree_broken_models", schedule=None,
+                                                start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    return dags

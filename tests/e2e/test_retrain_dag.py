@@ -29,7 +29,7 @@ def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("skewfree")
     dags = home / "dags"
     dags.mkdir()
-    for dag_file in ("taxi_retrain.py", "taxi_rollback.py"):
+    for dag_file in ("skewfree_models.py",):
         shutil.copy(ROOT / "dags" / dag_file, dags)
     strict = home / "taxi_strict.toml"
     text = (ROOT / "pipelines/models/taxi/config.toml").read_text()

@@ -82,3 +82,35 @@ def test_rollback_dag_is_manual_with_a_version_param(tmp_path):
     assert rollback["tasks"] == ["rollback"]
     assert rollback["schedule"] == "NullTimetable"  # manual triggers only
     assert rollback["params"] == {"target_version": None}
+
+
+def test_dropping_a_model_folder_adds_its_dags_and_a_broken_one_is_named(tmp_path):
+    """No DAG file per model: a folder in SKEWFREE_MODELS_DIR gets both DAGs; broken folders become one
+    import error naming each, and hide no other model's DAGs."""
+    import shutil
+
+    models = tmp_path / "team_models"
+    taxi = ROOT / "pipelines" / "models" / "taxi"
+    for name in ("fares", "typo", "nobuild"):
+        shutil.copytree(taxi, models / name, ignore=shutil.ignore_patterns("__pycache__"))
+        config = models / name / "config.toml"
+        # no 'name' or 'module': the folder's name and package ('fares', importable from the models folder)
+        config.write_text("\n".join(line for line in config.read_text().splitlines()
+                                    if not line.startswith(("name =", "module ="))))
+    typo = models / "typo" / "config.toml"
+    typo.write_text(typo.read_text().replace("auc = { min = 0.75 }", "acu = { min = 0.75 }"))
+    model_py = models / "nobuild" / "model.py"
+    model_py.write_text(model_py.read_text().replace("def build_model(", "def build_the_model("))
+
+    env = airflow_env(tmp_path) | {"SKEWFREE_MODELS_DIR": str(models)}
+    out = subprocess.run([sys.executable, "-c", PARSE, str(ROOT / "dags")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    parsed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"fares_retrain", "fares_rollback", "taxi_retrain", "taxi_rollback"} <= set(parsed["dag_ids"])
+    assert not {"typo_retrain", "nobuild_retrain", "skewfree_broken_models"} & set(parsed["dag_ids"])
+    assert parsed["heavy"] == []
+    [error] = parsed["import_errors"].values()
+    assert "2 model folder(s) failed to load" in error
+    assert f"- typo: {typo}: [thresholds] 'acu' is not a metric of a binary task" in error
+    assert f"- nobuild: model 'nobuild' ({models / 'nobuild' / 'config.toml'}): {model_py} is missing build_model" in error
