@@ -130,8 +130,8 @@ def multiclass_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str
     for k, name in enumerate(classes):
         hits = float(((predicted == k) & (ids == k)).sum())
         # a class that never occurs (or is never predicted) has no recall (precision): 0, not a pass
-        recalls.append(hits / (ids == k).sum() if (ids == k).any() else 0.0)
-        precisions.append(hits / (predicted == k).sum() if (predicted == k).any() else 0.0)
+        recalls.append(float(hits / (ids == k).sum()) if (ids == k).any() else 0.0)
+        precisions.append(float(hits / (predicted == k).sum()) if (predicted == k).any() else 0.0)
         metrics[f"recall/{name}"], metrics[f"precision/{name}"] = recalls[-1], precisions[-1]
     metrics["macro_recall"] = float(np.mean(recalls))
     metrics["macro_precision"] = float(np.mean(precisions))

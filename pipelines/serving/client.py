@@ -5,11 +5,66 @@ Standard library only: the Airflow side and the demo use it without TensorFlow.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import struct
 import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+RAW_SIGNATURE = "serving_raw"  # its named inputs are the model's raw features and their types
+
+
+# -- tf.Example without TensorFlow ----------------------------------------------------
+# The wire format of tensorflow/core/example/{example,feature}.proto: Example{1: Features{1: map<string,
+# Feature>}}, Feature{1: BytesList | 2: FloatList | 3: Int64List}, each list {1: repeated value}.
+
+def _varint(number: int) -> bytes:
+    number &= (1 << 64) - 1  # negative int64s are ten-byte two's complement
+    out = bytearray()
+    while True:
+        byte = number & 0x7F
+        number >>= 7
+        out.append(byte | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
+    """A serialized tf.Example of one row of raw features: ``None`` (or an absent key) is a missing
+    feature, as a sparse row needs. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
+    ``DT_INT64`` (see ``ModelServerClient.feature_types``). A value of the wrong type or a feature the
+    model does not take raises ``ValueError`` naming it."""
+    entries = b""
+    for name, value in sorted(row.items()):
+        if value is None:
+            continue
+        kind = types.get(name)
+        if kind is None:
+            raise ValueError(f"unknown feature {name!r}; the model takes {sorted(types)}")
+        if kind == "DT_STRING":
+            if not isinstance(value, str | bytes):
+                raise ValueError(f"feature {name!r}: {value!r} is not a string")
+            feature = _field(1, _field(1, value.encode() if isinstance(value, str) else value))
+        elif kind == "DT_FLOAT":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"feature {name!r}: {value!r} is not a number")
+            feature = _field(2, _field(1, struct.pack("<f", value)))
+        elif kind == "DT_INT64":
+            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float)
+                                                                          and math.isfinite(value) and value.is_integer())):
+                raise ValueError(f"feature {name!r}: {value!r} is not an integer")
+            feature = _field(3, _field(1, _varint(int(value))))
+        else:
+            raise ValueError(f"feature {name!r} has type {kind}, which a tf.Example cannot carry")
+        entries += _field(1, _field(1, name.encode()) + _field(2, feature))
+    return _field(1, entries)
 
 
 class VersionLoadError(RuntimeError):
@@ -53,6 +108,24 @@ class ModelServerClient:
 
     def version_states(self, model: str) -> dict[int, str]:
         return {number: v["state"] for number, v in self.version_statuses(model).items()}
+
+    def feature_types(self, model: str, *, version: int | None = None, label: str | None = None) -> dict[str, str]:
+        """The model's raw features and their types (``DT_FLOAT``, ...), from its ``serving_raw`` signature."""
+        status, body = self.request("GET", self.model_path(model, version=version, label=label) + "/metadata")
+        if status != 200:
+            raise RuntimeError(f"metadata of {model} failed with HTTP {status}: {body.get('error', body)}")
+        signatures = body["metadata"]["signature_def"]["signature_def"]
+        if RAW_SIGNATURE not in signatures:
+            raise RuntimeError(f"{model} has no {RAW_SIGNATURE!r} signature to read its features from")
+        return {name: spec["dtype"] for name, spec in signatures[RAW_SIGNATURE]["inputs"].items()}
+
+    def predict_rows(self, model: str, rows: list[dict[str, Any]], *, version: int | None = None,
+                     label: str | None = None, types: dict[str, str] | None = None) -> list[Any]:
+        """Predictions for plain dicts of raw features, missing values allowed (``None`` or absent): each row
+        goes as a serialized tf.Example to ``serving_default``, as TF Serving clients send sparse rows."""
+        types = types or self.feature_types(model, version=version, label=label)
+        instances = [{"b64": base64.b64encode(encode_example(row, types)).decode()} for row in rows]
+        return self.predict(model, {"instances": instances}, version=version, label=label)["predictions"]
 
     def predict(self, model: str, body: dict, *, version: int | None = None, label: str | None = None) -> dict:
         status, answer = self.request("POST", self.model_path(model, version=version, label=label) + ":predict", body)

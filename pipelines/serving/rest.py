@@ -129,6 +129,52 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
     return out
 
 
+RAW_SIGNATURE = "serving_raw"  # one named input per raw feature: the model's feature contract
+
+
+def check_examples(servable: Servable, serialized: np.ndarray) -> None:
+    """tf.Example requests get the same 400s as named inputs: an unknown feature, a value of the wrong type
+    or more than one value is named with what the model expects (``parse_example`` would ignore the
+    first and answer the others with a bare 'Graph execution error')."""
+    import tensorflow as tf
+
+    raw = servable.loaded.signatures.get(RAW_SIGNATURE)
+    if raw is None:
+        return
+    expected = {name: spec.dtype for name, spec in raw.structured_input_signature[1].items()}
+    kinds = {name: "bytes_list" if dtype == tf.string else "float_list" if dtype.is_floating else "int64_list"
+             for name, dtype in expected.items()}
+    for i, payload in enumerate(serialized):
+        try:
+            example = tf.train.Example.FromString(payload)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            raise ServingError(400, f"instances[{i}]: 'b64' is not a serialized tf.Example") from None
+        for name, feature in example.features.feature.items():
+            if name not in expected:
+                raise ServingError(400, f"instances[{i}]: unknown feature {name!r} in the tf.Example; the model "
+                                        f"takes {sorted(expected)}")
+            kind = feature.WhichOneof("kind")
+            if kind is None:
+                continue
+            if kind != kinds[name]:
+                raise ServingError(400, f"instances[{i}]: feature {name!r} is a {kind} but the model expects "
+                                        f"{expected[name].name} ({kinds[name]})")
+            if len(getattr(feature, kind).value) > 1:
+                raise ServingError(400, f"instances[{i}]: feature {name!r} has {len(getattr(feature, kind).value)}"
+                                        " values; the model takes one value per row (or none: missing)")
+
+
+def model_error(exc: Exception) -> str:
+    """The line of a TensorFlow error that names the problem (the feature, the type), not 'Graph execution error'."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for marker in ("Feature:", "Key:", "Name:", "required", "Data types"):
+        for line in lines:
+            if marker in line and not line.startswith(("Detected at node", "File ")):
+                return line
+    useful = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "File "))]
+    return useful[0] if useful else (lines[0] if lines else type(exc).__name__)
+
+
 def predict(servable: Servable, body: dict) -> dict:
     import tensorflow as tf
 
@@ -142,11 +188,13 @@ def predict(servable: Servable, body: dict) -> dict:
         columns, row_format = _columnar_inputs(body["inputs"], specs), False
     else:
         raise ServingError(400, "Missing 'instances' or 'inputs' key in the request body")
+    if set(columns) == {"examples"} and specs["examples"].dtype == tf.string:
+        check_examples(servable, columns["examples"])
     try:
         outputs = signature(**{n: tf.constant(v, dtype=specs[n].dtype) for n, v in columns.items()})
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-        raise ServingError(400, f"the model rejected the request: {str(exc).splitlines()[0]}") from None
-    outputs = {k: v.numpy().tolist() for k, v in outputs.items()}
+        raise ServingError(400, f"the model rejected the request: {model_error(exc)}") from None
+    outputs = {k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()] for k, v in outputs.items()}
     if not row_format:
         return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
     if len(outputs) == 1:

@@ -65,13 +65,16 @@ def show_stable(url: str, model: str, rows: list[dict]) -> None:
         return
     print(f"\n    model server {url}: label 'stable' -> version {body['model_version_status'][0]['version']}"
           f" ({body['model_version_status'][0]['state']}); all versions {client.version_states(model)}")
-    row = max(rows, key=lambda r: len(r["features"]))  # JSON carries no missing values: a complete row
-    request = {"signature_name": "serving_raw", "instances": [row["features"]]}
-    answer = client.predict(model, request, label="stable")
-    print(f"    POST {url}/v1/models/{model}/labels/stable:predict")
-    print(f"    request:  {json.dumps(request)}")
-    print(f"    response: {json.dumps(answer)}")
-    print(f"    offline prediction for this eval row (evaluate step): {row['prediction']:.6f}")
+    # the sparsest eval row: real data has missing values, which a tf.Example carries as absent features
+    row = min(rows, key=lambda r: len(r["features"]))
+    [served] = client.predict_rows(model, [row["features"]], label="stable")
+    print(f"    POST {url}/v1/models/{model}/labels/stable:predict  (pipelines.serving.client.predict_rows: a plain "
+          "dict, missing features left out, sent as a serialized tf.Example)")
+    print(f"    row:      {json.dumps(row['features'])}")
+    print(f"    response: {json.dumps({'predictions': [served]})}")
+    offline = row["prediction"]
+    shown = f"{offline:.6f}" if isinstance(offline, float) else json.dumps([round(v, 6) for v in offline])
+    print(f"    offline prediction for this eval row (evaluate step, {row.get('output', 'probability')}): {shown}")
 
 
 def migrate_db() -> None:
@@ -94,8 +97,10 @@ def run_dag(dag_id: str, interval: dt.date, conf: dict | None = None):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=settings.DAGS_FOLDER)
-    if bag.import_errors:
-        raise SystemExit(f"DAG import errors: {bag.import_errors}")
+    if dag_id not in bag.dags:
+        errors = "".join(f"\n  {path}: {error}" for path, error in bag.import_errors.items())
+        raise SystemExit(f"no DAG {dag_id!r} in {settings.DAGS_FOLDER} (DAGs: {', '.join(sorted(bag.dags))})"
+                         + (f"; import errors:{errors}" if errors else ""))
     dag = bag.dags[dag_id]
     # A manual run's data interval is the full interval that ends at its logical date.
     logical = dt.datetime.combine(interval + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)

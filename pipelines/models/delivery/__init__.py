@@ -1,0 +1,1 @@
+"""Delivery time (regression example model)."""

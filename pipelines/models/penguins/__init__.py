@@ -1,0 +1,1 @@
+"""Penguin species (multi-class example model)."""
