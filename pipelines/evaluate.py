@@ -201,6 +201,41 @@ def skew_reason(training: np.ndarray, serving: np.ndarray, examples: list[bytes]
             + (f" ({nan} with NaN predictions)" if nan else f" (max {diff.max():.6g})") + f"; worst: {rows}")
 
 
+def canary_candidates(examples: list[bytes], count: int = CANARY_ROWS) -> list[int]:
+    """Eval rows for single-row checks and canaries: the sparsest (most features missing: the rows a batch
+    hides) and the first ones."""
+    import tensorflow as tf
+
+    pool = range(min(len(examples), 4096))
+    present = {i: len(tf.train.Example.FromString(examples[i]).features.feature) for i in pool}
+    sparsest = sorted(pool, key=lambda i: (present[i], i))[: count // 2]
+    return (sparsest + [i for i in pool if i not in set(sparsest)])[:count]
+
+
+def single_row_reason(saved_model_dir: str, examples: list[bytes], batched: np.ndarray, rows: list[int],
+                      output: str) -> str | None:
+    """Clients send one row at a time: each row alone must give what it got in a batch. A preprocessing_fn
+    that assumes some row of the batch has a value fails here, not in production."""
+    import tensorflow as tf
+
+    from pipelines.serving.rest import model_error
+    from pipelines.train import SERVING_SIGNATURE
+
+    serve = tf.saved_model.load(saved_model_dir).signatures[SERVING_SIGNATURE]
+    for i in rows:
+        try:
+            alone = serve(examples=tf.constant([examples[i]]))[output].numpy().astype(np.float64)
+        except tf.errors.InvalidArgumentError as exc:
+            return (f"the serving signature fails on eval row {i} sent alone, as a client sends it: "
+                    f"{model_error(exc)} (raw {raw_features(examples[i])}); preprocessing_fn must handle a batch "
+                    "in which every row misses a feature")
+        diff = row_differences(alone, batched[i : i + 1])[0]
+        if not diff <= SKEW_TOLERANCE:
+            return (f"eval row {i} sent alone gets {alone[0]} but {batched[i]} in a batch (|diff| {diff:.3g} > "
+                    f"{SKEW_TOLERANCE}): the served model depends on the other rows of a request")
+    return None
+
+
 def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, force: bool = False) -> EvaluateResult:
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
@@ -247,6 +282,9 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, for
             reasons.append(why)
     if (why := skew_reason(training, serving, examples)) is not None:
         reasons.append(why)
+    canary_rows = canary_candidates(examples)
+    if (why := single_row_reason(trained["saved_model"], examples, serving, canary_rows, output)) is not None:
+        reasons.append(why)
     blessed = not reasons
     log.info("metrics %s -> %s", metrics, "BLESSED" if blessed else "NOT blessed: " + "; ".join(reasons))
 
@@ -277,7 +315,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, for
         write_json(out / "canary.json", [
             {"b64": base64.b64encode(examples[i]).decode(), "features": raw_features(examples[i]),
              "output": output, "prediction": serving[i].tolist()}
-            for i in range(min(CANARY_ROWS, len(examples)))
+            for i in canary_rows
         ])
         write_result(out, result)
     return result

@@ -166,12 +166,13 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
 
 def model_error(exc: Exception) -> str:
     """The line of a TensorFlow error that names the problem (the feature, the type), not 'Graph execution error'."""
+    noise = ("Graph execution error", "Detected at node", "File ", "<stack traces", "[[", "Traceback")
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(noise)]
     for marker in ("Feature:", "Key:", "Name:", "required", "Data types"):
-        for line in lines:
-            if marker in line and not line.startswith(("Detected at node", "File ")):
+        for line in useful:
+            if marker in line:
                 return line
-    useful = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "File "))]
     return useful[0] if useful else (lines[0] if lines else type(exc).__name__)
 
 
@@ -193,6 +194,7 @@ def predict(servable: Servable, body: dict) -> dict:
     try:
         outputs = signature(**{n: tf.constant(v, dtype=specs[n].dtype) for n, v in columns.items()})
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+        log.warning("version %s rejected a request: %s", servable.number, exc)
         raise ServingError(400, f"the model rejected the request: {model_error(exc)}") from None
     outputs = {k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()] for k, v in outputs.items()}
     if not row_format:

@@ -42,11 +42,13 @@ def model_server(config_file: Path, port: int) -> Iterator[str]:
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text("model_config_list {\n}\n")
     url = f"http://127.0.0.1:{port}"
-    print(f"==> python -m pipelines serve --model-config-file {config_file} --port {port}")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "serve", "--model-config-file", str(config_file), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    log_file = config_file.with_name("model_server.log")
+    print(f"==> python -m pipelines serve --model-config-file {config_file} --port {port}  (log: {log_file})")
+    with open(log_file, "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipelines", "serve", "--model-config-file", str(config_file), "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     try:
         yield url
     finally:
