@@ -31,6 +31,7 @@ class Target:
     url: str
     base_path: Path
     version: int
+    local: bool = True  # the project's dev server (False: a real TF Serving)
 
 
 def http(method: str, url: str, body: bytes | dict | None = None) -> tuple[int, dict]:
@@ -65,7 +66,7 @@ def target(request, trained_run, tmp_path_factory, taxi_config):
                         serving_root=base_path.parent)
     try:
         ModelServerClient(url).wait_until_available(MODEL, published.version)
-        yield Target(url, base_path, published.version)
+        yield Target(url, base_path, published.version, local=process is not None)
     finally:
         if process:
             process.terminate()
@@ -126,6 +127,44 @@ def test_predict_json_rows_and_columns(target, canary):
                         {"signature_name": "serving_raw", "inputs": columns})
     assert status == 200, cols
     np.testing.assert_allclose(cols["outputs"], rows["predictions"], atol=1e-6)
+
+
+def test_client_sends_sparse_dict_rows_as_tf_examples(target, canary):
+    """pipelines.serving.client.predict_rows: plain dicts, missing features absent or None."""
+    sparse = sorted(canary, key=lambda row: len(row["features"]))[:5]
+    assert len(sparse[0]["features"]) < 11  # real rows with missing values
+    rows = [dict(row["features"], fare=row["features"].get("fare")) for row in sparse]  # None: missing too
+    predictions = ModelServerClient(target.url).predict_rows(MODEL, rows, version=target.version)
+    np.testing.assert_allclose(predictions, [row["prediction"] for row in sparse], atol=1e-5)
+
+
+def _example(row: dict, **override_types) -> dict:
+    import base64
+
+    from pipelines.serving.client import encode_example
+
+    types = {"company": "DT_STRING", "payment_type": "DT_STRING", "trip_seconds": "DT_INT64", "pickup_hour": "DT_INT64",
+             "pickup_day_of_week": "DT_INT64", "colour": "DT_STRING"}
+    types = {name: types.get(name, "DT_FLOAT") for name in row} | override_types
+    return {"b64": base64.b64encode(encode_example(row, types)).decode()}
+
+
+def test_tf_example_with_a_wrong_type_is_400_naming_the_feature(target, canary):
+    row = _row(canary)
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        {"instances": [_example(dict(row, trip_miles=3), trip_miles="DT_INT64")]})
+    assert status == 400, body
+    assert "trip_miles" in body["error"]
+    if target.local:
+        assert "feature 'trip_miles' is a int64_list but the model expects float32 (float_list)" in body["error"]
+
+
+def test_tf_example_with_an_unknown_feature_is_400_on_the_local_server(target, canary):
+    if not target.local:
+        pytest.skip("TF Serving's parse_example ignores features the model does not take")
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        {"instances": [_example(dict(_row(canary), colour="red"))]})
+    assert status == 400 and "unknown feature 'colour' in the tf.Example" in body["error"], body
 
 
 def _row(canary) -> dict:

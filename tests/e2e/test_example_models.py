@@ -1,0 +1,51 @@
+"""The example models beside taxi, each through the whole DAG (``./dev demo --model NAME``) and served:
+a multi-class model (class scores, id and name) and a regression model (a value)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import airflow_env, run_demo, task_states
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("examples")
+
+
+def served(stdout: str):
+    [line] = [line for line in stdout.splitlines() if line.strip().startswith("response: ")]
+    return json.loads(line.split("response: ", 1)[1])["predictions"][0]
+
+
+def offline(stdout: str):
+    [line] = [line for line in stdout.splitlines() if "offline prediction for this eval row" in line]
+    return json.loads(line.rsplit(": ", 1)[1])
+
+
+@pytest.mark.parametrize("model", ["penguins", "delivery"])
+def test_example_model_is_blessed_published_and_served(home, model):
+    out = run_demo(airflow_env(home), "--model", model)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:]
+    states = task_states(out.stdout)
+    assert all(states[t] == "success" for t in ("validate", "transform", "train", "evaluate", "publish", "rollout"))
+    assert (home / "serving" / model / "2026111000" / "saved_model.pb").is_file()
+    assert "train/serve skew: max |training path - serving path| = " in out.stdout
+    assert "blessed: True" in out.stdout
+    prediction = served(out.stdout)
+    if model == "penguins":
+        assert set(prediction) == {"scores", "class_ids", "classes"}
+        assert len(prediction["scores"]) == 3 and abs(sum(prediction["scores"]) - 1) < 1e-5
+        assert prediction["classes"] in {"Adelie", "Chinstrap", "Gentoo"}
+        assert prediction["scores"] == pytest.approx(offline(out.stdout), abs=1e-5)
+        metrics = json.loads(out.stdout.split("eval metrics (serving signature, raw rows): ")[1].splitlines()[0])
+        assert metrics["accuracy"] >= 0.85 and {"recall/Gentoo", "precision/Adelie", "macro_recall"} <= set(metrics)
+    else:
+        assert isinstance(prediction, float) and 1 < prediction < 240
+        assert prediction == pytest.approx(offline(out.stdout), abs=1e-4)
+        metrics = json.loads(out.stdout.split("eval metrics (serving signature, raw rows): ")[1].splitlines()[0])
+        assert metrics["r2"] >= 0.8 and "mean_absolute_percentage_error" in metrics

@@ -1,0 +1,124 @@
+"""Any model in one module: the contract checked at load, per-model code versions, a derived label,
+and the single-row serving check."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines.config import ConfigError, load_model_config
+from tests.conftest import END, ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures" / "models"
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    """A team's models folder outside the repository, holding a copy of the ``late`` fixture."""
+    folder = tmp_path / "team_models"
+    shutil.copytree(FIXTURES / "late", folder / "late", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("SKEWFREE_MODELS_DIR", str(folder))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def forget() -> None:  # each test imports its own copy of the package
+        for name in [m for m in sys.modules if m.split(".")[0] in ("late", "late2")]:
+            del sys.modules[name]
+
+    forget()
+    yield folder
+    forget()
+
+
+@pytest.mark.parametrize("name", ["taxi", "penguins", "delivery"])
+def test_example_models_generate_data_that_passes_their_own_gate(name, tmp_path):
+    from pipelines.datagen import generate_data
+    from pipelines.validate import validate
+
+    config = load_model_config(name)
+    generate_data(config, data_root=str(tmp_path), end=END, days=7, rows_per_day=1500)
+    assert validate(config, interval=END, data_root=str(tmp_path), artifact_root=tmp_path / "art").anomalies == []
+
+
+def test_a_module_missing_build_model_fails_at_load_naming_it(models_dir):
+    model_py = models_dir / "late" / "model.py"
+    model_py.write_text(model_py.read_text().replace("def build_model(", "def make_model("))
+    with pytest.raises(ConfigError) as err:
+        load_model_config("late")
+    assert f"{model_py} is missing build_model: define build_model(tf_transform_output, *, learning_rate" in str(err.value)
+
+
+def test_a_features_module_without_schema_fails_at_load(models_dir):
+    features = models_dir / "late" / "features.py"
+    features.write_text(features.read_text().replace("SCHEMA = RawSchema(", "THE_SCHEMA = RawSchema("))
+    with pytest.raises(ConfigError, match=r"features.py must define SCHEMA = RawSchema\(...\) \(got NoneType\)"):
+        load_model_config("late")
+
+
+def test_editing_one_models_code_changes_only_its_code_version(models_dir):
+    from pipelines import lineage
+
+    shutil.copytree(models_dir / "late", models_dir / "late2", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (models_dir / "late2").glob("*.py"):  # the copy's own package name
+        path.write_text(path.read_text().replace("from late import", "from late2 import"))
+    before = {name: lineage.code_version(load_model_config(name)) for name in ("late", "late2", "taxi")}
+    model_py = models_dir / "late" / "model.py"
+    model_py.write_text(model_py.read_text().replace("LATE_AFTER_MINUTES", "LATE_AFTER_MINUTES + 5"))
+    lineage._files_digest.cache_clear()
+    after = {name: lineage.code_version(load_model_config(name)) for name in ("late", "late2", "taxi")}
+    assert after["late"] != before["late"]
+    assert after["late2"] == before["late2"] and after["taxi"] == before["taxi"]  # their caches still hit
+
+
+@pytest.mark.slow
+def test_a_derived_label_trains_and_serves_without_its_training_only_column(models_dir, tmp_path):
+    import tensorflow as tf
+
+    from pipelines.datagen import generate_data
+    from pipelines.evaluate import evaluate
+    from pipelines.train import train
+    from pipelines.transform import transform
+    from pipelines.validate import validate
+
+    config = load_model_config("late")
+    schema = config.features_module().SCHEMA
+    assert "delivery_minutes" not in [f.name for f in schema.serving_features()]
+    generate_data(config, data_root=str(tmp_path / "data"), end=END, days=7, rows_per_day=1000)
+    art = tmp_path / "art"
+    validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=art)
+    transform(config, interval=END, artifact_root=art)
+    trained = train(config, interval=END, artifact_root=art)
+    result = evaluate(config, interval=END, artifact_root=art)
+    assert result.blessed, result.reasons
+    assert 0.8 < result.metrics["auc"] <= 1.0 and result.metrics["max_abs_skew"] < 1e-5
+    raw = tf.saved_model.load(trained.saved_model).signatures["serving_raw"]
+    assert set(raw.structured_input_signature[1]) == {"distance_km", "items", "hour", "weather", "courier_rating"}
+    out = raw(distance_km=tf.constant([1.0, 12.0]), items=tf.constant([1, 9], tf.int64),
+              hour=tf.constant([3, 19], tf.int64), weather=tf.constant(["clear", "snow"]),
+              courier_rating=tf.constant([4.9, 3.1]))["probability"].numpy()
+    assert out[0] < 0.5 < out[1]  # a short quiet night trip is on time, a long snowy dinner rush is late
+
+
+def test_the_single_row_check_catches_a_batch_dependent_serving_graph(tmp_path):
+    """A preprocessing step that reads column 0 of a densified sparse feature works on batches where
+    some row has the value and fails on a row sent alone without it: evaluate refuses such a model."""
+    import tensorflow as tf
+
+    from pipelines.evaluate import single_row_reason
+    from pipelines.serving.client import encode_example
+
+    class Fragile(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            parsed = tf.io.parse_example(examples, {"x": tf.io.VarLenFeature(tf.float32)})
+            return {"value": tf.sparse.to_dense(parsed["x"])[:, 0] * 2.0}
+
+    tf.saved_model.save(Fragile(), str(tmp_path / "m"), signatures={"serving_default": Fragile().serve})
+    examples = [encode_example({"x": 1.0}, {"x": "DT_FLOAT"}), encode_example({}, {"x": "DT_FLOAT"})]
+    batched = np.array([2.0, 0.0])
+    reason = single_row_reason(str(tmp_path / "m"), examples, batched, [1, 0], "value")
+    assert reason and reason.startswith("the serving signature fails on eval row 1 sent alone")
+    assert "out of bounds" in reason and "preprocessing_fn must handle a batch" in reason
+    assert single_row_reason(str(tmp_path / "m"), examples, batched, [0], "value") is None
