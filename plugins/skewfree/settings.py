@@ -33,6 +33,8 @@ class Settings:
     :param s3_secret: a Kubernetes Secret with ``AWS_*`` variables for step pods (``envFrom``); unset
         when pods get S3 access another way (an IAM role for the service account).
     :param s3_endpoint_url: ``AWS_ENDPOINT_URL_S3`` for step pods (MinIO and other S3-compatible stores).
+    :param models_dir: ``SKEWFREE_MODELS_DIR``, model folders outside this repository; step pods get the
+        same value, so the trainer image must hold those folders at the same path.
     """
 
     backend: str
@@ -48,6 +50,7 @@ class Settings:
     aws_conn_id: str = "aws_default"
     s3_secret: str | None = None
     s3_endpoint_url: str | None = None
+    models_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -70,6 +73,7 @@ class Settings:
             aws_conn_id=env.get("SKEWFREE_AWS_CONN_ID", "aws_default"),
             s3_secret=env.get("SKEWFREE_K8S_S3_SECRET") or None,
             s3_endpoint_url=env.get("SKEWFREE_S3_ENDPOINT_URL") or None,
+            models_dir=env.get("SKEWFREE_MODELS_DIR") or None,
         )
         if is_s3(settings.model_server_config):
             raise ValueError("SKEWFREE_MODEL_SERVER_CONFIG must be a file the model server reads, not an s3:// URL "

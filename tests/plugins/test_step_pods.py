@@ -137,3 +137,11 @@ def test_model_server_config_cannot_be_an_s3_url():
     assert settings.model_server_config == "/srv/skewfree/models.config"  # not under the S3 root
     with pytest.raises(ValueError, match="SKEWFREE_MODEL_SERVER_CONFIG must be a file"):
         Settings.from_env({"SKEWFREE_MODEL_SERVER_CONFIG": "s3://b/models/models.config"})
+
+
+def test_pods_of_models_kept_outside_the_repository_get_their_models_folder(monkeypatch):
+    monkeypatch.setitem(ENV, "SKEWFREE_MODELS_DIR", "/opt/team-models")
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("train"), dag)
+    container = task.build_pod_request_obj(context, dry_run=True).spec.containers[0]
+    assert {e.name: e.value for e in container.env}["SKEWFREE_MODELS_DIR"] == "/opt/team-models"
