@@ -49,7 +49,7 @@ STEP_ROOTS: dict[str, tuple[str, ...]] = {
     "validate": ("data", "artifact"),
     "transform": ("artifact",),
     "train": ("artifact",),
-    "evaluate": ("artifact",),
+    "evaluate": ("artifact", "serving"),
     "publish": ("artifact", "serving"),
 }
 
@@ -109,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--gpus", type=int, default=0, help="GPUs the step must see (fails fast otherwise)")
-    step("evaluate", "metrics through the serving signature on raw eval rows; bless or not",
-         *STEP_ROOTS["evaluate"])
+    ev = step("evaluate", "metrics through the serving signature on raw eval rows, against the baseline; bless "
+              "or not", *STEP_ROOTS["evaluate"])
+    ev.add_argument("--model-server-config", help="the model server's config file: its 'stable' label is the "
+                                                  "baseline (default: {serving_root}/models.config)")
     for name in CACHED_STEPS:
         sub.choices[name].add_argument("--force", action="store_true",
                                        help="recompute even if a cached output matches")
@@ -224,7 +226,8 @@ def run_step(args: argparse.Namespace, config):
     if args.step == "evaluate":
         from pipelines.evaluate import evaluate
 
-        return evaluate(config, force=args.force, **common)
+        return evaluate(config, serving_root=args.serving_root, server_config=args.model_server_config,
+                        force=args.force, **common)
     if args.step == "publish":
         from pipelines.publish import publish
 

@@ -44,13 +44,58 @@ class ConfigError(ValueError):
     """A model config is missing a field or has a bad value; the message names both and the file."""
 
 
+# which way is better, for metrics whose change thresholds need no explicit direction
+HIGHER_IS_BETTER = ("auc", "pr_auc", "accuracy", "r2", "macro_recall", "macro_precision", "recall/", "precision/")
+LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
+
+
+def default_direction(metric: str) -> str | None:
+    if metric in LOWER_IS_BETTER:
+        return "lower"
+    if metric in HIGHER_IS_BETTER or metric.startswith(("recall/", "precision/")):
+        return "higher"
+    return None
+
+
+@dataclass(frozen=True)
+class ChangeThreshold:
+    """How much worse than the baseline (the version serving as ``stable``) a metric may get, as TFMA's
+    ``GenericChangeThreshold``: ``absolute`` in the metric's units and/or ``relative`` to the baseline.
+
+    :param direction: ``higher`` (higher is better, e.g. AUC) or ``lower`` (e.g. log loss).
+    """
+
+    direction: str
+    absolute: float | None = None
+    relative: float | None = None
+
+    def violation(self, metric: str, candidate: float | None, baseline: float | None, version: int) -> str | None:
+        """Why ``candidate`` is too much worse than ``baseline``, naming both; fails closed on NaN."""
+        numbers = [candidate, baseline]
+        if any(v is None or not math.isfinite(v) for v in numbers):
+            return (f"{metric}: candidate {candidate} vs baseline {baseline} (version {version}): not finite "
+                    "numbers, so the change threshold cannot be met")
+        worse = baseline - candidate if self.direction == "higher" else candidate - baseline
+        limits = []
+        if self.absolute is not None and worse > self.absolute:
+            limits.append(f"more than the allowed {self.absolute}")
+        if self.relative is not None and baseline and worse / abs(baseline) > self.relative:
+            limits.append(f"{worse / abs(baseline):.2%} of the baseline, more than the allowed {self.relative:.2%}")
+        if not limits:
+            return None
+        return (f"{metric}: candidate {candidate:.4f} vs baseline {baseline:.4f} (version {version}): worse by "
+                f"{worse:.4f}, " + " and ".join(limits) + f" ({self.direction} is better)")
+
+
 @dataclass(frozen=True)
 class Bound:
-    """A value threshold on one metric: ``min <= value <= max`` (either side optional)."""
+    """A value threshold on one metric: ``min <= value <= max`` (either side optional), and optionally a
+    change threshold against the baseline."""
 
     metric: str
     min: float | None = None
     max: float | None = None
+    change: ChangeThreshold | None = None
 
     def violation(self, value: float | None) -> str | None:
         """Why ``value`` breaks the bound, or None. Fails closed: NaN, inf or no value is a violation."""
@@ -172,6 +217,19 @@ class ValidationConfig:
         return self.features.get(column, self.defaults)
 
 
+MAX_CANARY_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluate gate's settings (``[evaluation]``).
+
+    :param skew_tolerance: largest allowed |training path - serving path| per eval row (relative above 1).
+    """
+
+    skew_tolerance: float = 1e-5
+
+
 @dataclass(frozen=True)
 class StepResources:
     """Requests (= limits) for one step's pod; ``gpus`` becomes an ``nvidia.com/gpu`` limit."""
@@ -206,6 +264,7 @@ class ModelConfig:
     thresholds: tuple[Bound, ...]
     source: Path = field(compare=False)
     task: TaskConfig = TaskConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     rollout: RolloutConfig = RolloutConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     transform: TransformConfig = TransformConfig()
@@ -350,19 +409,29 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         raise ConfigError(f"{source}: [rollout] keep_versions must be at least 2 (stable and previous)")
     if min(rollout.load_timeout_seconds, rollout.label_timeout_seconds, rollout.latency_budget_ms) <= 0:
         raise ConfigError(f"{source}: [rollout] timeouts and latency_budget_ms must be positive")
+    if not 1 <= rollout.canary_rows <= MAX_CANARY_ROWS:
+        raise ConfigError(f"{source}: [rollout] canary_rows must be between 1 and {MAX_CANARY_ROWS} (evaluate ships "
+                          f"that many eval rows with each version), got {rollout.canary_rows}")
+    if not (math.isfinite(rollout.canary_tolerance) and rollout.canary_tolerance > 0):
+        raise ConfigError(f"{source}: [rollout] canary_tolerance must be a positive number, got {rollout.canary_tolerance}")
+    evaluation = _build(EvaluationConfig, _section(raw, "evaluation", source), "evaluation", source)
+    if not (math.isfinite(evaluation.skew_tolerance) and 0 < evaluation.skew_tolerance <= 0.01):
+        raise ConfigError(f"{source}: [evaluation] skew_tolerance must be in (0, 0.01], got {evaluation.skew_tolerance}")
     kubernetes = _kubernetes(_section(raw, "kubernetes", source), source)
     validation = _validation(_section(raw, "validation", source), data, source)
     bounds = []
     for metric, spec in _section(raw, "thresholds", source).items():
-        if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"}:
-            raise ConfigError(f"{source}: [thresholds] {metric} must be a table with 'min' and/or 'max'")
+        if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max", "change"}:
+            raise ConfigError(f"{source}: [thresholds] {metric} must be a table with 'min', 'max' and/or 'change'")
+        spec = dict(spec)
+        change = _change(metric, spec.pop("change", None), source)
         if not task.knows_metric(metric):
             raise ConfigError(f"{source}: [thresholds] {metric!r} is not a metric of a {task.type} task; valid: "
                               f"{', '.join(task.metric_names())}"
                               + (", recall/<class>, precision/<class>" if task.label_vocabulary else ""))
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values()):
             raise ConfigError(f"{source}: [thresholds] {metric} min/max must be numbers, got {spec}")
-        bounds.append(Bound(metric=metric, min=spec.get("min"), max=spec.get("max")))
+        bounds.append(Bound(metric=metric, min=spec.get("min"), max=spec.get("max"), change=change))
     start = raw["start_date"]
     if isinstance(start, str):
         try:
@@ -385,7 +454,27 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         transform=TransformConfig(beam_args=tuple(beam_args)),
         validation=validation,
         task=task,
+        evaluation=evaluation,
     )
+
+
+def _change(metric: str, raw: Any, source: Path) -> ChangeThreshold | None:
+    if raw is None:
+        return None
+    where = f"{source}: [thresholds] {metric}.change"
+    if not isinstance(raw, dict) or set(raw) - {"direction", "absolute", "relative"}:
+        raise ConfigError(f"{where} must be a table of direction, absolute and/or relative, e.g. "
+                          "change = { absolute = 0.01 } (the metric may get worse than the baseline by at most 0.01)")
+    direction = raw.get("direction", default_direction(metric))
+    if direction not in ("higher", "lower"):
+        raise ConfigError(f"{where}: direction must be \"higher\" or \"lower\" (which way is better) "
+                          f"for {metric!r}, got {direction!r}")
+    limits = {k: raw[k] for k in ("absolute", "relative") if k in raw}
+    if not limits or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                             for v in limits.values()):
+        raise ConfigError(f"{where} needs absolute and/or relative, numbers >= 0 (how much worse than the baseline "
+                          f"the metric may get), got {raw!r}")
+    return ChangeThreshold(direction=direction, **{k: float(v) for k, v in limits.items()})
 
 
 def _threshold(value: Any, where: str, source: Path) -> float | None:

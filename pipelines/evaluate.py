@@ -18,12 +18,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipelines.baseline import Baseline, in_candidate_order, local_copy, resolve_baseline
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig
 from pipelines.lineage import cached_result, input_digest, model_fingerprint, step_inputs
 from pipelines.runs import Run, write_result
@@ -49,21 +50,28 @@ class EvaluateResult:
     canary: str
     input_digest: str = ""
     cached: bool = False
+    model_fingerprint: str | None = None  # the SavedModel this judged: publish refuses any other
+    baseline: dict[str, Any] = field(default_factory=dict)  # version, how it was resolved, its metrics
+    classes: list[str] | None = None
 
 
-def predict_examples(saved_model_dir: str, examples: list[bytes], output: str = "probability") -> np.ndarray:
-    """The serving path: serialized raw tf.Examples through ``serving_default``; one output, [rows] or
-    [rows, classes]."""
+def serve_examples(saved_model_dir: str | Path, examples: list[bytes]) -> dict[str, np.ndarray]:
+    """The serving path: serialized raw tf.Examples through ``serving_default``; every output."""
     import tensorflow as tf
 
     from pipelines.train import SERVING_SIGNATURE
 
-    serve = tf.saved_model.load(saved_model_dir).signatures[SERVING_SIGNATURE]
-    chunks = [
-        serve(examples=tf.constant(examples[i : i + PREDICT_BATCH]))[output].numpy()
-        for i in range(0, len(examples), PREDICT_BATCH)
-    ]
-    return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros(0)
+    serve = tf.saved_model.load(str(saved_model_dir)).signatures[SERVING_SIGNATURE]
+    chunks: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(examples), PREDICT_BATCH):
+        for name, value in serve(examples=tf.constant(examples[i : i + PREDICT_BATCH])).items():
+            chunks.setdefault(name, []).append(value.numpy())
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def predict_examples(saved_model_dir: str | Path, examples: list[bytes], output: str = "probability") -> np.ndarray:
+    """One output of the serving path, [rows] or [rows, classes], as float64."""
+    return serve_examples(saved_model_dir, examples)[output].astype(np.float64) if examples else np.zeros(0)
 
 
 def read_eval_split(file_pattern: str, transformed_spec: dict) -> tuple[dict[str, np.ndarray], list[bytes]]:
@@ -179,11 +187,12 @@ def row_differences(training: np.ndarray, serving: np.ndarray) -> np.ndarray:
     return diff.reshape(len(diff), -1).max(axis=1) if len(diff) else diff
 
 
-def skew_reason(training: np.ndarray, serving: np.ndarray, examples: list[bytes]) -> str | None:
+def skew_reason(training: np.ndarray, serving: np.ndarray, examples: list[bytes],
+                tolerance: float = SKEW_TOLERANCE) -> str | None:
     """Why the serving path disagrees with the training path, naming the worst rows; None if it does not.
     Fails closed: a NaN on either path is a disagreement."""
     diff = np.nan_to_num(row_differences(training, serving), nan=np.inf)
-    bad = int((~(diff <= SKEW_TOLERANCE)).sum())
+    bad = int((~(diff <= tolerance)).sum())
     if not bad:
         return None
     worst = np.argsort(-diff, kind="stable")[:WORST_ROWS_SHOWN]
@@ -197,7 +206,7 @@ def skew_reason(training: np.ndarray, serving: np.ndarray, examples: list[bytes]
     )
     nan = int(np.isnan(training).reshape(len(training), -1).any(1).sum() + np.isnan(serving).reshape(
         len(serving), -1).any(1).sum())
-    return (f"train/serve skew: {bad} of {len(diff)} eval rows differ by more than {SKEW_TOLERANCE}"
+    return (f"train/serve skew: {bad} of {len(diff)} eval rows differ by more than {tolerance}"
             + (f" ({nan} with NaN predictions)" if nan else f" (max {diff.max():.6g})") + f"; worst: {rows}")
 
 
@@ -213,7 +222,7 @@ def canary_candidates(examples: list[bytes], count: int = CANARY_ROWS) -> list[i
 
 
 def single_row_reason(saved_model_dir: str, examples: list[bytes], batched: np.ndarray, rows: list[int],
-                      output: str) -> str | None:
+                      output: str, tolerance: float = SKEW_TOLERANCE) -> str | None:
     """Clients send one row at a time: each row alone must give what it got in a batch. A preprocessing_fn
     that assumes some row of the batch has a value fails here, not in production."""
     import tensorflow as tf
@@ -230,21 +239,69 @@ def single_row_reason(saved_model_dir: str, examples: list[bytes], batched: np.n
                     f"{model_error(exc)} (raw {raw_features(examples[i])}); preprocessing_fn must handle a batch "
                     "in which every row misses a feature")
         diff = row_differences(alone, batched[i : i + 1])[0]
-        if not diff <= SKEW_TOLERANCE:
+        if not diff <= tolerance:
             return (f"eval row {i} sent alone gets {alone[0]} but {batched[i]} in a batch (|diff| {diff:.3g} > "
-                    f"{SKEW_TOLERANCE}): the served model depends on the other rows of a request")
+                    f"{tolerance}): the served model depends on the other rows of a request")
     return None
 
 
-def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, force: bool = False) -> EvaluateResult:
+def metrics_table(metrics: dict[str, float], baseline: dict[str, float] | None) -> str:
+    """Candidate and baseline metrics as a small aligned table for the task log."""
+    rows = [("metric", "candidate", "baseline", "change")]
+    for name in sorted(metrics):
+        base = (baseline or {}).get(name)
+        change = f"{metrics[name] - base:+.4f}" if base is not None and np.isfinite([metrics[name], base]).all() else "-"
+        rows.append((name, f"{metrics[name]:.6g}", "-" if base is None else f"{base:.6g}", change))
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, width, strict=True)))
+                     for r in rows)
+
+
+def compare_with_baseline(config: ModelConfig, baseline: Baseline | None, serving_root: str | None,
+                          examples: list[bytes], labels: np.ndarray, metrics: dict[str, float],
+                          classes: list[str] | None) -> tuple[dict[str, Any], list[str]]:
+    """The baseline's metrics on the same raw eval rows, and why the change thresholds refuse the candidate."""
+    changes = [b for b in config.thresholds if b.change is not None]
+    if baseline is None:
+        log.info("no baseline: %s has no published version yet, so only value thresholds apply", config.name)
+        return {"version": None, "how": "no published version (first run): value thresholds only"}, []
+    task = config.task
+    try:
+        with local_copy(serving_root, config.name, baseline.version) as path:
+            outputs = serve_examples(path, examples)
+        predictions = outputs[PRIMARY_OUTPUT[task.type]].astype(np.float64)
+        if task.type == "multiclass":
+            predictions = in_candidate_order(predictions, outputs["class_ids"], outputs["classes"], baseline.classes,
+                                             classes or [])
+        base = {k: round(v, 6) for k, v in task_metrics(task, labels, predictions, classes).items()}
+    except Exception as exc:  # noqa: BLE001 - any failure to score the baseline is reported, never a pass
+        why = (f"baseline version {baseline.version} ({baseline.how}) could not be scored on this run's eval rows: "
+               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        log.warning(why)
+        return {"version": baseline.version, "how": baseline.how, "error": why}, (
+            [why + "; the change thresholds cannot be judged"] if changes else [])
+    reasons = [why for b in changes if (why := b.change.violation(b.metric, metrics.get(b.metric), base.get(b.metric),
+                                                                  baseline.version)) is not None]
+    return {"version": baseline.version, "how": baseline.how, "metrics": base}, reasons
+
+
+def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: str | None = None,
+             server_config: str | None = None, force: bool = False) -> EvaluateResult:
+    """Score the candidate (and the baseline) through the serving signature; bless or not, with reasons.
+
+    :param serving_root: where published versions are; the baseline is resolved there (see ``pipelines.baseline``).
+    :param server_config: the model server's config file, whose ``stable`` label names the baseline.
+    """
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
     trained = run.read_result("train")
     # the model itself (a forced retrain has the same inputs but other weights), the eval split
-    # (transform's digest), the thresholds (config) and this code
+    # (transform's digest), the thresholds (config), this code and the baseline it is compared with
     fingerprint = model_fingerprint(trained["saved_model"])
+    baseline = resolve_baseline(config.name, serving_root, server_config) if serving_root else None
     digest = input_digest(step="evaluate", **step_inputs(config), transform=transformed["input_digest"],
-                          saved_model=fingerprint)
+                          saved_model=fingerprint,
+                          baseline=[baseline.version, baseline.content_digest] if baseline else None)
     if (hit := cached_result(run, "evaluate", digest, force=force or fingerprint is None)) is not None:
         return EvaluateResult(**hit)
 
@@ -280,13 +337,17 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, for
             reasons.append(f"threshold on {bound.metric!r}, which this run did not compute (classes: {classes})")
         elif (why := bound.violation(metrics[bound.metric])) is not None:
             reasons.append(why)
-    if (why := skew_reason(training, serving, examples)) is not None:
+    tolerance = config.evaluation.skew_tolerance
+    if (why := skew_reason(training, serving, examples, tolerance)) is not None:
         reasons.append(why)
-    canary_rows = canary_candidates(examples)
-    if (why := single_row_reason(trained["saved_model"], examples, serving, canary_rows, output)) is not None:
+    canary_rows = canary_candidates(examples, max(CANARY_ROWS, config.rollout.canary_rows))
+    if (why := single_row_reason(trained["saved_model"], examples, serving, canary_rows, output, tolerance)) is not None:
         reasons.append(why)
+    compared, changed = compare_with_baseline(config, baseline, serving_root, examples, labels, metrics, classes)
+    reasons += changed
     blessed = not reasons
-    log.info("metrics %s -> %s", metrics, "BLESSED" if blessed else "NOT blessed: " + "; ".join(reasons))
+    log.info("candidate vs baseline (%s):\n%s", compared.get("how"), metrics_table(metrics, compared.get("metrics")))
+    log.info("%s", "BLESSED" if blessed else "NOT blessed:\n" + "\n".join(f"  - {r}" for r in reasons))
 
     final = run.step_dir("evaluate")
     result = EvaluateResult(
@@ -299,17 +360,22 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, for
         blessing=str(final / "blessing.json"),
         canary=str(final / "canary.json"),
         input_digest=digest,
+        model_fingerprint=fingerprint,
+        baseline=compared,
+        classes=classes,
     )
     with staged_dir(final) as out:
         write_json(out / "blessing.json", {
             "blessed": blessed,
             "reasons": reasons,
             "metrics": metrics,
-            "thresholds": [b.__dict__ for b in config.thresholds],
+            "thresholds": [asdict(b) for b in config.thresholds],
             "task": task.type,
             "classes": classes,
-            "skew_tolerance": SKEW_TOLERANCE,
+            "skew_tolerance": tolerance,
             "saved_model": trained["saved_model"],
+            "model_fingerprint": fingerprint,
+            "baseline": compared,
         })
         # Real eval rows with their offline (serving-path) predictions: canary requests for a rollout.
         write_json(out / "canary.json", [

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
-from pipelines.lineage import code_version
+from pipelines.lineage import code_version, model_fingerprint
 from pipelines.objectstore import Store, open_store
 from pipelines.runs import Run, write_result
 from pipelines.serving.models import labels_in
@@ -74,6 +74,12 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     source = Path(evaluation["saved_model"])
     if not (source / SAVED_MODEL).is_file():
         raise FileNotFoundError(f"no SavedModel at {source}")
+    judged, found = evaluation.get("model_fingerprint"), model_fingerprint(source)
+    if judged is None or found != judged:
+        raise NotBlessedError(
+            f"{config.name} for interval {interval}: the SavedModel at {source} (fingerprint {str(found)[:12]}) is not "
+            f"the one evaluate blessed (fingerprint {str(judged)[:12]}); it was retrained or replaced after "
+            "evaluate. Run evaluate again before publishing")
     digest = tree_digest(source)
     store = open_store(serving_root)
 
@@ -105,6 +111,9 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             "image": image,
             "params": trained["params"],
             "metrics": evaluation["metrics"],
+            "classes": evaluation.get("classes"),
+            "model_fingerprint": evaluation.get("model_fingerprint"),
+            "evaluated_against": evaluation.get("baseline", {}),
             "baseline_version": baseline_version(store, config.name),
             "run_id": run_id,
             "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

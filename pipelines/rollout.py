@@ -142,8 +142,10 @@ def canary_difference(served: list[float], offline: list[float]) -> float:
 def run_canary(client: ModelServerClient, model: str, version: int, rows: list[dict],
                policy: RolloutConfig) -> dict[str, Any]:
     """Real eval rows, one request each, to the candidate's version endpoint."""
-    if not rows:
-        raise RolloutError(f"no canary rows for {model} version {version}: nothing proves it serves correctly")
+    if len(rows) < policy.canary_rows:
+        raise RolloutError(f"{model} version {version} shipped {len(rows)} canary rows but [rollout] canary_rows = "
+                           f"{policy.canary_rows}: too few to prove it serves correctly (evaluate writes canary_rows "
+                           "rows; re-run it, or lower canary_rows)")
     # One untimed warm-up request first, as TF Serving's warmup records do for a new version: the
     # first call pays one-time initialisation; the budget is for the latency traffic will see.
     started = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 import threading
 from http import HTTPStatus
@@ -63,6 +64,9 @@ def _convert(values: list, dtype, where: str) -> np.ndarray:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type "
                                         f"{dtype.name}")
+            if not math.isfinite(value):
+                raise ServingError(400, f"{where}: {value!r} is not a value the model was trained on; to send a "
+                                        "missing value, leave the feature out of a tf.Example (serving_default)")
             out.append(value)
         else:
             raise ServingError(400, f"{where}: unsupported input dtype {dtype.name}")
@@ -159,6 +163,10 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
             if kind != kinds[name]:
                 raise ServingError(400, f"instances[{i}]: feature {name!r} is a {kind} but the model expects "
                                         f"{expected[name].name} ({kinds[name]})")
+            if kind == "float_list" and not all(math.isfinite(v) for v in feature.float_list.value):
+                raise ServingError(400, f"instances[{i}]: feature {name!r} is {list(feature.float_list.value)}: NaN and "
+                                        "infinity are not values the model was trained on; leave the feature out "
+                                        "to send a missing value")
             if len(getattr(feature, kind).value) > 1:
                 raise ServingError(400, f"instances[{i}]: feature {name!r} has {len(getattr(feature, kind).value)}"
                                         " values; the model takes one value per row (or none: missing)")

@@ -100,8 +100,10 @@ def step_task(step: str, *, model: str, config, settings: Settings):
 
         return step_pod(step, model=model, config=config, settings=settings, interval=INTERVAL,
                         extra_args=STEP_FLAGS[step], **pool)
+    # the local server's config file names the baseline evaluate compares with (pods read the serving root's)
+    extra = [f"--model-server-config={settings.model_server_config}"] if step == "evaluate" else []
     return PipelineStepOperator(task_id=step, step=step, model=model, interval=INTERVAL,
-                                extra_args=STEP_FLAGS[step], **pool)
+                                extra_args=[*STEP_FLAGS[step], *extra], **pool)
 
 
 @task.short_circuit(task_id="is_blessed")

@@ -205,6 +205,16 @@ def test_bad_bodies_are_400(target, body, says):
     assert says.lower() in answer["error"].lower()
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_json_nan_and_infinity_are_400(target, canary, literal):
+    row = json.dumps({**_row(canary), "trip_miles": 0.0}).replace('"trip_miles": 0.0', f'"trip_miles": {literal}')
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        f'{{"signature_name": "serving_raw", "instances": [{row}]}}'.encode())
+    assert status == 400, body
+    if target.local:
+        assert "trip_miles" in body["error"] and "not a value the model was trained on" in body["error"]
+
+
 def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
     """Last in this module: it changes what is served."""
     client = ModelServerClient(target.url)
@@ -231,3 +241,4 @@ def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
     status, body = http("POST", f"{target.url}/v1/models/{MODEL}/versions/{old}:predict",
                         {"instances": [{"b64": canary[0]["b64"]}]})
     assert status == 404
+

@@ -1,0 +1,147 @@
+"""Gates that compare with what serves and fail closed: change thresholds against the stable version,
+the blessing bound to the model it judged, NaN refused by the skew gate and the canary."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from pipelines.config import ChangeThreshold, ConfigError, load_model_config
+from tests.conftest import END, ROOT
+
+TAXI = (ROOT / "pipelines/models/taxi/config.toml").read_text()
+
+
+def config_with(tmp_path, thresholds: str):
+    path = tmp_path / "taxi.toml"
+    start = TAXI.index("[thresholds]")
+    end = TAXI.index("\n[", start + 1)
+    path.write_text(TAXI[:start] + "[thresholds]\n" + thresholds + "\n" + TAXI[end:])
+    return load_model_config(path)
+
+
+def serve_as_stable(serving_root, version: int) -> None:
+    (serving_root / "models.config").write_text(
+        'model_config_list {\n  config {\n    name: "taxi"\n    base_path: "%s"\n    model_platform: "tensorflow"\n'
+        "    model_version_policy { specific { versions: %d } }\n"
+        '    version_labels { key: "stable" value: %d }\n  }\n}\n' % (serving_root / "taxi", version, version))
+
+
+def test_change_threshold_names_both_numbers_and_fails_closed():
+    drop = ChangeThreshold("higher", absolute=0.01)
+    assert drop.violation("auc", 0.86, 0.86, 7) is None and drop.violation("auc", 0.90, 0.86, 7) is None
+    why = drop.violation("auc", 0.84, 0.8612, 7)
+    assert why == ("auc: candidate 0.8400 vs baseline 0.8612 (version 7): worse by 0.0212, more than the allowed "
+                   "0.01 (higher is better)")
+    assert "worse by 0.0500" in ChangeThreshold("lower", relative=0.1).violation("log_loss", 0.45, 0.40, 7)
+    assert ChangeThreshold("lower", relative=0.2).violation("log_loss", 0.45, 0.40, 7) is None
+    assert "not finite numbers" in drop.violation("auc", math.nan, 0.86, 7)
+    assert "not finite numbers" in drop.violation("auc", 0.86, None, 7)
+
+
+def test_change_thresholds_in_the_config(tmp_path):
+    config = config_with(tmp_path, "auc = { min = 0.7, change = { absolute = 0.01 } }\n"
+                                   "log_loss = { change = { relative = 0.05 } }")
+    changes = {b.metric: b.change for b in config.thresholds}
+    assert changes["auc"] == ChangeThreshold("higher", absolute=0.01)  # direction known for AUC
+    assert changes["log_loss"] == ChangeThreshold("lower", relative=0.05)
+    with pytest.raises(ConfigError, match="direction must be \"higher\" or \"lower\""):
+        config_with(tmp_path, "label_mean = { change = { absolute = 0.1 } }")
+    with pytest.raises(ConfigError, match="needs absolute and/or relative, numbers >= 0"):
+        config_with(tmp_path, "auc = { change = { absolute = -0.01 } }")
+    with pytest.raises(ConfigError, match=r"\[rollout\] canary_rows must be between 1 and 1000"):
+        load_model_config(_write(tmp_path, TAXI.replace("canary_rows = 32", "canary_rows = 5000")))
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "variant.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_candidate_against_the_serving_baseline(trained_run, tmp_path, caplog):
+    """A weak candidate is refused against a strong stable version with both numbers; the strong one is
+    blessed against a weak stable version; the first run has no baseline; publish refuses a model
+    retrained after evaluate."""
+    from pipelines.evaluate import evaluate
+    from pipelines.publish import NotBlessedError, publish
+    from pipelines.train import train
+
+    change = config_with(tmp_path, "auc = { change = { absolute = 0.01 } }")
+    (tmp_path / "plain").mkdir()
+    plain = config_with(tmp_path / "plain", "")
+    strong, weak = tmp_path / "strong", tmp_path / "weak"
+    shutil.copytree(trained_run["artifact_root"], strong)
+    shutil.copytree(trained_run["artifact_root"], weak)
+
+    first = evaluate(change, interval=END, artifact_root=strong, serving_root=str(tmp_path / "empty"), force=True)
+    assert first.blessed and first.baseline["version"] is None
+    assert "value thresholds only" in first.baseline["how"]
+
+    strong_root = tmp_path / "serving_strong"
+    published = publish(plain, interval=END, artifact_root=strong, serving_root=str(strong_root))
+    serve_as_stable(strong_root, published.version)
+    train(plain, interval=END, artifact_root=weak, overrides={"epochs": 1, "learning_rate": 1e-6}, force=True)
+    refused = evaluate(change, interval=END, artifact_root=weak, serving_root=str(strong_root))
+    assert not refused.blessed and refused.baseline["version"] == published.version
+    [why] = [r for r in refused.reasons if r.startswith("auc: candidate")]
+    candidate, baseline = refused.metrics["auc"], refused.baseline["metrics"]["auc"]
+    assert f"auc: candidate {candidate:.4f} vs baseline {baseline:.4f} (version {published.version})" in why
+    assert baseline == pytest.approx(trained_run["evaluation"].metrics["auc"], abs=1e-6)  # same rows, same model
+    assert "label 'stable' in" in refused.baseline["how"]
+
+    weak_root = tmp_path / "serving_weak"
+    evaluate(plain, interval=END, artifact_root=weak, serving_root=str(tmp_path / "empty"))  # no thresholds: blessed
+    weak_version = publish(plain, interval=END, artifact_root=weak, serving_root=str(weak_root)).version
+    serve_as_stable(weak_root, weak_version)
+    better = evaluate(change, interval=END, artifact_root=strong, serving_root=str(weak_root))
+    assert better.blessed, better.reasons
+    assert better.metrics["auc"] > better.baseline["metrics"]["auc"] + 0.01
+
+    train(plain, interval=END, artifact_root=weak, overrides={"epochs": 1, "learning_rate": 1e-3}, force=True)
+    with pytest.raises(NotBlessedError, match="is not the one evaluate blessed .* retrained or replaced after evaluate"):
+        publish(plain, interval=END, artifact_root=weak, serving_root=str(weak_root))
+
+
+def test_nan_predictions_never_pass_the_skew_gate():
+    from pipelines.evaluate import skew_reason
+    from pipelines.serving.client import encode_example
+
+    examples = [encode_example({"x": float(i)}, {"x": "DT_FLOAT"}) for i in range(3)]
+    training = np.array([0.1, 0.2, 0.3])
+    assert skew_reason(training, training.copy(), examples) is None
+    why = skew_reason(training, np.array([0.1, np.nan, 0.3]), examples)
+    assert why.startswith("train/serve skew: 1 of 3 eval rows differ by more than 1e-05 (1 with NaN predictions)")
+
+
+class _Server:
+    """The model server's answers, for the canary alone (the HTTP path is tested in test_rollout.py)."""
+
+    def __init__(self, prediction):
+        self.prediction = prediction
+
+    def predict(self, model, body, *, version=None, label=None):
+        return {"predictions": [self.prediction]}
+
+
+@pytest.mark.parametrize("served", [math.nan, math.inf, {"scores": [0.2, math.nan]}, 0.5])
+def test_a_nan_canary_is_refused(served):
+    from pipelines.config import RolloutConfig
+    from pipelines.rollout import RolloutError, run_canary
+
+    rows = [{"b64": "", "prediction": [0.2, 0.8] if isinstance(served, dict) else 0.1,
+             "output": "scores" if isinstance(served, dict) else "probability"}] * 4
+    with pytest.raises(RolloutError, match="canary mismatch on eval row 0"):
+        run_canary(_Server(served), "taxi", 1, rows, RolloutConfig(canary_rows=4))
+    with pytest.raises(RolloutError, match="shipped 4 canary rows but \\[rollout\\] canary_rows = 8"):
+        run_canary(_Server(0.1), "taxi", 1, rows, RolloutConfig(canary_rows=8))
+
+
+def test_canary_json_is_valid_for_every_row(trained_run):
+    rows = json.loads(open(trained_run["run"].read_result("evaluate")["canary"]).read())
+    assert len(rows) >= 32 and all(np.isfinite(row["prediction"]) for row in rows)
