@@ -26,9 +26,9 @@ def config_with(tmp_path, thresholds: str):
 
 def serve_as_stable(serving_root, version: int) -> None:
     (serving_root / "models.config").write_text(
-        'model_config_list {\n  config {\n    name: "taxi"\n    base_path: "%s"\n    model_platform: "tensorflow"\n'
-        "    model_version_policy { specific { versions: %d } }\n"
-        '    version_labels { key: "stable" value: %d }\n  }\n}\n' % (serving_root / "taxi", version, version))
+        f'model_config_list {{\n  config {{\n    name: "taxi"\n    base_path: "{serving_root / "taxi"}"\n'
+        f'    model_platform: "tensorflow"\n    model_version_policy {{ specific {{ versions: {version} }} }}\n'
+        f'    version_labels {{ key: "stable" value: {version} }}\n  }}\n}}\n')
 
 
 def test_change_threshold_names_both_numbers_and_fails_closed():
