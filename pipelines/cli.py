@@ -39,6 +39,10 @@ def _positive_int(value: str) -> int:
     return number
 
 
+# the same default folders under SKEWFREE_HOME as the Airflow side (skewfree.settings.Settings)
+ROOT_DIRS = {"data": "data", "artifact": "artifacts", "serving": "serving"}
+
+
 def _root(name: str, default: str) -> str:
     # Read when the CLI runs, never at import: a container passes every root as a flag.
     return os.environ.get(f"SKEWFREE_{name.upper()}_ROOT", default)
@@ -75,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "generate-data":
             p.add_argument("--interval", required=True, type=_date, help="data interval date, YYYY-MM-DD")
         for root in roots:
-            p.add_argument(f"--{root}-root", default=_root(root, f"{home}/{root}"),
+            p.add_argument(f"--{root}-root", default=_root(root, f"{home}/{ROOT_DIRS[root]}"),
                            help=f"{root} root directory (env SKEWFREE_{root.upper()}_ROOT)")
         return p
 
@@ -100,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="string columns with at most this many distinct values get a closed domain")
     inf.add_argument("--out", help="write here (features.py, or schema.pbtxt for a tensorflow_metadata Schema); "
                                    "default: print")
+    inf.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     tr = step("transform", "TFT analyze (train window) and transform (train + eval) on Beam",
               *STEP_ROOTS["transform"])
     tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
@@ -248,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.step == "infer-schema":
             from pipelines.infer_schema import infer_schema_command
 
-            return infer_schema_command(args.data, label=args.label, max_values=args.max_values, out=args.out)
+            return infer_schema_command(args.data, label=args.label, max_values=args.max_values, out=args.out,
+                                        force=args.force)
         payload = run(args, staging)
     except (ConfigError, StepError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.

@@ -374,7 +374,14 @@ def _task(raw: dict[str, Any], source: Path) -> TaskConfig:
     return task
 
 
+TOP_LEVEL = ("name", "module", "schedule", "start_date", "task", "data", "train", "thresholds", "evaluation",
+             "validation", "rollout", "kubernetes", "transform")
+
+
 def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:  # a misspelt [thresholds] must not switch the gate off silently
+        raise ConfigError(f"{source}: unknown section(s) or field(s) {', '.join(unknown)}; valid: {', '.join(TOP_LEVEL)}")
     raw = {"name": Path(source).parent.name, "module": default_module(source), **raw}
     for key in ("schedule", "start_date"):
         if key not in raw:

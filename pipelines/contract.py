@@ -81,6 +81,13 @@ def check_model_source(config: ModelConfig) -> None:
     if missing:
         raise _error(config, f"{spec.origin} is missing " + "; ".join(f"{m}: define {MODEL_FUNCTIONS[m]}"
                                                                         for m in missing))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "build_model":
+            args = node.args
+            named = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+            if "learning_rate" not in named and args.kwarg is None or not (args.posonlyargs + args.args):
+                raise _error(config, f"{spec.origin}:{node.lineno}: build_model({', '.join(named)}) must be "
+                                     f"{MODEL_FUNCTIONS['build_model']}")
 
 
 def _find_spec(name: str, config: ModelConfig):

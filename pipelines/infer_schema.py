@@ -170,7 +170,9 @@ def schema_from_pbtxt(path: str | Path, *, label: str) -> RawSchema:
     return RawSchema(features=tuple(features), label=label)
 
 
-def infer_schema_command(data: str, *, label: str, max_values: int, out: str | None) -> int:
+def infer_schema_command(data: str, *, label: str, max_values: int, out: str | None, force: bool = False) -> int:
+    if out and Path(out).exists() and not force:
+        raise FileExistsError(f"{out} exists (and may hold your edits); pass --force to overwrite it")
     schema, notes = infer_schema(data, label=label, max_values=max_values)
     if out and out.endswith(".pbtxt"):
         from google.protobuf import text_format

@@ -59,8 +59,9 @@ class FileRead:
         noun = "line" if self.fmt == "csv" else "row"
         if values is None:
             text = ", ".join(map(str, shown))
-        else:
-            text = ", ".join(f"{n} {v!r}" for n, v in zip(shown, values[:EXAMPLES], strict=False))
+        else:  # floats as written (float32 cells: 18.08, not 18.079999923706055)
+            text = ", ".join(f"{n} {f'{v:.7g}' if isinstance(v, float) else repr(v)}"
+                             for n, v in zip(shown, values[:EXAMPLES], strict=False))
         more = f" and {len(rows) - len(shown)} more" if len(rows) > len(shown) else ""
         return f"{noun}{'s' if len(rows) > 1 else ''} {text}{more}"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipelines.config import ModelConfig
 from pipelines.lineage import cached_result, input_digest, step_inputs
-from pipelines.runs import Run, write_result
+from pipelines.runs import Run, StepError, write_result
 from pipelines.schema import RawSchema
 from pipelines.storage import staged_dir
 
@@ -111,6 +111,20 @@ def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
     return batches | f"AttachRawExamples{label}" >> beam.Map(attach), config
 
 
+def check_dense_outputs(transform_fn: Path, config: ModelConfig) -> None:
+    """Every transformed feature must be dense: a sparse one is a nullable raw column passed through
+    without its missing values filled, which the model cannot take (train would fail with a TypeError)."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    spec = tft.TFTransformOutput(str(transform_fn)).transformed_feature_spec()
+    sparse = sorted(name for name, feature in spec.items() if not isinstance(feature, tf.io.FixedLenFeature))
+    if sparse:
+        raise StepError(f"{config.name}: preprocessing_fn returns {sparse} as sparse tensors: a nullable raw column "
+                        "reaches preprocessing_fn as a SparseTensor with missing values; fill them into a dense "
+                        "[batch] tensor (e.g. _fill in pipelines/models/taxi/model.py) before scaling or returning it")
+
+
 def transform(
     config: ModelConfig, *, interval: dt.date, artifact_root: Path, beam_args: list[str] | None = None,
     force: bool = False,
@@ -179,6 +193,7 @@ def transform(
             rows[split] = int(sum(c.committed or c.attempted or 0 for c in found))
         if not rows["train"] or not rows["eval"]:
             raise ValueError(f"transform read no rows for a split: {rows}")
+        check_dense_outputs(out / "transform_fn", config)
 
         shutil.rmtree(out / "tmp", ignore_errors=True)
         final = run.step_dir("transform")

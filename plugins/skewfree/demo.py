@@ -1,4 +1,4 @@
-"""The local demo: 14 days of data, then one real daily run of the taxi DAG through Airflow.
+"""The local demo: days of a model's data, then one real daily run of its DAG through Airflow, served.
 
 ``./dev demo`` runs this with AIRFLOW_HOME under the project's ignored ``.work/``.
 It uses Airflow's own ``dag.test()`` machinery (SQLite metadata DB, real task

@@ -48,6 +48,7 @@ def test_window_reads_lookback_plus_interval_and_holds_out_newest(tmp_path):
         (("/dt={date}", "/dt=today"), "must contain '{date}'"),
         (('start_date = "2026-11-01"', 'start_date = "yesterday"'), "start_date must be YYYY-MM-DD"),
         (('schedule = "@daily"\n', ""), "missing required field 'schedule'"),
+        (("[thresholds]", "[thresholdz]"), "unknown section(s) or field(s) thresholdz; valid: name, module"),
         (('name = "m"', 'name = "m/../x"'), "name 'm/../x' must be letters"),
         (("[thresholds]", "[task]\ntype = \"ranking\"\n[thresholds]"), "[task] type must be one of"),
         (("[thresholds]", "[task]\ntype = \"regression\"\n[thresholds]"),

@@ -63,3 +63,15 @@ def test_pbtxt_round_trip(small_data, tmp_path):
 def test_missing_label_is_named(small_data):
     with pytest.raises(ValueError, match="label column 'tip' is not in the data"):
         infer_schema(small_data / "taxi_trips", label="tip")
+
+
+def test_out_is_never_overwritten_without_force(small_data, tmp_path):
+    out = tmp_path / "features.py"
+    out.write_text("# my edits\n")
+    argv = [sys.executable, "-m", "pipelines", "infer-schema", "--data", str(small_data / "taxi_trips"),
+            "--label", "tipped", "--out", str(out)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "exists (and may hold your edits); pass --force" in done.stdout
+    assert out.read_text() == "# my edits\n"
+    assert subprocess.run([*argv, "--force"], cwd=ROOT, capture_output=True, text=True).returncode == 0
+    assert "SCHEMA = RawSchema(" in out.read_text()

@@ -50,6 +50,34 @@ def test_a_module_missing_build_model_fails_at_load_naming_it(models_dir):
     assert f"{model_py} is missing build_model: define build_model(tf_transform_output, *, learning_rate" in str(err.value)
 
 
+def test_a_build_model_without_learning_rate_fails_at_load(models_dir):
+    model_py = models_dir / "late" / "model.py"
+    model_py.write_text(model_py.read_text().replace("def build_model(tf_transform_output, *, learning_rate):",
+                                                     "def build_model(tf_transform_output, lr):"))
+    with pytest.raises(ConfigError, match=r"model.py:\d+: build_model\(tf_transform_output, lr\) must be build_model"):
+        load_model_config("late")
+
+
+@pytest.mark.slow
+def test_a_sparse_transformed_feature_fails_in_transform_naming_it(models_dir, tmp_path):
+    from pipelines.datagen import generate_data
+    from pipelines.runs import StepError
+    from pipelines.transform import transform
+    from pipelines.validate import validate
+
+    model_py = models_dir / "late" / "model.py"
+    model_py.write_text(model_py.read_text().replace(
+        "    return outputs\n", "    outputs['rating_raw_xf'] = inputs['courier_rating']  # nullable: sparse\n"
+                               "    return outputs\n", 1))
+    config = load_model_config("late")
+    generate_data(config, data_root=str(tmp_path / "data"), end=END, days=7, rows_per_day=300)
+    validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "art",
+             accept=["volume", "categorical_drift", "new_values", "numeric_drift", "null_increase"])
+    with pytest.raises(StepError, match=r"preprocessing_fn returns \['rating_raw_xf'\] as sparse tensors"):
+        transform(config, interval=END, artifact_root=tmp_path / "art")
+    assert not (tmp_path / "art" / "late" / "runs" / str(END) / "transform" / "result.json").exists()
+
+
 def test_a_features_module_without_schema_fails_at_load(models_dir):
     features = models_dir / "late" / "features.py"
     features.write_text(features.read_text().replace("SCHEMA = RawSchema(", "THE_SCHEMA = RawSchema("))
