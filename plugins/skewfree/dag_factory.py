@@ -106,17 +106,50 @@ def step_task(step: str, *, model: str, config, settings: Settings):
                                 extra_args=[*STEP_FLAGS[step], *extra], **pool)
 
 
+def gate_report(evaluation: dict) -> str:
+    """The evaluation as a short table: each metric beside the baseline's, then the reasons."""
+    baseline = evaluation.get("baseline") or {}
+    base = baseline.get("metrics") or {}
+    lines = [f"  {'metric':<22} {'candidate':>11} {'baseline':>11}"]
+    for name, value in sorted(evaluation["metrics"].items()):
+        shown = f"{base[name]:>11.6g}" if name in base else f"{'-':>11}"
+        lines.append(f"  {name:<22} {value:>11.6g} {shown}")
+    lines.append(f"  baseline: {baseline.get('version') or 'none'} ({baseline.get('how', 'not compared')})")
+    lines += [f"  - {reason}" for reason in evaluation["reasons"]]
+    return "\n".join(lines)
+
+
 @task.short_circuit(task_id="is_blessed")
 def is_blessed(evaluation: dict, params: dict | None = None) -> bool:
-    """Let publish run only for a blessed model (and when the run publishes); otherwise say why."""
+    """Publish only a blessed model. A model that is not blessed FAILS this task, so the run is red, the
+    failure notifier fires, and nobody mistakes a run that shipped nothing for a success."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     if not evaluation["blessed"]:
-        log.warning("model NOT blessed, publish is skipped: %s", "; ".join(evaluation["reasons"]))
-        return False
+        raise AirflowFailException(f"model NOT blessed: nothing is published, what serves is unchanged\n"
+                                   f"{gate_report(evaluation)}")
     if not (params or {}).get("publish", True):
         log.warning("model blessed, but this run was triggered with publish=false: publish is skipped")
         return False
-    log.info("model blessed with metrics %s", evaluation["metrics"])
+    log.info("model blessed\n%s", gate_report(evaluation))
     return True
+
+
+def failure_notifier():
+    """The Airflow notifier (or callable) named by ``SKEWFREE_FAILURE_NOTIFIER`` (``package.module:name``), called
+    when a task fails, e.g. a model that is not blessed; None when unset."""
+    import importlib
+    import os
+
+    spec = os.environ.get("SKEWFREE_FAILURE_NOTIFIER")
+    if not spec:
+        return None
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"SKEWFREE_FAILURE_NOTIFIER={spec!r} does not name an object (package.module:name): "
+                          f"{exc}") from None
 
 
 @task.branch(task_id="needs_approval")
@@ -143,6 +176,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         tags=["skewfree", config.name],
         doc_md=f"Daily retraining of **{config.name}** ({config.source}).",
         params=trigger_params(),
+        default_args={"on_failure_callback": notifier} if (notifier := failure_notifier()) else {},
     ) as dag:
         steps = {name: step_task(name, model=model, config=config, settings=settings)
                  for name in STEPS}

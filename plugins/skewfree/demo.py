@@ -187,8 +187,13 @@ def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
     if (evaluation := output("evaluate")) is not None:
         print(f"\n    eval metrics (serving signature, raw rows): {json.dumps(evaluation['metrics'])}")
         print(f"    train/serve skew: max |training path - serving path| = {evaluation['metrics']['max_abs_skew']:.3g}"
-              f" over {int(evaluation['metrics']['examples'])} eval rows (gate: 1e-05)")
+              f" over {int(evaluation['metrics']['examples'])} eval rows")
         print(f"    blessed: {evaluation['blessed']} {'; '.join(evaluation['reasons'])}")
+        from skewfree.dag_factory import gate_report
+
+        print("    candidate vs baseline (the version serving as 'stable', on the same eval rows):")
+        print("\n".join("  " + line for line in gate_report(evaluation).splitlines()
+                        if not line.startswith("  - ")))
     if states.get("rollout") == "failed":
         print("    rollout FAILED: the previous stable version was restored; the rollout task log says which check failed")
     if states.get("publish") == "success" and (result := output("publish")):

@@ -39,7 +39,9 @@ def stack(tmp_path_factory):
         f'"""Airflow DAG for a model that cannot meet its threshold."""\n'
         f"from skewfree.dag_factory import retrain_dag\n\ndag = retrain_dag({str(strict)!r})\n"
     )
-    return {"home": home, "env": airflow_env(home, dags), "strict": strict}
+    env = airflow_env(home, dags) | {"SKEWFREE_FAILURE_NOTIFIER": "tests.fixtures.notify:record",
+                                     "SKEWFREE_TEST_NOTIFICATIONS": str(home / "notifications.jsonl")}
+    return {"home": home, "env": env, "strict": strict}
 
 
 def demo(stack, *args: str) -> subprocess.CompletedProcess:
@@ -87,15 +89,21 @@ def test_blessed_run_publishes_a_servable_raw_feature_model(stack, blessed_run):
     assert len(np.unique(probability)) > 10  # depends on the features, not a constant
 
 
-def test_unmet_threshold_is_not_published_and_says_why(stack, blessed_run):
+def test_unmet_threshold_fails_the_run_visibly_and_notifies(stack, blessed_run):
+    """A run that ships nothing is red, says why in a table, and calls the configured failure notifier."""
     out = demo(stack, "--model", str(stack["strict"]), "--no-generate")
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert out.returncode == 1, out.stdout[-4000:] + out.stderr[-4000:]
     states = task_states(out.stdout)
-    assert states["evaluate"] == "success" and states["is_blessed"] == "success"
-    assert states["publish"] == "skipped" and states["rollout"] == "skipped"
+    assert states["evaluate"] == "success" and states["is_blessed"] == "failed"
+    assert states["publish"] == "upstream_failed" and states["rollout"] == "upstream_failed"
     assert "blessed: False auc=" in out.stdout and "is below the minimum 0.999" in out.stdout
-    assert "model NOT blessed, publish is skipped: auc=" in out.stdout  # in the is_blessed task log
+    # the is_blessed task log: one line per metric beside the baseline, then the reasons
+    assert "model NOT blessed: nothing is published, what serves is unchanged" in out.stdout
+    assert "baseline: none (no published version (first run): value thresholds only)" in out.stdout
     assert not list((stack["home"] / "serving").glob("taxi_strict/*"))
+    notified = [json.loads(line) for line in (stack["home"] / "notifications.jsonl").read_text().splitlines()]
+    assert any(n["dag_id"] == "taxi_strict_retrain" and n["task_id"] == "is_blessed"
+               and "is below the minimum 0.999" in n["exception"] for n in notified)
 
 
 def test_missing_partition_fails_validate_and_keeps_what_is_served(stack, blessed_run):
