@@ -43,10 +43,12 @@ from pipelines.statistics import (
     partition_statistics,
     pooled_frequencies,
 )
-from pipelines.storage import confined, partition_files, staged_dir, write_json
+from pipelines.lineage import input_digest
+from pipelines.storage import confined, partition_files, read_json, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
+STATISTICS_VERSION = 1  # bump when partition_statistics changes: stored statistics are then recomputed
 ACCEPT_HINT = ("A known, expected change can be accepted for one run with --accept-anomaly ID "
                "(trigger param accept_anomalies), e.g. --accept-anomaly {id}; it is recorded in the version's lineage.")
 
@@ -214,6 +216,19 @@ def check_label_window(statistics: dict[str, dict[str, Any]], schema: RawSchema)
 
 # -- the step -----------------------------------------------------------------------
 
+def earlier_statistics(run: Run) -> dict[str, dict[str, Any]]:
+    """Per-day statistics of this interval's and the previous interval's last good validation: a daily run
+    recomputes only the new day (a day is reused only if its files' digests are the same)."""
+    found: dict[str, dict[str, Any]] = {}
+    for interval in (run.interval - dt.timedelta(days=1), run.interval):
+        path = Run(run.artifact_root, run.model, interval).step_dir("validate") / "statistics.json"
+        try:
+            found.update(read_json(path).get("days", {}))
+        except (OSError, ValueError, AttributeError):
+            continue  # none, or unreadable: computed afresh
+    return found
+
+
 def data_config(config: ModelConfig, data_root: str, data_dir: str | None) -> ModelConfig:
     """``config`` reading its partitions from ``data_dir`` (relative to the data root, never outside it)
     instead of its configured directory, e.g. to reprocess a corrected copy of the data."""
@@ -234,6 +249,7 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
     partitions: dict[str, list[str]] = {}
     digests: dict[str, str] = {}
     statistics: dict[str, dict[str, Any]] = {}
+    earlier = earlier_statistics(Run(artifact_root, config.name, interval))
     for day in config.window(interval):
         key = day.isoformat()
         path = Path(config.partition_path(data_root, day))
@@ -257,7 +273,11 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
         if table.num_rows == 0:
             anomalies.append(Anomaly("no_rows", f"partition {path} has no rows (only headers)", day=key))
             continue
-        statistics[key] = partition_statistics(table.combine_chunks(), schema)
+        day_digest = input_digest(files=sorted(digests[str(f)] for f in files), schema=repr(schema),
+                                  statistics=STATISTICS_VERSION)
+        reusable = earlier.get(key, {})
+        statistics[key] = (reusable if reusable.get("digest") == day_digest
+                           else {**partition_statistics(table.combine_chunks(), schema), "digest": day_digest})
 
     compared = [d.isoformat() for d in config.window(interval)[-settings.compare_days:]]
     reference = {d: s for d, s in statistics.items() if d not in compared}

@@ -42,7 +42,8 @@ def taxi_variant(tmp_path, **train: str) -> str:
 
 def step_command(step: str, run: Run, model: str, *args: str) -> list[str]:
     """The step's container argv (``pipelines.cli.step_argv``) for this interpreter."""
-    argv = step_argv(step, model=model, interval=str(END), roots={"artifact": str(run.artifact_root)}, extra=args)
+    roots = {"artifact": str(run.artifact_root), "serving": f"{run.artifact_root}-serving"}  # no baseline there
+    argv = step_argv(step, model=model, interval=str(END), roots=roots, extra=args)
     return [sys.executable, *argv[1:]]
 
 

@@ -334,3 +334,21 @@ def test_generated_data_satisfies_its_contract_at_a_million_rows(tmp_path, taxi_
     read = read_partition_file(path, "csv", SCHEMA, day=str(day))
     assert read.anomalies == [] and read.table.num_rows == 1_000_000
     assert check_values(read, SCHEMA, str(day)) == []
+
+
+def test_a_daily_run_reuses_unchanged_days_statistics(data, tmp_path, taxi_config, monkeypatch):
+    import pipelines.validate as validate_module
+
+    art = tmp_path / "art"
+    validate(taxi_config, interval=END - dt.timedelta(days=1), data_root=str(data), artifact_root=art)
+    computed = []
+    real = validate_module.partition_statistics
+    monkeypatch.setattr(validate_module, "partition_statistics", lambda t, s: computed.append(t.num_rows) or real(t, s))
+    first = validate(taxi_config, interval=END, data_root=str(data), artifact_root=art)
+    assert computed == [1000]  # only the new day; the 6 days shared with yesterday's window are reused
+    older = data / "taxi_trips" / "dt=2026-11-06" / "part-00000.csv"
+    rewrite(older, lambda t: t.slice(0, 900))  # a corrected file: its day is recomputed, never reused
+    computed.clear()
+    again = validate(taxi_config, interval=END, data_root=str(data), artifact_root=art)
+    assert computed == [900] and again.rows["2026-11-06"] == 900 and first.rows["2026-11-06"] == 1000
+    assert read_json(again.statistics)["days"]["2026-11-06"]["rows"] == 900
