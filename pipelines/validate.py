@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from pipelines.anomalies import Anomaly, is_accepted, most_severe_first, parse_accepted, report
 from pipelines.config import FeatureChecks, ModelConfig, ValidationConfig
+from pipelines.lineage import input_digest
 from pipelines.rawdata import FileRead, read_partition_file
 from pipelines.runs import Run, write_result
 from pipelines.schema import Feature, RawSchema
@@ -43,7 +44,6 @@ from pipelines.statistics import (
     partition_statistics,
     pooled_frequencies,
 )
-from pipelines.lineage import input_digest
 from pipelines.storage import confined, partition_files, read_json, staged_dir, write_json
 
 log = logging.getLogger(__name__)
