@@ -104,6 +104,15 @@ class RawSchema:
         return tuple(f for f in self.features if f.name != self.label and f.name not in self.training_only)
 
 
+# shipped inside every exported SavedModel: the raw features a request carries and which may be missing
+# (TF Serving ignores assets.extra; the local server reads it to treat JSON null/NaN as missing)
+RAW_FEATURES_ASSET = "assets.extra/raw_features.json"
+
+
+def describe(features: tuple[Feature, ...]) -> list[dict]:
+    return [{"name": f.name, "type": f.type, "nullable": f.nullable} for f in features]
+
+
 def to_tfxio_batch(table: pa.Table | pa.RecordBatch, features: tuple[Feature, ...]) -> pa.RecordBatch:
     """Flat, nullable columns -> TFXIO's list columns (null becomes an empty list).
 

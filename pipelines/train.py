@@ -156,6 +156,13 @@ def export_serving_model(model, tft_output, schema, export_dir: Path, task: Task
 
     model.save(str(export_dir), save_format="tf",
                signatures={SERVING_SIGNATURE: serve_tf_examples, RAW_SIGNATURE: serve_raw_features})
+    import json
+
+    from pipelines.schema import RAW_FEATURES_ASSET, describe
+
+    asset = Path(export_dir) / RAW_FEATURES_ASSET
+    asset.parent.mkdir(parents=True, exist_ok=True)
+    asset.write_text(json.dumps(describe(features), indent=1))
 
 
 class NoGPUError(StepError):

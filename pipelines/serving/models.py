@@ -115,6 +115,7 @@ class Servable:
     number: int
     loaded: Any
     signature_defs: Any
+    nullable: frozenset[str] | None = None  # raw features that may be missing (None: not known)
 
 
 @dataclass
@@ -125,6 +126,7 @@ class Version:
     error_message: str = ""
     loaded: Any = None  # the tf.saved_model.load result while AVAILABLE
     signature_defs: Any = None
+    nullable: frozenset[str] | None = None
 
     def status(self) -> dict:
         return {"version": str(self.number), "state": self.state,
@@ -136,6 +138,18 @@ class Model:
     spec: ModelSpec
     versions: dict[int, Version] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+
+
+def _nullable(path: Path) -> frozenset[str] | None:
+    """The raw features the model lets be missing, from the description export ships with it."""
+    import json
+
+    from pipelines.schema import RAW_FEATURES_ASSET
+
+    asset = Path(path) / RAW_FEATURES_ASSET
+    if not asset.is_file():
+        return None
+    return frozenset(f["name"] for f in json.loads(asset.read_text()) if f["nullable"])
 
 
 class ModelManager:
@@ -245,6 +259,7 @@ class ModelManager:
             proto = saved_model_pb2.SavedModel()
             proto.ParseFromString((path / "saved_model.pb").read_bytes())
             signature_defs = proto.meta_graphs[0].signature_def
+            nullable = _nullable(path)
         except Exception as exc:  # any load failure is reported in the version status, as TF Serving does
             log.error("failed to load %s version %d: %s", model.spec.name, number, exc)
             with self._lock:
@@ -253,6 +268,7 @@ class ModelManager:
             return
         with self._lock:
             version.loaded, version.signature_defs, version.state = loaded, signature_defs, AVAILABLE
+            version.nullable = nullable
         log.info("%s version %d is AVAILABLE", model.spec.name, number)
 
     def _unload(self, version: Version) -> None:
@@ -317,7 +333,7 @@ class ModelManager:
             found = model.versions.get(version)
             if found is None or found.state != AVAILABLE:
                 raise ServingError(404, f"Servable not found for request: {request}")
-            return Servable(found.number, found.loaded, found.signature_defs)
+            return Servable(found.number, found.loaded, found.signature_defs, found.nullable)
 
     def _label_version(self, model: Model, label: str) -> int:
         if label not in model.labels:

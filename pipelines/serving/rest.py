@@ -184,9 +184,52 @@ def model_error(exc: Exception) -> str:
     return useful[0] if useful else (lines[0] if lines else type(exc).__name__)
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _missing_as_examples(servable: Servable, body: dict, specs: dict) -> dict | None:
+    """A ``serving_raw`` request whose rows hold JSON null, NaN or Infinity for some features: when every such
+    feature may be missing (the model's raw schema says nullable), the rows become tf.Examples without them and
+    go to ``serving_default`` (the same TFT graph, filling them as in training); otherwise a 400 naming it."""
+    from pipelines.serving.client import encode_example
+
+    if "instances" in body and isinstance(body["instances"], list) and all(isinstance(r, dict)
+                                                                           for r in body["instances"]):
+        rows = body["instances"]
+    elif "inputs" in body and isinstance(body["inputs"], dict) and all(isinstance(v, list)
+                                                                        for v in body["inputs"].values()):
+        names = list(body["inputs"])
+        rows = [dict(zip(names, values, strict=False)) for values in zip(*body["inputs"].values(), strict=False)]
+    else:
+        return None
+    if not any(_is_missing(v) for row in rows for v in row.values()):
+        return None
+    for i, row in enumerate(rows):
+        _check_names(row, sorted(specs), f"instances[{i}]")
+        for name, value in row.items():
+            if _is_missing(value) and (servable.nullable is None or name not in servable.nullable):
+                raise ServingError(400, f"instances[{i}]: feature {name!r} is {value!r}, but the model needs a value "
+                                        "for it (its raw schema does not let it be missing)")
+    types = {n: "DT_STRING" if spec.dtype.name == "string" else "DT_FLOAT" if spec.dtype.is_floating else "DT_INT64"
+             for n, spec in specs.items()}
+    try:
+        examples = [encode_example({k: v for k, v in row.items() if not _is_missing(v)}, types) for row in rows]
+    except ValueError as exc:
+        raise ServingError(400, f"instances: {exc}") from None
+    return {"instances": [{"b64": base64.b64encode(e).decode()} for e in examples]}
+
+
 def predict(servable: Servable, body: dict) -> dict:
     import tensorflow as tf
 
+    if body.get("signature_name") == RAW_SIGNATURE and RAW_SIGNATURE in servable.loaded.signatures:
+        specs = servable.loaded.signatures[RAW_SIGNATURE].structured_input_signature[1]
+        if (as_examples := _missing_as_examples(servable, body, specs)) is not None:
+            rows = predict(servable, as_examples)["predictions"]
+            if "instances" in body:
+                return {"predictions": rows}
+            return {"outputs": {k: [r[k] for r in rows] for k in rows[0]} if isinstance(rows[0], dict) else rows}
     signature = _signature(servable, body.get("signature_name"))
     specs = signature.structured_input_signature[1]
     if "instances" in body and "inputs" in body:
