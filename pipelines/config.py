@@ -221,13 +221,29 @@ MAX_CANARY_ROWS = 1000
 
 
 @dataclass(frozen=True)
+class SliceSpec:
+    """A slicing of the eval rows by one raw feature: each of its ``top_k`` most frequent values (categorical),
+    or the intervals between ``boundaries`` (numeric). Rows missing the feature form their own slice."""
+
+    feature: str
+    top_k: int = 10
+    boundaries: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """The evaluate gate's settings (``[evaluation]``).
 
     :param skew_tolerance: largest allowed |training path - serving path| per eval row (relative above 1).
+    :param slices: ``[[evaluation.slices]]``: per-slice metrics and example counts in the result and report.
+    :param slice_thresholds: value bounds every slice with at least ``slice_min_examples`` rows must meet.
+    :param slice_min_examples: smaller slices are reported, not judged.
     """
 
     skew_tolerance: float = 1e-5
+    slices: tuple[SliceSpec, ...] = ()
+    slice_thresholds: tuple[Bound, ...] = ()
+    slice_min_examples: int = 100
 
 
 @dataclass(frozen=True)
@@ -421,9 +437,7 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
                           f"that many eval rows with each version), got {rollout.canary_rows}")
     if not (math.isfinite(rollout.canary_tolerance) and rollout.canary_tolerance > 0):
         raise ConfigError(f"{source}: [rollout] canary_tolerance must be a positive number, got {rollout.canary_tolerance}")
-    evaluation = _build(EvaluationConfig, _section(raw, "evaluation", source), "evaluation", source)
-    if not (math.isfinite(evaluation.skew_tolerance) and 0 < evaluation.skew_tolerance <= 0.01):
-        raise ConfigError(f"{source}: [evaluation] skew_tolerance must be in (0, 0.01], got {evaluation.skew_tolerance}")
+    evaluation = _evaluation(_section(raw, "evaluation", source), task, source)
     kubernetes = _kubernetes(_section(raw, "kubernetes", source), source)
     validation = _validation(_section(raw, "validation", source), data, source)
     bounds = []
@@ -482,6 +496,44 @@ def _change(metric: str, raw: Any, source: Path) -> ChangeThreshold | None:
         raise ConfigError(f"{where} needs absolute and/or relative, numbers >= 0 (how much worse than the baseline "
                           f"the metric may get), got {raw!r}")
     return ChangeThreshold(direction=direction, **{k: float(v) for k, v in limits.items()})
+
+
+def _evaluation(raw: dict[str, Any], task: TaskConfig, source: Path) -> EvaluationConfig:
+    raw = dict(raw)
+    slices = []
+    for i, spec in enumerate(raw.pop("slices", [])):
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{source}: [[evaluation.slices]] entry {i} must be a table with 'feature'")
+        spec = dict(spec)
+        if "boundaries" in spec:
+            bounds = spec["boundaries"]
+            if not isinstance(bounds, list) or not bounds or not all(
+                    isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds) or bounds != sorted(set(bounds)):
+                raise ConfigError(f"{source}: [[evaluation.slices]] {spec.get('feature')!r}: boundaries must be "
+                                  f"increasing numbers, got {bounds!r}")
+            spec["boundaries"] = tuple(float(b) for b in bounds)
+        slice_spec = _build(SliceSpec, spec, f"evaluation.slices[{i}]", source)
+        if slice_spec.top_k < 1:
+            raise ConfigError(f"{source}: [[evaluation.slices]] {slice_spec.feature!r}: top_k must be at least 1")
+        slices.append(slice_spec)
+    bounds = []
+    for metric, spec in raw.pop("slice_thresholds", {}).items():
+        if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max"} or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values()):
+            raise ConfigError(f"{source}: [evaluation.slice_thresholds] {metric} must be {{ min = ..., max = ... }}")
+        if not task.knows_metric(metric):
+            raise ConfigError(f"{source}: [evaluation.slice_thresholds] {metric!r} is not a metric of a {task.type} "
+                              f"task; valid: {', '.join(task.metric_names())}")
+        bounds.append(Bound(metric=metric, min=spec.get("min"), max=spec.get("max")))
+    if bounds and not slices:
+        raise ConfigError(f"{source}: [evaluation] slice_thresholds need [[evaluation.slices]] to judge")
+    evaluation = dataclasses.replace(_build(EvaluationConfig, raw, "evaluation", source), slices=tuple(slices),
+                                     slice_thresholds=tuple(bounds))
+    if not (math.isfinite(evaluation.skew_tolerance) and 0 < evaluation.skew_tolerance <= 0.01):
+        raise ConfigError(f"{source}: [evaluation] skew_tolerance must be in (0, 0.01], got {evaluation.skew_tolerance}")
+    if evaluation.slice_min_examples < 1:
+        raise ConfigError(f"{source}: [evaluation] slice_min_examples must be at least 1")
+    return evaluation
 
 
 def _threshold(value: Any, where: str, source: Path) -> float | None:
@@ -608,6 +660,10 @@ def _check_against_schema(config: ModelConfig) -> None:
 
     check_model_source(config)
     schema = config.features_module().SCHEMA
+    unknown = sorted({s.feature for s in config.evaluation.slices} - set(schema.names))
+    if unknown:
+        raise ConfigError(f"{config.source}: [[evaluation.slices]] names column(s) the schema of {config.module} "
+                          f"does not have: {', '.join(unknown)} (columns: {', '.join(schema.names)})")
     unknown = sorted(set(config.validation.features) - set(schema.names))
     if unknown:
         raise ConfigError(f"{config.source}: [validation.features] names column(s) the schema of "

@@ -28,6 +28,7 @@ from pipelines.baseline import Baseline, in_candidate_order, local_copy, resolve
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig
 from pipelines.lineage import cached_result, input_digest, model_fingerprint, step_inputs
 from pipelines.runs import Run, write_result
+from pipelines.slicing import slice_metrics, slice_reasons
 from pipelines.storage import staged_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class EvaluateResult:
     model_fingerprint: str | None = None  # the SavedModel this judged: publish refuses any other
     baseline: dict[str, Any] = field(default_factory=dict)  # version, how it was resolved, its metrics
     classes: list[str] | None = None
+    slices: list[dict[str, Any]] = field(default_factory=list)  # per-slice metrics and example counts
 
 
 def serve_examples(saved_model_dir: str | Path, examples: list[bytes]) -> dict[str, np.ndarray]:
@@ -345,6 +347,11 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
         reasons.append(why)
     compared, changed = compare_with_baseline(config, baseline, serving_root, examples, labels, metrics, classes)
     reasons += changed
+    slices: list[dict[str, Any]] = []
+    if config.evaluation.slices:
+        raw_rows = [raw_features(e) for e in examples]
+        slices = slice_metrics(task, config.evaluation.slices, raw_rows, labels, serving, classes)
+        reasons += slice_reasons(slices, config.evaluation.slice_thresholds, config.evaluation.slice_min_examples)
     blessed = not reasons
     log.info("candidate vs baseline (%s):\n%s", compared.get("how"), metrics_table(metrics, compared.get("metrics")))
     log.info("%s", "BLESSED" if blessed else "NOT blessed:\n" + "\n".join(f"  - {r}" for r in reasons))
@@ -363,6 +370,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
         model_fingerprint=fingerprint,
         baseline=compared,
         classes=classes,
+        slices=slices,
     )
     with staged_dir(final) as out:
         write_json(out / "blessing.json", {

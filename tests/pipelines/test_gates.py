@@ -145,3 +145,49 @@ def test_a_nan_canary_is_refused(served):
 def test_canary_json_is_valid_for_every_row(trained_run):
     rows = json.loads(open(trained_run["run"].read_result("evaluate")["canary"]).read())
     assert len(rows) >= 32 and all(np.isfinite(row["prediction"]) for row in rows)
+
+
+def test_slice_names_for_categories_and_intervals():
+    from pipelines.config import SliceSpec
+    from pipelines.slicing import slice_names
+
+    values = ["Cash", "Card", None, "Card", "Mobile", "Card", "Cash"]
+    assert list(slice_names(values, SliceSpec("payment_type", top_k=2))) == [
+        "Cash", "Card", "missing", "Card", "other", "Card", "Cash"]
+    assert list(slice_names([0.5, 2.0, 7.5, None, 30.0], SliceSpec("trip_miles", boundaries=(2.0, 10.0)))) == [
+        "< 2", "[2, 10)", "[2, 10)", "missing", ">= 10"]
+
+
+def test_slice_thresholds_name_the_worst_slices_and_skip_small_ones():
+    from pipelines.config import Bound
+    from pipelines.slicing import slice_reasons
+
+    slices = [{"feature": "f", "slice": name, "examples": n, "metrics": {"accuracy": acc}}
+              for name, n, acc in [("a", 500, 0.9), ("b", 400, 0.6), ("c", 300, 0.5), ("tiny", 10, 0.0),
+                                   ("nan", 200, math.nan)]]
+    [reason] = slice_reasons(slices, (Bound("accuracy", min=0.7),), min_examples=100)
+    assert reason.startswith("slice threshold on accuracy: f=nan (200 rows): accuracy=nan is not a finite number")
+    assert "f=c (300 rows): accuracy=0.5000 is below the minimum 0.7; f=b (400 rows)" in reason
+    assert "tiny" not in reason and "f=a" not in reason
+
+
+@pytest.mark.slow
+def test_per_slice_metrics_in_the_evaluation(trained_run, tmp_path):
+    from pipelines.evaluate import evaluate
+
+    art = tmp_path / "art"
+    shutil.copytree(trained_run["artifact_root"], art)
+    text = TAXI.replace("[rollout]", '[evaluation]\nslice_min_examples = 150\nslice_thresholds = { accuracy = '
+                        '{ min = 0.99 } }\n[[evaluation.slices]]\nfeature = "payment_type"\ntop_k = 3\n'
+                        '[[evaluation.slices]]\nfeature = "trip_miles"\nboundaries = [2.0, 5.0]\n\n[rollout]')
+    config = load_model_config(_write(tmp_path, text))
+    result = evaluate(config, interval=END, artifact_root=art, force=True)
+    by = {(s["feature"], s["slice"]): s for s in result.slices}
+    assert {("payment_type", "Credit Card"), ("payment_type", "Cash"), ("trip_miles", "< 2"),
+            ("trip_miles", ">= 5")} <= set(by)
+    assert sum(s["examples"] for (f, _), s in by.items() if f == "trip_miles") == result.metrics["examples"]
+    assert "auc" in by[("payment_type", "Credit Card")]["metrics"]
+    [reason] = [r for r in result.reasons if r.startswith("slice threshold on accuracy")]
+    judged = [s for s in result.slices if s["examples"] >= 150]
+    assert any(f"{s['feature']}={s['slice']} ({s['examples']} rows)" in reason for s in judged)
+    assert not any(f"={s['slice']} ({s['examples']} rows)" in reason for s in result.slices if s["examples"] < 150)
