@@ -27,6 +27,7 @@ import numpy as np
 from pipelines.baseline import Baseline, in_candidate_order, local_copy, resolve_baseline
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig
 from pipelines.lineage import cached_result, input_digest, model_fingerprint, step_inputs
+from pipelines.report import render as render_report
 from pipelines.runs import Run, write_result
 from pipelines.slicing import slice_metrics, slice_reasons
 from pipelines.storage import staged_dir, write_json
@@ -55,6 +56,7 @@ class EvaluateResult:
     baseline: dict[str, Any] = field(default_factory=dict)  # version, how it was resolved, its metrics
     classes: list[str] | None = None
     slices: list[dict[str, Any]] = field(default_factory=list)  # per-slice metrics and example counts
+    report: str = ""  # evaluate/report.html
 
 
 def serve_examples(saved_model_dir: str | Path, examples: list[bytes]) -> dict[str, np.ndarray]:
@@ -261,12 +263,13 @@ def metrics_table(metrics: dict[str, float], baseline: dict[str, float] | None) 
 
 def compare_with_baseline(config: ModelConfig, baseline: Baseline | None, serving_root: str | None,
                           examples: list[bytes], labels: np.ndarray, metrics: dict[str, float],
-                          classes: list[str] | None) -> tuple[dict[str, Any], list[str]]:
-    """The baseline's metrics on the same raw eval rows, and why the change thresholds refuse the candidate."""
+                          classes: list[str] | None) -> tuple[dict[str, Any], list[str], np.ndarray | None]:
+    """The baseline's metrics (and predictions) on the same raw eval rows, and why the change thresholds
+    refuse the candidate."""
     changes = [b for b in config.thresholds if b.change is not None]
     if baseline is None:
         log.info("no baseline: %s has no published version yet, so only value thresholds apply", config.name)
-        return {"version": None, "how": "no published version (first run): value thresholds only"}, []
+        return {"version": None, "how": "no published version (first run): value thresholds only"}, [], None
     task = config.task
     try:
         with local_copy(serving_root, config.name, baseline.version) as path:
@@ -281,10 +284,10 @@ def compare_with_baseline(config: ModelConfig, baseline: Baseline | None, servin
                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         log.warning(why)
         return {"version": baseline.version, "how": baseline.how, "error": why}, (
-            [why + "; the change thresholds cannot be judged"] if changes else [])
+            [why + "; the change thresholds cannot be judged"] if changes else []), None
     reasons = [why for b in changes if (why := b.change.violation(b.metric, metrics.get(b.metric), base.get(b.metric),
                                                                   baseline.version)) is not None]
-    return {"version": baseline.version, "how": baseline.how, "metrics": base}, reasons
+    return {"version": baseline.version, "how": baseline.how, "metrics": base}, reasons, predictions
 
 
 def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: str | None = None,
@@ -345,7 +348,8 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     canary_rows = canary_candidates(examples, max(CANARY_ROWS, config.rollout.canary_rows))
     if (why := single_row_reason(trained["saved_model"], examples, serving, canary_rows, output, tolerance)) is not None:
         reasons.append(why)
-    compared, changed = compare_with_baseline(config, baseline, serving_root, examples, labels, metrics, classes)
+    compared, changed, baseline_predictions = compare_with_baseline(config, baseline, serving_root, examples, labels,
+                                                                    metrics, classes)
     reasons += changed
     slices: list[dict[str, Any]] = []
     if config.evaluation.slices:
@@ -371,6 +375,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
         baseline=compared,
         classes=classes,
         slices=slices,
+        report=str(final / "report.html"),
     )
     with staged_dir(final) as out:
         write_json(out / "blessing.json", {
@@ -391,5 +396,9 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
              "output": output, "prediction": serving[i].tolist()}
             for i in canary_rows
         ])
+        (out / "report.html").write_text(render_report(
+            asdict(result), task=task.type, thresholds=[asdict(b) for b in config.thresholds], labels=labels,
+            predictions=serving, classes=classes, baseline_predictions=baseline_predictions,
+            curves=trained.get("curves", {}), skew_tolerance=tolerance))
         write_result(out, result)
     return result

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CANARY = "canary.json"
+REPORT = "report.html"
 SAVED_MODEL = "saved_model.pb"
 MODEL_CONFIG = "models.config"  # TF Serving's model config file, in its default place under the serving root
 MAX_VERSIONS_PER_DAY = 100
@@ -99,6 +100,8 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
         # real eval rows and their offline predictions travel with the version: any rollout or
         # rollback to it can canary-check it, even after its run directory is gone
         shutil.copy(evaluation["canary"], build / CANARY)
+        if evaluation.get("report") and Path(evaluation["report"]).is_file():  # the evidence travels with it
+            shutil.copy(evaluation["report"], build / REPORT)
         manifest = {
             "model": config.name,
             "version": version,

@@ -44,6 +44,7 @@ class TrainResult:
     # False on a MultiWorkerMirroredStrategy worker that is not the chief: it trained its share and
     # exported to scratch; the chief alone writes the step's output
     chief: bool = True
+    curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # per epoch, for the report
 
 
 def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_size: int,
@@ -286,6 +287,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             strategy=params.strategy,
             seconds=round(time.monotonic() - started, 2),
             history={k: round(float(v[-1]), 6) for k, v in history.history.items()},
+            curves={k: [round(float(x), 6) for x in v] for k, v in history.history.items()},
             tensorboard=str(final / "tensorboard") if chief else "",
             input_digest=digest,
             chief=chief,
