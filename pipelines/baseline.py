@@ -35,6 +35,7 @@ class Baseline:
     how: str  # where it was resolved from, for the log and the report
     content_digest: str | None  # the published version's digest (part of evaluate's cache key)
     classes: list[str] | None  # a multi-class baseline's class names in its score order, if recorded
+    interval: str | None = None  # the data interval it was trained for
 
 
 def resolve_baseline(model: str, serving_root: str, server_config: str | None = None) -> Baseline | None:
@@ -49,7 +50,7 @@ def resolve_baseline(model: str, serving_root: str, server_config: str | None = 
         version, how = max(complete), f"the newest complete version under {store.url(model)} (no 'stable' label)"
     manifest: dict[str, Any] = store.read_json(model, str(version), MANIFEST) or {}
     return Baseline(version=version, how=how, content_digest=manifest.get("content_digest"),
-                    classes=manifest.get("classes"))
+                    classes=manifest.get("classes"), interval=manifest.get("interval"))
 
 
 def _stable_label(store, model: str, server_config: str | None) -> tuple[int | None, str | None]:

@@ -261,7 +261,7 @@ def metrics_table(metrics: dict[str, float], baseline: dict[str, float] | None) 
                      for r in rows)
 
 
-def compare_with_baseline(config: ModelConfig, baseline: Baseline | None, serving_root: str | None,
+def compare_with_baseline(config: ModelConfig, interval: dt.date, baseline: Baseline | None, serving_root: str | None,
                           examples: list[bytes], labels: np.ndarray, metrics: dict[str, float],
                           classes: list[str] | None) -> tuple[dict[str, Any], list[str], np.ndarray | None]:
     """The baseline's metrics (and predictions) on the same raw eval rows, and why the change thresholds
@@ -285,9 +285,17 @@ def compare_with_baseline(config: ModelConfig, baseline: Baseline | None, servin
         log.warning(why)
         return {"version": baseline.version, "how": baseline.how, "error": why}, (
             [why + "; the change thresholds cannot be judged"] if changes else []), None
+    compared = {"version": baseline.version, "how": baseline.how, "metrics": base}
+    if baseline.interval and baseline.interval > interval.isoformat():
+        # a backfill: the baseline was trained on newer data, which includes this run's eval days, so its
+        # metrics here are inflated; value thresholds still apply, and rollout never promotes an older model
+        note = (f"baseline version {baseline.version} was trained for {baseline.interval}, after this run's interval "
+                f"{interval}: it has seen these eval rows, so the change thresholds are not judged (a backfill)")
+        log.warning(note)
+        return {**compared, "note": note}, [], predictions
     reasons = [why for b in changes if (why := b.change.violation(b.metric, metrics.get(b.metric), base.get(b.metric),
                                                                   baseline.version)) is not None]
-    return {"version": baseline.version, "how": baseline.how, "metrics": base}, reasons, predictions
+    return compared, reasons, predictions
 
 
 def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: str | None = None,
@@ -306,7 +314,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     baseline = resolve_baseline(config.name, serving_root, server_config) if serving_root else None
     digest = input_digest(step="evaluate", **step_inputs(config), transform=transformed["input_digest"],
                           saved_model=fingerprint,
-                          baseline=[baseline.version, baseline.content_digest] if baseline else None)
+                          baseline=[baseline.version, baseline.content_digest, baseline.interval] if baseline else None)
     if (hit := cached_result(run, "evaluate", digest, force=force or fingerprint is None)) is not None:
         return EvaluateResult(**hit)
 
@@ -348,8 +356,8 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     canary_rows = canary_candidates(examples, max(CANARY_ROWS, config.rollout.canary_rows))
     if (why := single_row_reason(trained["saved_model"], examples, serving, canary_rows, output, tolerance)) is not None:
         reasons.append(why)
-    compared, changed, baseline_predictions = compare_with_baseline(config, baseline, serving_root, examples, labels,
-                                                                    metrics, classes)
+    compared, changed, baseline_predictions = compare_with_baseline(config, interval, baseline, serving_root, examples,
+                                                                    labels, metrics, classes)
     reasons += changed
     slices: list[dict[str, Any]] = []
     if config.evaluation.slices:

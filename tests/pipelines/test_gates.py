@@ -95,6 +95,14 @@ def test_candidate_against_the_serving_baseline(trained_run, tmp_path, caplog):
     assert baseline == pytest.approx(trained_run["evaluation"].metrics["auc"], abs=1e-6)  # same rows, same model
     assert "label 'stable' in" in refused.baseline["how"]
 
+    # a backfill: a baseline trained for a later interval has seen these eval rows, so no change threshold
+    manifest = strong_root / "taxi" / str(published.version) / "manifest.json"
+    later = json.loads(manifest.read_text()) | {"interval": "2026-11-20"}
+    manifest.write_text(json.dumps(later))
+    backfill = evaluate(change, interval=END, artifact_root=weak, serving_root=str(strong_root))
+    assert backfill.blessed, backfill.reasons
+    assert "it has seen these eval rows" in backfill.baseline["note"]
+
     weak_root = tmp_path / "serving_weak"
     evaluate(plain, interval=END, artifact_root=weak, serving_root=str(tmp_path / "empty"))  # no thresholds: blessed
     weak_version = publish(plain, interval=END, artifact_root=weak, serving_root=str(weak_root)).version
@@ -177,7 +185,8 @@ def test_per_slice_metrics_in_the_evaluation(trained_run, tmp_path):
 
     art = tmp_path / "art"
     shutil.copytree(trained_run["artifact_root"], art)
-    text = TAXI.replace("[rollout]", '[evaluation]\nslice_min_examples = 150\nslice_thresholds = { accuracy = '
+    own = TAXI[TAXI.index("# Per-slice metrics"):TAXI.index("# Guarded rollout")]  # replaced by these slices
+    text = TAXI.replace(own, "").replace("[rollout]", '[evaluation]\nslice_min_examples = 150\nslice_thresholds = { accuracy = '
                         '{ min = 0.99 } }\n[[evaluation.slices]]\nfeature = "payment_type"\ntop_k = 3\n'
                         '[[evaluation.slices]]\nfeature = "trip_miles"\nboundaries = [2.0, 5.0]\n\n[rollout]')
     config = load_model_config(_write(tmp_path, text))
