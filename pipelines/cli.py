@@ -8,6 +8,7 @@ The step's result is printed as JSON on the last line and saved as result.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -18,6 +19,7 @@ from pathlib import Path
 from pipelines.config import ConfigError, load_model_config
 from pipelines.runs import CACHED_STEPS, StepError
 from pipelines.staging import Staging
+from pipelines.storage import jsonable
 
 log = logging.getLogger("pipelines")
 
@@ -263,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         # the last line is what the orchestrator reports: keep the whole message on it
         print(f"error: {args.step}: {' '.join(message.split())}", flush=True)
         return 1
+    payload = jsonable(dataclasses.asdict(payload) if dataclasses.is_dataclass(payload) else payload)
     if xcom := os.environ.get("SKEWFREE_XCOM_RETURN"):  # a pod: KubernetesPodOperator's sidecar reads it
         Path(xcom).parent.mkdir(parents=True, exist_ok=True)
         Path(xcom).write_text(json.dumps(payload, default=str))

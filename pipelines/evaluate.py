@@ -184,6 +184,15 @@ def task_metrics(task: TaskConfig, labels: np.ndarray, predictions: np.ndarray,
     return metrics
 
 
+def nan_prediction_reason(predictions: np.ndarray) -> str | None:
+    """A NaN or infinite prediction on any eval row refuses the model."""
+    if np.isfinite(predictions).all():
+        return None
+    bad = int((~np.isfinite(predictions.reshape(len(predictions), -1))).any(1).sum())
+    return (f"{bad} of {len(predictions)} eval rows got a NaN or infinite prediction through the serving signature: "
+            "a model that predicts NaN is never blessed")
+
+
 def row_differences(training: np.ndarray, serving: np.ndarray) -> np.ndarray:
     """Per row, the largest |training - serving| over the row's outputs, relative above magnitude 1
     (a regression value of 5000 agrees to float32 precision, not to 1e-5 absolute). NaN stays NaN."""
@@ -341,10 +350,8 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     metrics = {k: round(v, 6) for k, v in task_metrics(task, labels, serving, classes).items()}
     metrics["max_abs_skew"] = float(np.max(np.nan_to_num(row_differences(training, serving), nan=np.inf)))
     reasons = []
-    if not np.isfinite(serving).all():
-        bad = int((~np.isfinite(serving.reshape(len(serving), -1))).any(1).sum())
-        reasons.append(f"{bad} of {len(serving)} eval rows got a NaN or infinite prediction through the serving "
-                       "signature: a model that predicts NaN is never blessed")
+    if (why := nan_prediction_reason(serving)) is not None:
+        reasons.append(why)
     for bound in config.thresholds:
         if bound.metric not in metrics:
             reasons.append(f"threshold on {bound.metric!r}, which this run did not compute (classes: {classes})")

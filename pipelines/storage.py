@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import uuid
@@ -31,8 +32,20 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``null``: strict JSON, which Airflow's XCom (and every other JSON
+    reader) accepts. A gate that met NaN says so in its reasons; the number itself is just missing."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(jsonable(data), indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:

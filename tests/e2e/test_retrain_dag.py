@@ -34,7 +34,7 @@ def stack(tmp_path_factory):
     strict = home / "taxi_strict.toml"
     text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
     strict.write_text(text.replace('name = "taxi"', 'name = "taxi_strict"').replace(
-        "auc = { min = 0.75 }", "auc = { min = 0.999 }"))
+        "auc = { min = 0.75", "auc = { min = 0.999"))
     (dags / "taxi_strict_retrain.py").write_text(
         f'"""Airflow DAG for a model that cannot meet its threshold."""\n'
         f"from skewfree.dag_factory import retrain_dag\n\ndag = retrain_dag({str(strict)!r})\n"

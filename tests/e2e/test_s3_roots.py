@@ -116,7 +116,8 @@ def test_serving_root_holds_only_complete_versions(stack, first_run):
     trained = {k[len(model_prefix):]: size for k, size in keys(client, BUCKETS["artifact"], model_prefix).items()}
     version_prefix = f"models/taxi/{version}/"
     served = {k[len(version_prefix):]: size for k, size in serving.items()}
-    assert {k: v for k, v in served.items() if k not in ("manifest.json", "canary.json")} == trained
+    assert {k: v for k, v in served.items() if k not in ("manifest.json", "canary.json", "report.html")} == trained
+    assert "report.html" in served  # the evidence travels with the version
     manifest = read(client, BUCKETS["serving"], version_prefix + "manifest.json")
     assert manifest["version"] == version and manifest["interval"] == INTERVAL
     # lineage names the S3 objects the model came from, not the local copies a step worked on

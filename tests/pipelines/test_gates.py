@@ -116,6 +116,14 @@ def test_candidate_against_the_serving_baseline(trained_run, tmp_path, caplog):
         publish(plain, interval=END, artifact_root=weak, serving_root=str(weak_root))
 
 
+def test_nan_predictions_refuse_the_model():
+    from pipelines.evaluate import nan_prediction_reason
+
+    assert nan_prediction_reason(np.array([0.1, 0.2])) is None
+    assert nan_prediction_reason(np.array([0.1, np.nan, np.inf])).startswith("2 of 3 eval rows got a NaN or infinite")
+    assert nan_prediction_reason(np.array([[0.5, 0.5], [np.nan, 0.1]])).startswith("1 of 2 eval rows")
+
+
 def test_nan_predictions_never_pass_the_skew_gate():
     from pipelines.evaluate import skew_reason
     from pipelines.serving.client import encode_example

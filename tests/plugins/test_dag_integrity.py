@@ -98,7 +98,7 @@ def test_dropping_a_model_folder_adds_its_dags_and_a_broken_one_is_named(tmp_pat
         config.write_text("\n".join(line for line in config.read_text().splitlines()
                                     if not line.startswith(("name =", "module ="))))
     typo = models / "typo" / "config.toml"
-    typo.write_text(typo.read_text().replace("auc = { min = 0.75 }", "acu = { min = 0.75 }"))
+    typo.write_text(typo.read_text().replace("auc = { min = 0.75", "acu = { min = 0.75"))
     model_py = models / "nobuild" / "model.py"
     model_py.write_text(model_py.read_text().replace("def build_model(", "def build_the_model("))
 
