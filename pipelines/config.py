@@ -444,12 +444,12 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
     for metric, spec in _section(raw, "thresholds", source).items():
         if not isinstance(spec, dict) or not spec or set(spec) - {"min", "max", "change"}:
             raise ConfigError(f"{source}: [thresholds] {metric} must be a table with 'min', 'max' and/or 'change'")
-        spec = dict(spec)
-        change = _change(metric, spec.pop("change", None), source)
         if not task.knows_metric(metric):
             raise ConfigError(f"{source}: [thresholds] {metric!r} is not a metric of a {task.type} task; valid: "
                               f"{', '.join(task.metric_names())}"
                               + (", recall/<class>, precision/<class>" if task.label_vocabulary else ""))
+        spec = dict(spec)
+        change = _change(metric, spec.pop("change", None), source)
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values()):
             raise ConfigError(f"{source}: [thresholds] {metric} min/max must be numbers, got {spec}")
         bounds.append(Bound(metric=metric, min=spec.get("min"), max=spec.get("max"), change=change))

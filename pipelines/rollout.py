@@ -17,10 +17,14 @@ Standard library and protobuf only: no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from pipelines.storage import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 STABLE, PREVIOUS = "stable", "previous"
+FILE_LOCK_SECONDS = 30.0  # a config file edit takes milliseconds
 
 
 class RolloutError(RuntimeError):
@@ -53,8 +58,25 @@ class RolloutResult:
     skipped_reason: str | None = None
 
 
+class ConcurrentEditError(RuntimeError):
+    """The config file changed under a writer that held the lock: someone edits it without the lock."""
+
+
 class ServingConfigFile:
-    """TF Serving's ``--model_config_file``: read, edited and written atomically."""
+    """TF Serving's ``--model_config_file``, changed only by transactions.
+
+    One config file serves every model, so writers must not lose each other's changes:
+
+    - ``model_lock(model)`` is held for a whole promotion of one model (a rollout and a rollback of the same
+      model run one after the other; other models are not blocked);
+    - ``update(model, ...)`` edits only that model's entry, under a short lock on the file, by
+      compare-and-swap: re-read, edit, check the file is still what was read, write atomically;
+    - ``restore_entry(model, snapshot)`` puts back that model's entry only (another model's promotion
+      that landed meanwhile stays).
+
+    Locks are ``flock`` on sibling files: they hold across threads and processes on one host or a
+    shared POSIX file system (a Kubernetes volume); the lock is released if its holder dies.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -65,13 +87,64 @@ class ServingConfigFile:
     def parse(self, text: str | None):
         return config_proto(text, str(self.path))
 
-    def write(self, proto) -> None:
+    @contextlib.contextmanager
+    def _flock(self, name: str, timeout: float, what: str) -> Iterator[None]:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(f".{self.path.name}.{name}.lock"), "a+") as handle:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{what} is held by another writer after {timeout:.0f}s "
+                                           f"({handle.name})") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def model_lock(self, model: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        return self._flock(f"model-{model}", timeout, f"the rollout lock of {model}")
+
+    def snapshot(self, model: str) -> bytes | None:
+        """This model's entry as it is now (serialized), or None when it has none."""
+        with self._flock("file", FILE_LOCK_SECONDS, "the model config file"):
+            for entry in self.parse(self.read_text()).model_config_list.config:
+                if entry.name == model:
+                    return entry.SerializeToString()
+        return None
+
+    def update(self, model: str, base_path: str, edit: Callable[[Any], None]) -> None:
+        """Apply ``edit`` to this model's entry (created if absent) as one compare-and-swap write."""
         from google.protobuf import text_format
 
-        atomic_write_bytes(self.path, text_format.MessageToString(proto).encode())
+        with self._flock("file", FILE_LOCK_SECONDS, "the model config file"):
+            text = self.read_text()
+            proto = self.parse(text)
+            edit(self.entry(proto, model, base_path))
+            if self.read_text() != text:
+                raise ConcurrentEditError(f"{self.path} changed while {model}'s entry was edited under the lock: "
+                                          "something writes it without the lock")
+            atomic_write_bytes(self.path, text_format.MessageToString(proto).encode())
 
-    def restore(self, text: str | None) -> None:
-        atomic_write_bytes(self.path, (text if text is not None else "model_config_list {\n}\n").encode())
+    def restore_entry(self, model: str, snapshot: bytes | None) -> None:
+        """Put back this model's entry as ``snapshot`` (remove it when None); other entries stay as they are."""
+        from google.protobuf import text_format
+
+        with self._flock("file", FILE_LOCK_SECONDS, "the model config file"):
+            proto = self.parse(self.read_text())
+            entries = proto.model_config_list.config
+            kept = [e for e in entries if e.name != model]
+            del entries[:]
+            entries.extend(kept)
+            if snapshot is not None:
+                entries.add().ParseFromString(snapshot)
+            atomic_write_bytes(self.path, text_format.MessageToString(proto).encode())
 
     @staticmethod
     def entry(proto, model: str, base_path: str):
@@ -81,6 +154,27 @@ class ServingConfigFile:
         config = proto.model_config_list.config.add()
         config.name, config.base_path, config.model_platform = model, base_path, "tensorflow"
         return config
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """SIGTERM (a killed task) raises SystemExit in the main thread, after any handler already installed
+    (Airflow's), so a promotion's ``finally`` restores the config before the process ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        if callable(previous):
+            previous(signum, frame)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def set_versions(entry, versions: list[int], labels: dict[str, int]) -> None:
@@ -175,11 +269,24 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
 
     Versions are ordered by data time, so a version older than the current stable one (a backfill)
     is not promoted unless ``allow_older`` is set; the result then says so and nothing changes.
+    The whole promotion holds this model's rollout lock; any failure, exception or SIGTERM restores
+    this model's entry of the config file (only this model's) before it returns or exits.
     """
     cfg = ServingConfigFile(config_file)
-    before_text = cfg.read_text()
-    proto = cfg.parse(before_text)
-    entry = cfg.entry(proto, model, base_path)
+    wait = policy.load_timeout_seconds + 2 * policy.label_timeout_seconds + 60
+    with cfg.model_lock(model, wait), terminate_raises():
+        return _promote_locked(cfg, client, model=model, base_path=base_path, version=version,
+                               canary_rows=canary_rows, policy=policy, allow_older=allow_older)
+
+
+def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model: str, base_path: str, version: int,
+                    canary_rows: list[dict], policy: RolloutConfig, allow_older: bool) -> RolloutResult:
+    from tensorflow_serving.config import model_server_config_pb2
+
+    before = cfg.snapshot(model)
+    entry = model_server_config_pb2.ModelConfig()
+    if before is not None:
+        entry.ParseFromString(before)
     labels = dict(entry.version_labels)
     loaded = list(entry.model_version_policy.specific.versions)
     old_stable = labels.get(STABLE)
@@ -195,9 +302,9 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
                                             f"{old_stable}; set allow_older_than_serving to promote it")
 
     check = "load"
+    promoted_labels = {STABLE: version, **({PREVIOUS: old_stable} if old_stable is not None else {})}
     try:
-        set_versions(entry, [*loaded, version], labels)
-        cfg.write(proto)
+        cfg.update(model, base_path, lambda e: set_versions(e, [*loaded, version], labels))
         log.info("loading %s version %d beside stable %s", model, version, old_stable)
         try:
             client.wait_until_available(model, version, timeout=policy.load_timeout_seconds)
@@ -209,21 +316,21 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
         log.info("canary passed: %s", canary)
 
         check = "promotion"
-        labels = {STABLE: version, **({PREVIOUS: old_stable} if old_stable is not None else {})}
-        set_versions(entry, [*loaded, version], labels)
-        cfg.write(proto)
+        cfg.update(model, base_path, lambda e: set_versions(e, [*loaded, version], promoted_labels))
         wait_for_label(client, model, STABLE, version, policy.label_timeout_seconds)
-    except (RolloutError, TimeoutError, RuntimeError, OSError) as exc:
-        cfg.restore(before_text)
+    except BaseException as exc:  # anything, a kill included: this model's previous entry is put back
+        cfg.restore_entry(model, before)
+        if not isinstance(exc, Exception):
+            raise
         serving = _serving_now(client, model, old_stable, version, policy)
-        raise RolloutError(f"rollout of {model} version {version} failed at the {check} check: {exc}. "
-                           f"Rolled back: {serving}") from None
+        raise RolloutError(f"rollout of {model} version {version} failed at the {check} check: "
+                           f"{type(exc).__name__ + ': ' if not isinstance(exc, RolloutError | TimeoutError) else ''}"
+                           f"{exc}. Rolled back: {serving}") from None
 
     # Promoted. Keep the newest versions loaded for rollback, always stable and previous.
     keep = [version, *([old_stable] if old_stable is not None else [])]
     keep += [v for v in sorted(loaded, reverse=True) if v not in keep][: max(0, policy.keep_versions - len(keep))]
-    set_versions(entry, keep, labels)
-    cfg.write(proto)
+    cfg.update(model, base_path, lambda e: set_versions(e, keep, promoted_labels))
     log.info("%s version %d is stable (previous %s); loaded versions %s", model, version, old_stable, sorted(keep))
     return RolloutResult(model, version, old_stable, version, sorted(keep), canary)
 
@@ -237,9 +344,12 @@ def _serving_now(client: ModelServerClient, model: str, old_stable: int | None, 
             wait_for_label(client, model, STABLE, old_stable, policy.label_timeout_seconds)
         wait_until_unloaded(client, model, candidate, policy.load_timeout_seconds)
     except (TimeoutError, OSError) as exc:
-        notes.append(f"WARNING: {exc}")
+        notes.append(f"WARNING: the server did not confirm it: {type(exc).__name__}: {exc}")
     stable = f"stable is version {old_stable}" if old_stable is not None else "no stable version (first rollout)"
-    states = client.version_states(model) if old_stable is not None else {}
+    try:
+        states = client.version_states(model) if old_stable is not None else {}
+    except OSError as exc:
+        states = {"unknown": f"the model server did not answer ({exc}); the config file names the previous state"}
     return "; ".join([f"{stable}, candidate {candidate} unloaded, versions {json.dumps(states)}", *notes])
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.config import RolloutConfig
 from pipelines.objectstore import LocalStore
-from pipelines.rollout import RolloutError, promote, rollback
+from pipelines.rollout import RolloutError, ServingConfigFile, promote, rollback
 from pipelines.serving.client import ModelServerClient
 from pipelines.serving.models import version_labels
 from tests.conftest import ROOT, free_port
@@ -166,3 +166,89 @@ def test_rollback_to_a_named_version_and_unknown_versions(stack):
     assert labels == {"stable": V0, "previous": V1}
     loaded = [v for v, s in stack["client"].version_states(MODEL).items() if s == "AVAILABLE"]
     assert V0 in loaded and V1 in loaded and len(loaded) <= POLICY.keep_versions
+
+
+def test_concurrent_rollouts_of_two_models_and_of_one_model_all_land(stack):
+    """One config file serves every model: two models promoted at once, and a rollout beside a rollback of
+    the same model, lose no change (per-model lock for a promotion, compare-and-swap for each edit)."""
+    ensure_v1_stable(stack)
+    other = stack["base"].parent / "taxi_two"
+    for version in (V1, V2):
+        if not (other / str(version)).exists():
+            shutil.copytree(stack["base"] / str(version), other / str(version))
+    results, errors = {}, []
+
+    def run(name, fn):
+        try:
+            results[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append((name, exc))
+
+    def promote_other():
+        return promote(stack["client"], stack["config"], model="taxi_two", base_path=str(other), version=V2,
+                       canary_rows=stack["canary"], policy=POLICY)
+
+    def roll_back():
+        return rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
+                        store=LocalStore(stack["base"].parent), target=V0, policy=POLICY)
+
+    threads = [threading.Thread(target=run, args=("taxi", lambda: go(stack, V2))),
+               threading.Thread(target=run, args=("taxi_two", promote_other)),
+               threading.Thread(target=run, args=("rollback", roll_back))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    assert results["taxi_two"].stable == V2 and version_labels(stack["config"], "taxi_two") == {"stable": V2}
+    # the two promotions of taxi ran one after the other: the last one serves, the first is its previous
+    taxi = version_labels(stack["config"], MODEL)
+    assert {taxi["stable"], taxi["previous"]} == {V2, V0}
+    assert stable_of(stack) == taxi["stable"]
+
+
+def test_an_unexpected_exception_restores_this_models_entry_only(stack, monkeypatch):
+    import pipelines.rollout
+
+    ensure_v1_stable(stack)
+    others = version_labels(stack["config"], "taxi_two")
+    monkeypatch.setattr(pipelines.rollout, "run_canary", lambda *a, **k: {}["boom"])  # a KeyError mid-promotion
+    with pytest.raises(RolloutError, match=r"failed at the canary check: KeyError: 'boom'\. Rolled back: stable is"):
+        go(stack, V2)
+    assert version_labels(stack["config"], MODEL)["stable"] == V1 and stable_of(stack) == V1
+    assert version_labels(stack["config"], "taxi_two") == others
+
+
+KILLED = """
+import json, sys, time
+import pipelines.rollout as rollout
+from pipelines.config import RolloutConfig
+from pipelines.serving.client import ModelServerClient
+
+def slow_canary(*args, **kwargs):
+    print("canary started", flush=True)
+    time.sleep(120)
+
+rollout.run_canary = slow_canary
+url, config, base, version = sys.argv[1:5]
+rollout.promote(ModelServerClient(url), config, model="taxi", base_path=base, version=int(version), canary_rows=[],
+                policy=RolloutConfig(load_timeout_seconds=60, label_timeout_seconds=30))
+"""
+
+
+def test_a_rollout_killed_mid_promotion_leaves_the_previous_stable(stack):
+    import signal
+
+    ensure_v1_stable(stack)
+    before = version_labels(stack["config"], MODEL)
+    entry_before = ServingConfigFile(stack["config"]).snapshot(MODEL)
+    child = subprocess.Popen([sys.executable, "-c", KILLED, stack["client"].url, str(stack["config"]),
+                              str(stack["base"]), str(V3)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "canary started"  # the candidate is loaded beside stable
+    loaded = version_labels(stack["config"], MODEL)
+    assert ServingConfigFile(stack["config"]).snapshot(MODEL) != entry_before  # mid-promotion: the candidate added
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    assert version_labels(stack["config"], MODEL) == before == loaded
+    assert ServingConfigFile(stack["config"]).snapshot(MODEL) == entry_before  # this model's entry, as it was
+    assert stable_of(stack) == V1
