@@ -106,6 +106,10 @@ class Store:
         """
         raise NotImplementedError
 
+    def put_bytes(self, payload: bytes, *parts: str, exclusive: bool = False) -> None:
+        """Write one object (atomically); ``exclusive``: only if it does not exist yet (FileExistsError)."""
+        raise NotImplementedError
+
     def version_dirs(self, *parts: str) -> list[int]:
         """Integer-named subdirectories, as TF Serving sees model versions."""
         return sorted(int(name) for name in self.list_dirs(*parts) if name.isdigit())
@@ -128,6 +132,13 @@ class LocalStore(Store):
     def list_dirs(self, *parts: str) -> list[str]:
         base = self.path(*parts)
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def put_bytes(self, payload: bytes, *parts: str, exclusive: bool = False) -> None:
+        from pipelines.storage import atomic_write_bytes
+
+        if exclusive and self.path(*parts).exists():
+            raise FileExistsError(f"{self.path(*parts)} already exists; it is never overwritten")
+        atomic_write_bytes(self.path(*parts), payload)
 
     def put_dir(self, source: Path, *parts: str, last: str) -> None:
         final = self.path(*parts)

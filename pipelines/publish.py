@@ -165,5 +165,6 @@ def list_versions(serving_root: str, model: str) -> list[dict]:
             "baseline": manifest.get("baseline_version"),
             "run_id": manifest.get("run_id", ""),
             "inputs": len(manifest.get("input_digests", {})),
+            "rejected": store.read_json(model, str(version), "rejected.json") is not None,
         })
     return rows

@@ -31,7 +31,7 @@ from typing import Any
 
 from pipelines.config import RolloutConfig
 from pipelines.objectstore import Store
-from pipelines.publish import CANARY
+from pipelines.publish import CANARY, SAVED_MODEL
 from pipelines.serving.client import ModelServerClient, VersionLoadError
 from pipelines.serving.models import config_proto, version_labels
 from pipelines.storage import atomic_write_bytes
@@ -362,17 +362,47 @@ def canary_rows_of(store: Store, model: str, version: int) -> list[dict]:
     return rows
 
 
+REJECTED = "rejected.json"  # beside a version's manifest: it was rolled back from, never a default target
+
+
+def rejected_versions(store: Store, model: str) -> dict[int, dict]:
+    return {v: record for v in store.version_dirs(model) if (record := store.read_json(model, str(v), REJECTED))}
+
+
+def default_rollback_target(store: Store, model: str, stable: int | None) -> int:
+    """The newest published version before ``stable`` that was never rolled back from."""
+    rejected = rejected_versions(store, model)
+    candidates = [v for v in store.version_dirs(model) if v != stable and v not in rejected
+                  and store.exists(model, str(v), SAVED_MODEL) and (stable is None or v < stable)]
+    if not candidates:
+        raise RolloutError(f"{model} has no good version to roll back to before stable {stable} (rejected: "
+                           f"{sorted(rejected)}; published: {store.version_dirs(model)}); name a target_version")
+    return max(candidates)
+
+
 def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, store: Store,
-             target: int | None, policy: RolloutConfig) -> RolloutResult:
-    """Promote an existing version (default: the ``previous`` label) with the same checks as a rollout."""
+             target: int | None, policy: RolloutConfig, reason: str = "") -> RolloutResult:
+    """Promote an existing version with the same checks as a rollout, and mark the version rolled back from
+    as rejected (``rejected.json`` in its directory), so a later default rollback never returns to it.
+
+    :param target: the version to serve; default the newest good version before the current stable.
+    """
     labels = version_labels(config_file, model)
     published = store.version_dirs(model)
+    stable = labels.get(STABLE)
     if target is None:
-        target = labels.get(PREVIOUS)
-        if target is None:
-            raise RolloutError(f"{model} has no previous stable version to roll back to; name one of {published}")
+        target = default_rollback_target(store, model, stable)
     if target not in published:
         raise RolloutError(f"{model} has no version {target} under {store.url(model)}; versions are {published}")
-    log.info("rolling %s back from %s to version %d", model, labels.get(STABLE), target)
-    return promote(client, config_file, model=model, base_path=base_path, version=target,
-                   canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True)
+    log.info("rolling %s back from %s to version %d", model, stable, target)
+    result = promote(client, config_file, model=model, base_path=base_path, version=target,
+                     canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True)
+    if result.changed and stable is not None and stable != target:
+        record = {"rejected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rolled_back_to": target,
+                  "reason": reason or "rolled back"}
+        try:
+            store.put_bytes(json.dumps(record, indent=1).encode(), model, str(stable), REJECTED, exclusive=True)
+        except FileExistsError:
+            pass  # rejected before: the first record stays
+        log.info("%s version %d marked rejected: a default rollback will not return to it", model, stable)
+    return result

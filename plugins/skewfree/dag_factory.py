@@ -216,8 +216,9 @@ def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
         params={
             "target_version": Param(
                 None, type=["null", "integer"], minimum=1, title="Target version",
-                description="A published version (YYYYMMDDnn). Empty: the previous stable version. "
-                            "It must exist under the serving root; the task lists the versions if not."),
+                description="A published version (YYYYMMDDnn). Empty: the newest good version before the one "
+                            "serving as stable (never one rolled back from). It must exist under the serving "
+                            "root; the task lists the versions if not."),
         },
     ) as dag:
         RolloutOperator(task_id="rollback", model=model, rollback=True)

@@ -252,3 +252,21 @@ def test_a_rollout_killed_mid_promotion_leaves_the_previous_stable(stack):
     assert version_labels(stack["config"], MODEL) == before == loaded
     assert ServingConfigFile(stack["config"]).snapshot(MODEL) == entry_before  # this model's entry, as it was
     assert stable_of(stack) == V1
+
+
+def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
+    """Last in this module: it marks versions rejected."""
+    ensure_v1_stable(stack)
+    go(stack, V2)
+    store = LocalStore(stack["base"].parent)
+
+    def back():
+        return rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]), store=store,
+                        target=None, policy=POLICY, reason="test")
+
+    assert back().stable == V1 and (stack["base"] / str(V2) / "rejected.json").is_file()
+    assert back().stable == V0  # not V2 again: it was rolled back from
+    assert json.loads((stack["base"] / str(V1) / "rejected.json").read_text())["rolled_back_to"] == V0
+    with pytest.raises(RolloutError, match="no good version to roll back to before stable 2026110800"):
+        back()
+    assert stable_of(stack) == V0

@@ -56,7 +56,8 @@ class RolloutOperator(BaseOperator):
             if self.rollback:
                 target = params.get("target_version")
                 result = rollout.rollback(client, Path(settings.model_server_config), store=store,
-                                          target=None if target is None else int(target), **common)
+                                          target=None if target is None else int(target),
+                                          reason=f"rolled back by {context.get('run_id', 'a manual rollback')}", **common)
             else:
                 version = int(self.version)
                 result = rollout.promote(
