@@ -59,6 +59,8 @@ def _convert(values: list, dtype, where: str) -> np.ndarray:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type "
                                         f"{dtype.name}")
+            if not dtype.min <= value <= dtype.max:
+                raise ServingError(400, f"{where}: {value} is out of the range of {dtype.name}")
             out.append(value)
         elif dtype.is_floating:
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -67,6 +69,8 @@ def _convert(values: list, dtype, where: str) -> np.ndarray:
             if not math.isfinite(value):
                 raise ServingError(400, f"{where}: {value!r} is not a value the model was trained on; to send a "
                                         "missing value, leave the feature out of a tf.Example (serving_default)")
+            if abs(value) > dtype.max:
+                raise ServingError(400, f"{where}: {value!r} is out of the range of {dtype.name}")
             out.append(value)
         else:
             raise ServingError(400, f"{where}: unsupported input dtype {dtype.name}")
@@ -273,9 +277,62 @@ def metadata(name: str, servable: Servable) -> dict:
     }
 
 
+MAX_BODY_BYTES = 64 << 20  # TF Serving's default gRPC message limit is 64 MiB too
+MAX_JSON_DEPTH = 32  # a predict body nests four deep; deeper is an attack or a bug
+READ_TIMEOUT_SECONDS = 10.0  # a client that stops sending gets a 408, not a hung thread
+
+
+def _json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of parsed JSON, stopping early beyond ``limit``."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [v for item in level if isinstance(item, dict | list)
+                 for v in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
+
+def read_body(headers, rfile) -> dict:
+    """The request's JSON object, or a ServingError: 411/400 for a bad Content-Length, 413 above the size
+    limit, 408 when the client stops sending, 400 for malformed or too deeply nested JSON."""
+
+    declared = headers.get("Content-Length")
+    if declared is None:
+        raise ServingError(411, "Content-Length is required")
+    if not declared.strip().isdigit():
+        raise ServingError(400, f"Content-Length {declared!r} is not a non-negative integer")
+    length = int(declared)
+    if length > MAX_BODY_BYTES:
+        raise ServingError(413, f"request body of {length} bytes is over the limit of {MAX_BODY_BYTES} bytes")
+    try:
+        raw = rfile.read(length)
+    except TimeoutError:
+        raise ServingError(408, f"the request body did not arrive within {READ_TIMEOUT_SECONDS:g}s") from None
+    if len(raw) < length:
+        raise ServingError(400, f"the request body ended after {len(raw)} of {length} bytes")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ServingError(400, f"JSON Parse error: {exc}") from None
+    except RecursionError:
+        raise ServingError(400, f"JSON Parse error: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _json_depth(body) > MAX_JSON_DEPTH:
+        raise ServingError(400, f"JSON Parse error: nested deeper than {MAX_JSON_DEPTH} levels")
+    if not isinstance(body, dict):
+        raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+    return body
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: ModelHTTPServer
     protocol_version = "HTTP/1.1"
+    timeout = READ_TIMEOUT_SECONDS  # socket timeout for every read: no connection hangs a thread forever
+
+    def setup(self) -> None:
+        import socket
+
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay on small answers
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -285,8 +342,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        if status >= 400 and status != 404:
+            self.send_header("Connection", "close")  # the rest of a bad request is not read
+            self.close_connection = True
+        self._headers_buffer.append(b"\r\n")  # end_headers(), but headers and body leave in one send
+        self.wfile.write(b"".join(self._headers_buffer) + data)
+        self._headers_buffer = []
 
     def _route(self, method: str) -> None:
         try:
@@ -306,14 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(200, {"model_version_status": manager.statuses(name, version, label)})
             elif method == "POST" and match["verb"] == "predict" and not match["metadata"]:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                try:
-                    body = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise ServingError(400, f"JSON Parse error: {exc}") from None
-                if not isinstance(body, dict):
-                    raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+                body = read_body(self.headers, self.rfile)
                 self._send(200, predict(manager.servable(name, version, label), body))
             elif match["verb"] in ("classify", "regress"):
                 raise ServingError(400, f"this local server implements :predict only, not :{match['verb']}")

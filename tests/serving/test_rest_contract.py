@@ -230,6 +230,72 @@ def test_json_nan_null_and_infinity_are_missing_where_the_schema_allows_it(targe
     status, body = post("pickup_hour")
     assert status == 400 and "feature 'pickup_hour'" in body["error"] and "needs a value" in body["error"], body
 
+def _raw_exchange(url: str, request: bytes) -> tuple[int, float]:
+    """Send bytes as they are (malformed on purpose); the status line and how long it took."""
+    import socket
+
+    host, port = url.split("//", 1)[1].split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        head = sock.recv(4096).split(b"\r\n", 1)[0]
+    return int(head.split()[1]), time.monotonic() - started
+
+
+@pytest.mark.parametrize(("headers", "body", "status"), [
+    ("Content-Length: abc", b"{}", 400),
+    ("Content-Length: -1", b"{}", 400),
+    (f"Content-Length: {1 << 40}", b"{}", 413),
+    (None, b"[" * 1000 + b"]" * 1000, 400),
+    (None, b'{"signature_name": "serving_raw", "instances": [{"pickup_hour": 1000000000000000000000000000000}]}', 400),
+], ids=["length-not-a-number", "negative-length", "too-large", "nested-1000-deep", "int-overflow"])
+def test_malformed_requests_get_a_4xx_at_once_and_the_server_keeps_serving(target, canary, headers, body, status):
+    if not target.local:
+        pytest.skip("the local server's request limits; TF Serving has its own")
+    headers = headers or f"Content-Length: {len(body)}"
+    request = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n").encode() + body
+    got, seconds = _raw_exchange(target.url, request)
+    assert got == status and seconds < 1.0
+    ok, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict", {"instances": [{"b64": canary[0]["b64"]}]})
+    assert ok == 200, answer
+
+
+def test_responses_leave_in_one_send_without_nagle(target):
+    """Headers and body in one write with TCP_NODELAY: no 40 ms delayed-ACK stall per request."""
+    if not target.local:
+        pytest.skip("about the local server's socket handling")
+    import socket
+
+    from pipelines.serving.rest import _Handler
+
+    writes, options = [], []
+
+    class Conn:
+        def setsockopt(self, *args):
+            options.append(args)
+
+        def settimeout(self, seconds):
+            options.append(("timeout", seconds))
+
+        def makefile(self, mode, *args, **kwargs):
+            return __import__("io").BytesIO(b"") if "r" in mode else Sink()
+
+    class Sink:
+        def write(self, data):
+            writes.append(bytes(data))
+
+        def flush(self):
+            pass
+
+    handler = _Handler.__new__(_Handler)
+    handler.request, handler.client_address, handler.server = Conn(), ("127.0.0.1", 1), None
+    handler.setup()
+    handler.request_version, handler.requested_version, handler.command = "HTTP/1.1", "HTTP/1.1", "POST"
+    handler._send(200, {"predictions": [0.5]})
+    assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in options and ("timeout", 10.0) in options
+    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b'{"predictions": [0.5]}')
+
+
 def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
     """Last in this module: it changes what is served."""
     client = ModelServerClient(target.url)
@@ -256,4 +322,5 @@ def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
     status, body = http("POST", f"{target.url}/v1/models/{MODEL}/versions/{old}:predict",
                         {"instances": [{"b64": canary[0]["b64"]}]})
     assert status == 404
+
 
