@@ -174,6 +174,8 @@ class RolloutConfig:
     canary_rows: int = 32
     canary_tolerance: float = 1e-5
     latency_budget_ms: float = 500.0  # per canary request, end to end
+    approval_timeout_minutes: float = 1440.0  # a pending approval is rejected at this deadline
+    approval_assignees: tuple[str, ...] = ()  # Airflow user ids who may answer; empty: any user
 
 
 UNKNOWN_COLUMN_POLICIES = ("error", "ignore")
@@ -427,7 +429,15 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         raise ConfigError(f"{source}: [transform] beam_args must be a list of '--option=value' strings")
     if set(_section(raw, "transform", source)) - {"beam_args"}:
         raise ConfigError(f"{source}: [transform] only takes beam_args")
-    rollout = _build(RolloutConfig, _section(raw, "rollout", source), "rollout", source)
+    rollout_raw = dict(_section(raw, "rollout", source))
+    assignees = rollout_raw.get("approval_assignees", [])
+    if not isinstance(assignees, list) or not all(isinstance(a, str) and a for a in assignees):
+        raise ConfigError(f"{source}: [rollout] approval_assignees must be a list of Airflow user ids")
+    rollout_raw["approval_assignees"] = tuple(assignees)
+    rollout = _build(RolloutConfig, rollout_raw, "rollout", source)
+    if not rollout.approval_timeout_minutes > 0:
+        raise ConfigError(f"{source}: [rollout] approval_timeout_minutes must be positive (a pending approval is "
+                          f"rejected at that deadline), got {rollout.approval_timeout_minutes}")
     if rollout.keep_versions < 2:
         raise ConfigError(f"{source}: [rollout] keep_versions must be at least 2 (stable and previous)")
     if min(rollout.load_timeout_seconds, rollout.label_timeout_seconds, rollout.latency_budget_ms) <= 0:

@@ -153,9 +153,20 @@ def failure_notifier():
 
 
 @task.branch(task_id="needs_approval")
-def needs_approval(params: dict | None = None) -> str:
-    """Promotion waits for a human when the run asks for it."""
-    return "approve_promotion" if (params or {}).get("require_approval") else "rollout"
+def needs_approval(publication: dict, model: str, params: dict | None = None) -> str:
+    """Promotion waits for a human when the run asks for it, unless the version already serves as stable
+    (a rerun that published nothing new): nobody is asked to approve what already serves."""
+    from pathlib import Path
+
+    from pipelines.serving.models import version_labels
+
+    if not (params or {}).get("require_approval"):
+        return "rollout"
+    stable = version_labels(Path(Settings.from_env().model_server_config), model).get("stable")
+    if stable == publication["version"]:
+        log.info("version %s of %s already serves as stable: no approval asked", stable, model)
+        return "rollout"
+    return "approve_promotion"
 
 
 def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
@@ -186,6 +197,11 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
             task_id="approve_promotion",
             subject=f"Promote {config.name} version {{{{ ti.xcom_pull(task_ids='publish')['version'] }}}} to stable?",
             body="Eval metrics: {{ ti.xcom_pull(task_ids='evaluate')['metrics'] }}",
+            # a pending approval must not stall later daily runs (max_active_runs=1): it is rejected at its
+            # deadline, and the run ends with nothing promoted
+            response_timeout=dt.timedelta(minutes=config.rollout.approval_timeout_minutes),
+            defaults=["Reject"],
+            assigned_users=[{"id": user, "name": user} for user in config.rollout.approval_assignees] or None,
         )
         rollout = RolloutOperator(
             task_id="rollout",
@@ -193,7 +209,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
             version="{{ ti.xcom_pull(task_ids='publish')['version'] }}",
             trigger_rule="none_failed_min_one_success",
         )
-        branch = needs_approval()
+        branch = needs_approval(steps["publish"].output, config.name)
         steps["publish"] >> branch >> [approve_promotion, rollout]
         approve_promotion >> rollout
     return dag

@@ -1,0 +1,36 @@
+"""Approval with a deadline: a pending approval is rejected when it times out, and nobody is asked to approve
+a version that already serves as stable."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def test_the_approval_times_out_to_reject_and_names_its_assignees(monkeypatch, tmp_path):
+    from skewfree.dag_factory import retrain_dag
+
+    from tests.conftest import ROOT
+
+    source = tmp_path / "taxi.toml"
+    text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
+    source.write_text(text.replace("approval_timeout_minutes = 1440", "approval_timeout_minutes = 30").replace(
+        "approval_assignees = []", 'approval_assignees = ["ml-lead"]'))
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
+    approval = retrain_dag(str(source)).get_task("approve_promotion")
+    assert approval.response_timeout == dt.timedelta(minutes=30)
+    assert approval.defaults == ["Reject"]  # what the deadline answers
+    assert [u["id"] for u in approval.assigned_users] == ["ml-lead"]
+
+
+def test_no_approval_is_asked_for_the_version_that_already_serves(monkeypatch, tmp_path):
+    from skewfree.dag_factory import needs_approval
+
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list {\n  config {\n    name: "taxi"\n    base_path: "/m/taxi"\n'
+                      '    model_platform: "tensorflow"\n    model_version_policy { specific { versions: 7 } }\n'
+                      '    version_labels { key: "stable" value: 7 }\n  }\n}\n')
+    monkeypatch.setenv("SKEWFREE_MODEL_SERVER_CONFIG", str(config))
+    decide = needs_approval.function
+    assert decide({"version": 7}, "taxi", params={"require_approval": True}) == "rollout"
+    assert decide({"version": 8}, "taxi", params={"require_approval": True}) == "approve_promotion"
+    assert decide({"version": 8}, "taxi", params={"require_approval": False}) == "rollout"
