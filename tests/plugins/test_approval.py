@@ -8,7 +8,6 @@ import datetime as dt
 
 def test_the_approval_times_out_to_reject_and_names_its_assignees(monkeypatch, tmp_path):
     from skewfree.dag_factory import retrain_dag
-
     from tests.conftest import ROOT
 
     source = tmp_path / "taxi.toml"
