@@ -97,6 +97,21 @@ def parse_model_config(text: str, source: str = "<config>") -> list[ModelSpec]:
     return specs
 
 
+LOAD_RETRY_SECONDS = 60.0  # as TF Serving's --load_retry_interval_micros: a failed version is retried ...
+MAX_LOAD_RETRIES = 5  # ... this many times (and at once whenever its directory changes)
+
+
+def directory_state(location: str) -> tuple:
+    """The files of a version directory with sizes and change marks: a failed load is retried when it changes."""
+    if is_s3(location):
+        return tuple(sorted((key, obj["ETag"]) for key, obj in S3Store(location).objects().items()))
+    root = Path(location)
+    if not root.is_dir():
+        return ()
+    return tuple(sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in root.rglob("*") if p.is_file()))
+
+
 def version_dirs(base_path: str) -> list[int]:
     """Integer-named version directories; on S3 only complete ones (their saved_model.pb, which
     publish uploads last, is there)."""
@@ -127,6 +142,9 @@ class Version:
     loaded: Any = None  # the tf.saved_model.load result while AVAILABLE
     signature_defs: Any = None
     nullable: frozenset[str] | None = None
+    files: tuple = ()  # what the directory held when a load failed: a change retries at once
+    failed_at: float = 0.0
+    attempts: int = 0
 
     def status(self) -> dict:
         return {"version": str(self.number), "state": self.state,
@@ -216,11 +234,14 @@ class ModelManager:
 
     # -- reconcile ----------------------------------------------------------------
     def _wanted(self, spec: ModelSpec, on_disk: list[int]) -> list[int]:
-        if spec.policy == "specific":
+        if spec.policy == "specific":  # named versions are loaded (a partial one reports its load error)
             return [v for v in spec.versions if v in on_disk]
-        if spec.policy == "all":
-            return on_disk
-        return on_disk[-spec.num_versions:]
+        # "latest"/"all" count complete versions only: a half-copied directory never hides the good ones
+        store = open_store(spec.base_path)
+        complete = [v for v in on_disk if store.exists(str(v), "saved_model.pb")]
+        if len(complete) < len(on_disk):
+            log.debug("%s: ignoring incomplete version directories %s", spec.name, sorted(set(on_disk) - set(complete)))
+        return complete if spec.policy == "all" else complete[-spec.num_versions:]
 
     def _reconcile(self) -> None:
         with self._lock:
@@ -235,8 +256,12 @@ class ModelManager:
             wanted = self._wanted(spec, on_disk)
             for number in wanted:  # load new versions first ...
                 version = model.versions.get(number)
+                location = join(spec.base_path, str(number))
                 if version is None or version.state == END and version.error_code == "OK":
-                    self._load(model, number, join(spec.base_path, str(number)))
+                    self._load(model, number, location)
+                elif version.state == END and self._retry_due(version, location):
+                    log.info("retrying %s version %d (attempt %d)", spec.name, number, version.attempts + 1)
+                    self._load(model, number, location, attempts=version.attempts)
             with self._lock:  # ... then unload the unwanted, but never the last available one
                 if any(model.versions[v].state == AVAILABLE for v in wanted if v in model.versions):
                     for number, version in model.versions.items():
@@ -244,11 +269,22 @@ class ModelManager:
                             self._unload(version)
                 self._apply_labels(model, spec)
 
-    def _load(self, model: Model, number: int, location: str) -> None:
+    @staticmethod
+    def _retry_due(version: Version, location: str) -> bool:
+        """A failed version is retried when its directory changed (a partial upload completed) or, up to
+        MAX_LOAD_RETRIES times, every LOAD_RETRY_SECONDS (a transient error)."""
+        try:
+            changed = directory_state(location) != version.files
+        except OSError:
+            changed = False
+        return changed or (version.attempts <= MAX_LOAD_RETRIES
+                           and time.monotonic() - version.failed_at >= LOAD_RETRY_SECONDS)
+
+    def _load(self, model: Model, number: int, location: str, attempts: int = 0) -> None:
         import tensorflow as tf
         from tensorflow.core.protobuf import saved_model_pb2
 
-        version = Version(number, state=LOADING)
+        version = Version(number, state=LOADING, attempts=attempts + 1)
         with self._lock:
             model.versions[number] = version
         log.info("loading %s version %d from %s", model.spec.name, number, location)
@@ -262,7 +298,12 @@ class ModelManager:
             nullable = _nullable(path)
         except Exception as exc:  # any load failure is reported in the version status, as TF Serving does
             log.error("failed to load %s version %d: %s", model.spec.name, number, exc)
+            try:
+                files = directory_state(location)
+            except OSError:
+                files = ()
             with self._lock:
+                version.files, version.failed_at = files, time.monotonic()
                 version.state, version.error_code = END, "UNKNOWN"
                 version.error_message = f"Failed to load servable version {number}: {type(exc).__name__}: {exc}"
             return

@@ -128,3 +128,28 @@ def test_corrupt_version_reports_a_load_error_and_keeps_serving(base_path, tmp_p
     # availability preserving: version 1 is kept, since the version meant to replace it never loaded
     assert statuses[1]["state"] == "AVAILABLE"
     assert manager.servable("taxi").number == 1
+
+
+def test_a_partial_version_is_ignored_then_loads_once_complete_without_a_restart(base_path, tmp_path):
+    """A version directory without saved_model.pb is not a version to the latest policy (the good one keeps
+    serving); named in a config it fails to load, and once complete it is retried and loads, as TF Serving
+    retries failed versions."""
+    from pipelines.serving.models import ModelSpec
+
+    base = tmp_path / "taxi"
+    shutil.copytree(base_path / "1", base / "1")
+    partial = base / "2"
+    shutil.copytree(base_path / "1", partial, ignore=shutil.ignore_patterns("saved_model.pb"))
+    latest = ModelManager([ModelSpec(name="taxi", base_path=str(base))])
+    latest.poll_once()
+    assert states(latest) == {1: "AVAILABLE"}
+    named = ModelManager([ModelSpec(name="taxi", base_path=str(base), policy="specific", versions=(1, 2))])
+    named.poll_once()
+    assert states(named) == {1: "AVAILABLE", 2: "END"}
+    named.poll_once()  # nothing changed: not retried at once
+    assert states(named)[2] == "END"
+    shutil.copy(base_path / "1" / "saved_model.pb", partial / "saved_model.pb")
+    named.poll_once()
+    assert states(named)[2] == "AVAILABLE"
+    latest.poll_once()
+    assert latest.servable("taxi").number == 2
