@@ -104,7 +104,9 @@ def raw_features(example: bytes) -> dict[str, Any]:
         values = list(getattr(feature, kind).value) if kind else []
         if values:
             value = values[0]
-            out[name] = value.decode() if isinstance(value, bytes) else value
+            # float32 cells as written (41.98666, not 41.98666000366211): the same float32 when sent back
+            out[name] = value.decode() if isinstance(value, bytes) else float(f"{value:.7g}") if isinstance(
+                value, float) else value
     return out
 
 
