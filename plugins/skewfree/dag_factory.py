@@ -196,7 +196,8 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         approve_promotion = ApprovalOperator(
             task_id="approve_promotion",
             subject=f"Promote {config.name} version {{{{ ti.xcom_pull(task_ids='publish')['version'] }}}} to stable?",
-            body="Eval metrics: {{ ti.xcom_pull(task_ids='evaluate')['metrics'] }}",
+            body="Eval metrics: {{ ti.xcom_pull(task_ids='evaluate')['metrics'] }}\n\n"
+                 "Model report (candidate vs baseline, slices, plots): {{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
             # a pending approval must not stall later daily runs (max_active_runs=1): it is rejected at its
             # deadline, and the run ends with nothing promoted
             response_timeout=dt.timedelta(minutes=config.rollout.approval_timeout_minutes),
