@@ -94,8 +94,12 @@ def test_backfill_newest_first_never_regresses_serving(local_stack):
     from pipelines.serving.client import ModelServerClient
 
     env = local_stack["env"]
-    created = airflow(env, "backfill", "create", "--dag-id", "taxi_retrain", "--from-date", "2026-11-09",
-                      "--to-date", "2026-11-10", "--max-active-runs", "1", "--run-backwards", check=False)
+    for _ in range(3):  # SQLite under a running scheduler and dag-processor: "database is locked" is retried
+        created = airflow(env, "backfill", "create", "--dag-id", "taxi_retrain", "--from-date", "2026-11-09",
+                          "--to-date", "2026-11-10", "--max-active-runs", "1", "--run-backwards", check=False)
+        if "database is locked" not in created.stdout + created.stderr:
+            break
+        time.sleep(5)
     assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
     deadline = time.monotonic() + 1200
     while True:

@@ -128,24 +128,6 @@ def test_missing_partition_fails_validate_and_keeps_what_is_served(stack, blesse
     assert sorted(p.relative_to(served) for p in served.rglob("*")) == before
 
 
-def test_rejected_approval_leaves_stable_untouched(stack, blessed_run):
-    """require_approval: the run waits on the approval task; a human rejects; nothing is promoted."""
-    responder = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "e2e" / "hitl_respond.py"), "taxi_retrain", "approve_promotion",
-         "Reject", "600"], env=stack["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        out = demo(stack, "--no-generate", "--conf", '{"require_approval": true}')
-    finally:
-        answered = responder.communicate(timeout=60)[0]
-    assert "answered 'Reject'" in answered, answered
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    states = task_states(out.stdout)
-    assert states["publish"] == "success" and states["needs_approval"] == "success"
-    assert states["approve_promotion"] == "success" and states["rollout"] == "skipped"
-    assert "label 'stable' -> version 2026111000 (AVAILABLE)" in out.stdout
-
-
 ROLLBACK = """
 import json, os, sys
 from pathlib import Path
@@ -183,7 +165,11 @@ def test_rollback_dag_to_a_named_version(stack, blessed_run):
     result, log = rollback(stack, {"target_version": 2026110900})
     assert result["state"] == "success", log[-3000:]
     assert result["stable"] == "2026110900"
-    result, log = rollback(stack, {})  # default: the previous stable version
+    assert (base / "2026111000" / "rejected.json").is_file()  # rolled back from: never a default target
+    result, log = rollback(stack, {})  # default: the newest good version before stable; there is none
+    assert result["state"] == "failed" and result["stable"] == "2026110900"
+    assert "no good version to roll back to before stable 2026110900 (rejected: [2026111000]" in log
+    result, log = rollback(stack, {"target_version": 2026111000})  # named, a rejected version may return
     assert result["state"] == "success", log[-3000:]
     assert result["stable"] == "2026111000"
 
@@ -207,7 +193,9 @@ def test_rerun_of_the_same_interval_is_cached_and_publishes_no_duplicate(stack, 
     assert out.returncode == 0, out.stdout[-4000:]
     assert "cache hit: transform for taxi 2026-11-10 reused" in out.stdout
     assert "cache hit: train for taxi 2026-11-10 reused" in out.stdout
-    assert "cache hit: evaluate for taxi 2026-11-10 reused" in out.stdout
+    # evaluate is judged again: the first run had no baseline, now 2026111000 serves as stable
+    assert "cache hit: evaluate" not in out.stdout
+    assert "baseline: 2026111000 (label 'stable' in" in out.stdout
     assert "(identical model already published)" in out.stdout
     assert versions(stack) == before
     first, again = durations(blessed_run.stdout), durations(out.stdout)
@@ -221,6 +209,27 @@ def test_force_recomputes_cached_steps(stack, blessed_run):
     assert out.returncode == 0, out.stdout[-4000:]
     assert "cache hit" not in out.stdout
     assert "'epochs': 1" in out.stdout or '"epochs": 1' in out.stdout
+
+
+def test_rejected_approval_leaves_stable_untouched(stack, blessed_run):
+    """require_approval: the run waits on the approval task; a human rejects; nothing is promoted."""
+    responder = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "e2e" / "hitl_respond.py"), "taxi_retrain", "approve_promotion",
+         "Reject", "600"], env=stack["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    config = stack["home"] / "serving" / "models.config"
+    stable_before = config.read_text()
+    try:
+        # after test_force (epochs 1), the default epochs train a new model: a new version, so an approval is asked
+        out = demo(stack, "--no-generate", "--conf", '{"require_approval": true}')
+    finally:
+        answered = responder.communicate(timeout=60)[0]
+    assert "answered 'Reject'" in answered, answered
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    states = task_states(out.stdout)
+    assert states["publish"] == "success" and states["needs_approval"] == "success"
+    assert states["approve_promotion"] == "success" and states["rollout"] == "skipped"
+    assert config.read_text() == stable_before  # nothing promoted
 
 
 def test_bad_newest_day_stops_in_validate_until_the_change_is_accepted(stack, blessed_run):
