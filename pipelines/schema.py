@@ -7,21 +7,30 @@ with pyarrow, ``transform`` turns it into a TFMD schema for TFXIO, and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow only where columns are read: the DAG processor loads schemas at every parse
+    import pyarrow as pa
 
 FeatureType = Literal["int", "float", "string"]
 
-_ARROW_TYPES: dict[str, pa.DataType] = {"int": pa.int64(), "float": pa.float32(), "string": pa.string()}
-# TFXIO's RecordBatch format: every column is a list; a missing value is an empty list.
-_TFXIO_TYPES: dict[str, pa.DataType] = {
-    "int": pa.large_list(pa.int64()),
-    "float": pa.large_list(pa.float32()),
-    "string": pa.large_list(pa.large_binary()),
-}
+
+@functools.cache
+def _arrow_types() -> dict[str, pa.DataType]:
+    import pyarrow as pa
+
+    return {"int": pa.int64(), "float": pa.float32(), "string": pa.string()}
+
+
+@functools.cache
+def _tfxio_types() -> dict[str, pa.DataType]:
+    """TFXIO's RecordBatch format: every column is a list; a missing value is an empty list."""
+    import pyarrow as pa
+
+    return {"int": pa.large_list(pa.int64()), "float": pa.large_list(pa.float32()),
+            "string": pa.large_list(pa.large_binary())}
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class Feature:
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return _ARROW_TYPES[self.type]
+        return _arrow_types()[self.type]
 
     @property
     def is_categorical(self) -> bool:
@@ -97,6 +106,8 @@ class RawSchema:
 
     def arrow_schema(self) -> pa.Schema:
         """Flat columns as written in the partition files."""
+        import pyarrow as pa
+
         return pa.schema([pa.field(f.name, f.arrow_type, nullable=f.nullable) for f in self.features])
 
     def serving_features(self) -> tuple[Feature, ...]:
@@ -119,6 +130,9 @@ def to_tfxio_batch(table: pa.Table | pa.RecordBatch, features: tuple[Feature, ..
     This is the form TFT, tfx_bsl's example encoder and the TFXIO tensor adapters
     read, so Parquet input and evaluation rows enter TF exactly as CSV rows do.
     """
+    import numpy as np
+    import pyarrow as pa
+
     arrays = []
     for f in features:
         column = table.column(f.name)
@@ -129,5 +143,5 @@ def to_tfxio_batch(table: pa.Table | pa.RecordBatch, features: tuple[Feature, ..
             column = column.cast(pa.large_binary())
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         offsets = pa.array(np.concatenate([[0], np.cumsum(valid)]), pa.int64())
-        arrays.append(pa.LargeListArray.from_arrays(offsets, column.drop_null()).cast(_TFXIO_TYPES[f.type]))
+        arrays.append(pa.LargeListArray.from_arrays(offsets, column.drop_null()).cast(_tfxio_types()[f.type]))
     return pa.RecordBatch.from_arrays(arrays, names=[f.name for f in features])

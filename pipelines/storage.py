@@ -16,13 +16,12 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from pipelines.schema import RawSchema
+
+if TYPE_CHECKING:  # pyarrow only where partitions are read or written, never at DAG parse
+    import pyarrow as pa
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -106,6 +105,9 @@ def tree_digest(root: Path) -> str:
 # -- partitions -------------------------------------------------------------------
 
 def write_table_bytes(table: pa.Table, fmt: str) -> bytes:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     sink = io.BytesIO()
     if fmt == "csv":
         pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))
@@ -122,6 +124,10 @@ def partition_files(partition: Path, fmt: str) -> list[Path]:
 
 def read_files(files: list[Path], fmt: str, schema: RawSchema) -> pa.Table:
     """Read partition files as typed flat columns; raise with the file name when they do not parse."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     target = schema.arrow_schema()
     tables = []
     for path in files:

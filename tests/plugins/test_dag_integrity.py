@@ -16,8 +16,8 @@ print(json.dumps({
     "seconds": time.monotonic() - started,
     "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dag_ids": sorted(bag.dags),
-    "heavy": sorted(m for m in ("tensorflow", "tensorflow_transform", "apache_beam", "tf_keras", "tfx_bsl")
-                    if m in sys.modules),
+    "heavy": sorted(m for m in ("tensorflow", "tensorflow_transform", "apache_beam", "tf_keras", "tfx_bsl",
+                                "pyarrow", "numpy") if m in sys.modules),
     "tasks": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else None,
     "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks} if dag else None,
     "params": {k: dag.params[k] for k in dag.params} if dag else None,
