@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 
 from pipelines.objectstore import LocalStore, Mirror, open_store
+from pipelines.publish import MANIFEST, MODEL_CONFIG
 from pipelines.serving.models import labels_in
 
 log = logging.getLogger(__name__)
 
-SAVED_MODEL = "saved_model.pb"
-MODEL_CONFIG = "models.config"
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class Baseline:
 
 def resolve_baseline(model: str, serving_root: str, server_config: str | None = None) -> Baseline | None:
     store = open_store(serving_root)
-    complete = [v for v in store.version_dirs(model) if store.exists(model, str(v), SAVED_MODEL)]
+    complete = store.complete_versions(model)
     if not complete:
         return None
     stable, where = _stable_label(store, model, server_config)

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 S3 = "s3://"
 
 
+SAVED_MODEL = "saved_model.pb"  # what makes a version directory complete (written last)
+
+
 def is_s3(root: str | os.PathLike) -> bool:
     return str(root).startswith(S3)
 
@@ -113,6 +116,10 @@ class Store:
     def version_dirs(self, *parts: str) -> list[int]:
         """Integer-named subdirectories, as TF Serving sees model versions."""
         return sorted(int(name) for name in self.list_dirs(*parts) if name.isdigit())
+
+    def complete_versions(self, *parts: str) -> list[int]:
+        """Version directories a reader may load: their ``saved_model.pb`` is there (publish writes it last)."""
+        return [v for v in self.version_dirs(*parts) if self.exists(*parts, str(v), SAVED_MODEL)]
 
 
 class LocalStore(Store):

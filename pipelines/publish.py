@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.config import ModelConfig
 from pipelines.lineage import code_version, model_fingerprint
-from pipelines.objectstore import Store, open_store
+from pipelines.objectstore import SAVED_MODEL, Store, open_store
 from pipelines.runs import Run, write_result
 from pipelines.serving.models import labels_in
 from pipelines.staging import active_mirror
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CANARY = "canary.json"
 REPORT = "report.html"
-SAVED_MODEL = "saved_model.pb"
 MODEL_CONFIG = "models.config"  # TF Serving's model config file, in its default place under the serving root
 MAX_VERSIONS_PER_DAY = 100
 

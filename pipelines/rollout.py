@@ -31,7 +31,7 @@ from typing import Any
 
 from pipelines.config import RolloutConfig
 from pipelines.objectstore import Store
-from pipelines.publish import CANARY, SAVED_MODEL
+from pipelines.publish import CANARY
 from pipelines.serving.client import ModelServerClient, VersionLoadError
 from pipelines.serving.models import config_proto, version_labels
 from pipelines.storage import atomic_write_bytes
@@ -372,8 +372,8 @@ def rejected_versions(store: Store, model: str) -> dict[int, dict]:
 def default_rollback_target(store: Store, model: str, stable: int | None) -> int:
     """The newest published version before ``stable`` that was never rolled back from."""
     rejected = rejected_versions(store, model)
-    candidates = [v for v in store.version_dirs(model) if v != stable and v not in rejected
-                  and store.exists(model, str(v), SAVED_MODEL) and (stable is None or v < stable)]
+    candidates = [v for v in store.complete_versions(model) if v != stable and v not in rejected
+                  and (stable is None or v < stable)]
     if not candidates:
         raise RolloutError(f"{model} has no good version to roll back to before stable {stable} (rejected: "
                            f"{sorted(rejected)}; published: {store.version_dirs(model)}); name a target_version")

@@ -116,10 +116,7 @@ def version_dirs(base_path: str) -> list[int]:
     """Integer-named version directories; on S3 only complete ones (their saved_model.pb, which
     publish uploads last, is there)."""
     store = open_store(base_path)
-    versions = store.version_dirs()
-    if isinstance(store, S3Store):
-        versions = [v for v in versions if store.read_head(str(v), "saved_model.pb") is not None]
-    return versions
+    return store.complete_versions() if isinstance(store, S3Store) else store.version_dirs()
 
 
 @dataclass(frozen=True)
@@ -237,8 +234,7 @@ class ModelManager:
         if spec.policy == "specific":  # named versions are loaded (a partial one reports its load error)
             return [v for v in spec.versions if v in on_disk]
         # "latest"/"all" count complete versions only: a half-copied directory never hides the good ones
-        store = open_store(spec.base_path)
-        complete = [v for v in on_disk if store.exists(str(v), "saved_model.pb")]
+        complete = [v for v in open_store(spec.base_path).complete_versions() if v in on_disk]
         if len(complete) < len(on_disk):
             log.debug("%s: ignoring incomplete version directories %s", spec.name, sorted(set(on_disk) - set(complete)))
         return complete if spec.policy == "all" else complete[-spec.num_versions:]
