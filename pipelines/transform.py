@@ -122,7 +122,7 @@ def check_dense_outputs(transform_fn: Path, config: ModelConfig) -> None:
     if sparse:
         raise StepError(f"{config.name}: preprocessing_fn returns {sparse} as sparse tensors: a nullable raw column "
                         "reaches preprocessing_fn as a SparseTensor with missing values; fill them into a dense "
-                        "[batch] tensor (e.g. _fill in pipelines/models/taxi/model.py) before scaling or returning it")
+                        "[batch] tensor (pipelines.preprocessing.fill) before scaling or returning it")
 
 
 def transform(

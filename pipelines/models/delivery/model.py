@@ -7,17 +7,12 @@ import tensorflow_transform as tft
 import tf_keras
 
 from pipelines.models.delivery import features as F
-
-
-def _fill(x: tf.sparse.SparseTensor, default) -> tf.Tensor:
-    """A nullable column ([batch, 0 or 1] sparse) as [batch] with ``default`` where missing. The dense shape
-    is set to [batch, 1] explicitly: a batch whose rows all miss the value has a dense shape [batch, 0]."""
-    return tf.squeeze(tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default), 1)
+from pipelines.preprocessing import fill
 
 
 def _dense(x) -> tf.Tensor:
     """A non-nullable column is dense already; a nullable one is filled with its training mean."""
-    return _fill(x, tft.mean(x.values)) if isinstance(x, tf.sparse.SparseTensor) else x
+    return fill(x, tft.mean(x.values)) if isinstance(x, tf.sparse.SparseTensor) else x
 
 
 def preprocessing_fn(inputs: dict) -> dict:
@@ -25,7 +20,7 @@ def preprocessing_fn(inputs: dict) -> dict:
     for key in F.NUMERIC_FEATURES:
         outputs[F.transformed_name(key)] = tft.scale_to_z_score(tf.cast(_dense(inputs[key]), tf.float32))
     outputs[F.transformed_name("hour")] = tf.clip_by_value(inputs["hour"], 0, 23)
-    weather = _fill(inputs["weather"], F.MISSING)
+    weather = fill(inputs["weather"], F.MISSING)
     outputs[F.transformed_name("weather")] = tft.compute_and_apply_vocabulary(
         weather, num_oov_buckets=1, vocab_filename="weather")
     outputs[F.transformed_name(F.LABEL_KEY)] = tf.cast(inputs[F.LABEL_KEY], tf.float32)

@@ -7,21 +7,17 @@ import tensorflow_transform as tft
 import tf_keras
 
 from pipelines.models.penguins import features as F
-
-
-def _fill(x: tf.sparse.SparseTensor, default) -> tf.Tensor:
-    dense = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
-    return tf.squeeze(dense, axis=1)
+from pipelines.preprocessing import fill
 
 
 def preprocessing_fn(inputs: dict) -> dict:
     outputs = {}
     for key in F.NUMERIC_FEATURES:
-        filled = _fill(inputs[key], tft.mean(inputs[key].values, name=f"mean_{key}"))
+        filled = fill(inputs[key], tft.mean(inputs[key].values, name=f"mean_{key}"))
         outputs[F.transformed_name(key)] = tft.scale_to_z_score(filled, name=f"zscore_{key}")
     for key in F.CATEGORICAL_FEATURES:
         outputs[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
-            _fill(inputs[key], F.MISSING), num_oov_buckets=1, vocab_filename=key, name=f"vocab_{key}")
+            fill(inputs[key], F.MISSING), num_oov_buckets=1, vocab_filename=key, name=f"vocab_{key}")
     # the label's class ids: its own vocabulary, which names the served classes ([task] label_vocabulary)
     outputs[F.transformed_name(F.LABEL_KEY)] = tft.compute_and_apply_vocabulary(
         inputs[F.LABEL_KEY], vocab_filename=F.LABEL_KEY, name="vocab_species")

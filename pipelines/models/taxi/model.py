@@ -10,18 +10,7 @@ import tensorflow_transform as tft
 import tf_keras
 
 from pipelines.models.taxi import features as F
-
-
-def _present(x: tf.sparse.SparseTensor) -> tf.Tensor:
-    """1.0 where a row has a value, 0.0 where it is missing; shape [batch]."""
-    ones = tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.float32), [x.dense_shape[0], 1])
-    return tf.squeeze(tf.sparse.to_dense(ones), axis=1)
-
-
-def _fill(x: tf.sparse.SparseTensor, default) -> tf.Tensor:
-    """Densify a column with zero or one value per row, using ``default`` where it is missing."""
-    dense = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default)
-    return tf.squeeze(dense, axis=1)
+from pipelines.preprocessing import fill, present
 
 
 def preprocessing_fn(inputs: dict) -> dict:
@@ -29,17 +18,17 @@ def preprocessing_fn(inputs: dict) -> dict:
     for key in F.DENSE_FLOAT_FEATURES:
         values = tf.cast(inputs[key], tf.float32)  # trip_seconds is an int column
         # impute with the training-window mean of present values, so a missing value has z-score 0
-        filled = _fill(values, tft.mean(values.values, name=f"mean_{key}"))
+        filled = fill(values, tft.mean(values.values, name=f"mean_{key}"))
         outputs[F.transformed_name(key)] = tft.scale_to_z_score(filled, name=f"zscore_{key}")
-        outputs[F.missing_name(key)] = 1.0 - _present(values)
+        outputs[F.missing_name(key)] = 1.0 - present(values)
     for key in F.BUCKET_FEATURES:
-        filled = _fill(inputs[key], tft.mean(inputs[key].values, name=f"mean_{key}"))
+        filled = fill(inputs[key], tft.mean(inputs[key].values, name=f"mean_{key}"))
         outputs[F.transformed_name(key)] = tft.bucketize(filled, F.BUCKET_COUNT, name=f"bucketize_{key}")
     for key, size in F.IDENTITY_FEATURES.items():
         outputs[F.transformed_name(key)] = tf.clip_by_value(inputs[key], 0, size - 1)
     for key, (top_k, oov, min_count) in F.VOCAB_FEATURES.items():
         outputs[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
-            _fill(inputs[key], F.MISSING_STRING),
+            fill(inputs[key], F.MISSING_STRING),
             top_k=top_k,
             num_oov_buckets=oov,
             frequency_threshold=min_count,
