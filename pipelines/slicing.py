@@ -9,6 +9,7 @@ rows (smaller ones are reported with their count, not judged); violations name t
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,8 @@ def slice_names(values: list[Any], spec: SliceSpec) -> np.ndarray:
         for i, value in enumerate(values):
             names[i] = "missing" if value is None else labels[int(np.searchsorted(edges, value, side="right"))]
         return names
-    present = [str(v) for v in values if v is not None]
-    kept = {v for v, _ in sorted(((v, present.count(v)) for v in set(present)), key=lambda kv: (-kv[1], kv[0]))
-            [: spec.top_k]}
+    counts = Counter(str(v) for v in values if v is not None)
+    kept = {v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: spec.top_k]}
     for i, value in enumerate(values):
         names[i] = "missing" if value is None else str(value) if str(value) in kept else "other"
     return names
