@@ -59,13 +59,23 @@ class EvaluateResult:
     report: str = ""  # evaluate/report.html
 
 
-def serve_examples(saved_model_dir: str | Path, examples: list[bytes]) -> dict[str, np.ndarray]:
-    """The serving path: serialized raw tf.Examples through ``serving_default``; every output."""
+def serving_signature(saved_model: str | Path | Any):
+    """``serving_default`` of an exported model: loaded from its directory, or passed through when already
+    loaded (loading a SavedModel with its TFT layer takes seconds: a step loads each model once)."""
+    if not isinstance(saved_model, str | Path):
+        return saved_model
     import tensorflow as tf
 
     from pipelines.train import SERVING_SIGNATURE
 
-    serve = tf.saved_model.load(str(saved_model_dir)).signatures[SERVING_SIGNATURE]
+    return tf.saved_model.load(str(saved_model)).signatures[SERVING_SIGNATURE]
+
+
+def serve_examples(saved_model: str | Path | Any, examples: list[bytes]) -> dict[str, np.ndarray]:
+    """The serving path: serialized raw tf.Examples through ``serving_default``; every output."""
+    import tensorflow as tf
+
+    serve = serving_signature(saved_model)
     chunks: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(examples), PREDICT_BATCH):
         for name, value in serve(examples=tf.constant(examples[i : i + PREDICT_BATCH])).items():
@@ -73,9 +83,9 @@ def serve_examples(saved_model_dir: str | Path, examples: list[bytes]) -> dict[s
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
-def predict_examples(saved_model_dir: str | Path, examples: list[bytes], output: str = "probability") -> np.ndarray:
+def predict_examples(saved_model: str | Path | Any, examples: list[bytes], output: str = "probability") -> np.ndarray:
     """One output of the serving path, [rows] or [rows, classes], as float64."""
-    return serve_examples(saved_model_dir, examples)[output].astype(np.float64) if examples else np.zeros(0)
+    return serve_examples(saved_model, examples)[output].astype(np.float64) if examples else np.zeros(0)
 
 
 def read_eval_split(file_pattern: str, transformed_spec: dict) -> tuple[dict[str, np.ndarray], list[bytes]]:
@@ -236,16 +246,15 @@ def canary_candidates(examples: list[bytes], count: int = CANARY_ROWS) -> list[i
     return (sparsest + [i for i in pool if i not in set(sparsest)])[:count]
 
 
-def single_row_reason(saved_model_dir: str, examples: list[bytes], batched: np.ndarray, rows: list[int],
+def single_row_reason(saved_model: str | Path | Any, examples: list[bytes], batched: np.ndarray, rows: list[int],
                       output: str, tolerance: float = SKEW_TOLERANCE) -> str | None:
     """Clients send one row at a time: each row alone must give what it got in a batch. A preprocessing_fn
     that assumes some row of the batch has a value fails here, not in production."""
     import tensorflow as tf
 
     from pipelines.serving.rest import model_error
-    from pipelines.train import SERVING_SIGNATURE
 
-    serve = tf.saved_model.load(saved_model_dir).signatures[SERVING_SIGNATURE]
+    serve = serving_signature(saved_model)
     for i in rows:
         try:
             alone = serve(examples=tf.constant([examples[i]]))[output].numpy().astype(np.float64)
@@ -345,7 +354,8 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     labels = columns.pop(label).astype(np.float64).reshape(-1)
 
     keras_model = tf_keras.models.load_model(trained["saved_model"], compile=False)
-    serving = predict_examples(trained["saved_model"], examples, output)
+    serve = serving_signature(trained["saved_model"])  # the exported model, loaded fresh from disk, once
+    serving = predict_examples(serve, examples, output)
     training = keras_model.predict({k: columns[k] for k in keras_model.input_names}, batch_size=PREDICT_BATCH,
                                    verbose=0).astype(np.float64).reshape(serving.shape)
 
@@ -363,7 +373,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     if (why := skew_reason(training, serving, examples, tolerance)) is not None:
         reasons.append(why)
     canary_rows = canary_candidates(examples, max(CANARY_ROWS, config.rollout.canary_rows))
-    if (why := single_row_reason(trained["saved_model"], examples, serving, canary_rows, output, tolerance)) is not None:
+    if (why := single_row_reason(serve, examples, serving, canary_rows, output, tolerance)) is not None:
         reasons.append(why)
     compared, changed, baseline_predictions = compare_with_baseline(config, interval, baseline, serving_root, examples,
                                                                     labels, metrics, classes)
