@@ -352,3 +352,24 @@ def test_a_daily_run_reuses_unchanged_days_statistics(data, tmp_path, taxi_confi
     again = validate(taxi_config, interval=END, data_root=str(data), artifact_root=art)
     assert computed == [900] and again.rows["2026-11-06"] == 900 and first.rows["2026-11-06"] == 1000
     assert read_json(again.statistics)["days"]["2026-11-06"]["rows"] == 900
+
+
+def test_parquet_partitions_pass_the_same_gate(tmp_path, taxi_config):
+    """The second input format: a clean window passes; NaN is named by row, a string column by its type."""
+    import pyarrow.parquet as pq
+
+    from pipelines.datagen import generate_data
+
+    config = dataclasses.replace(taxi_config, data=dataclasses.replace(taxi_config.data, format="parquet"))
+    generate_data(config, data_root=str(tmp_path / "data"), end=END, days=8, rows_per_day=500, fmt="parquet")
+    assert validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "a").anomalies == []
+    path = tmp_path / "data" / "taxi_trips" / f"dt={NEWEST}" / "part-00000.parquet"
+    table = pq.read_table(path)
+    miles = table.column("trip_miles").to_pylist()
+    miles[4] = float("nan")
+    pq.write_table(set_column(table, "trip_miles", miles), path)
+    with pytest.raises(DataValidationError, match=r"column 'trip_miles' has 1 NaN or infinite value\(s\): row 5 nan"):
+        validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "a")
+    pq.write_table(table.set_column(0, "trip_miles", pa.array([str(m) for m in miles])), path)
+    with pytest.raises(DataValidationError, match="column 'trip_miles' has type string in the file, which does not"):
+        validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "a")
