@@ -156,10 +156,15 @@ def print_versions(args: argparse.Namespace) -> int:
           f"{'epochs':>6} {'baseline':<11} {'inputs':>6}  run_id")
     for r in rows:
         auc = f"{r['auc']:.4f}" if r["auc"] is not None else "-"
-        labels = ",".join(filter(None, [r["labels"], "rejected" if r.get("rejected") else ""]))
+        labels = ",".join(filter(None, [r["labels"], "rejected" if r.get("rejected") else "",
+                                        "PARTIAL" if r.get("partial") else ""]))
         print(f"{r['version']:<11} {labels or '-':<16} {r['interval']:<10} {auc:>7} {r['code']:<16} "
               f"{r['image']:<12} {r['params'].get('epochs', '-'):>6} {r['baseline'] or '-'!s:<11} "
               f"{r['inputs']:>6}  {r['run_id']}")
+    for r in rows:
+        if r.get("partial"):
+            print(f"PARTIAL {r['version']}: not a complete version, ignored by publish, rollback and the servers: "
+                  f"{r['partial']}. Remove the directory once no copy into it is running.")
     return 0
 
 

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 S3 = "s3://"
 
 
-SAVED_MODEL = "saved_model.pb"  # what makes a version directory complete (written last)
+SAVED_MODEL = "saved_model.pb"  # a SavedModel's graph: without it a version directory is partial
+MANIFEST = "manifest.json"  # publish's record of a version, written after everything else
+VERSION_ORDER = (SAVED_MODEL, MANIFEST)  # the last objects of a version upload, in this order
 
 
 def is_s3(root: str | os.PathLike) -> bool:
@@ -100,12 +102,13 @@ class Store:
     def exists(self, *parts: str) -> bool:
         raise NotImplementedError
 
-    def put_dir(self, source: Path, *parts: str, last: str) -> None:
+    def put_dir(self, source: Path, *parts: str, last: Sequence[str] = ()) -> None:
         """Upload the directory ``source`` to ``parts``, which must not exist yet (FileExistsError).
 
         Readers never see a half-written directory as complete: locally it is renamed into place;
-        on S3 every object is written with ``If-None-Match: *`` and ``last`` (e.g. saved_model.pb,
-        whose presence makes a version complete) goes last. A failed upload removes what it wrote.
+        on S3 every object is written with ``If-None-Match: *`` and the files named in ``last`` go
+        after all others, in that order (``VERSION_ORDER``: saved_model.pb, then the manifest). A
+        failed upload removes what it wrote.
         """
         raise NotImplementedError
 
@@ -117,9 +120,90 @@ class Store:
         """Integer-named subdirectories, as TF Serving sees model versions."""
         return sorted(int(name) for name in self.list_dirs(*parts) if name.isdigit())
 
+    def files(self, *parts: str) -> dict[str, int]:
+        """Every file under ``parts`` (relative path -> size in bytes)."""
+        raise NotImplementedError
+
+    def digest_problem(self, listed: dict[str, Any], *parts: str) -> str | None:
+        """Whether the files' contents match the manifest's sha256 digests (locally; S3 objects are
+        written whole, so sizes are what an interrupted or mixed upload changes)."""
+        return None
+
+    def version_problem(self, *parts: str) -> str | None:
+        """Why the version directory ``parts`` is not complete, or None when it is. THE rule, for every
+        reader (publish, rollback, ``versions``, the baseline, the model server):
+
+        a version is complete when its ``saved_model.pb`` is there and, when it has a ``manifest.json``
+        (every version publish writes has one, uploaded last), every file the manifest lists is there
+        with the size and content it records. A SavedModel copied in by hand (no manifest) is complete
+        once its graph is there, as TF Serving sees it.
+        """
+        found = self.files(*parts)
+        if SAVED_MODEL not in found:
+            return f"no {SAVED_MODEL} (an interrupted copy or upload)"
+        if MANIFEST not in found:
+            return None
+        try:
+            manifest = json.loads(self.read_bytes(*parts, MANIFEST) or b"null")
+        except ValueError as exc:
+            return f"{MANIFEST} is not JSON ({exc})"
+        listed = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(listed, dict):
+            return None  # published before manifests listed their files: the graph is the mark
+        missing = sorted(set(listed) - set(found))
+        if missing:
+            return f"{len(missing)} file(s) its {MANIFEST} lists are missing, e.g. {missing[0]}"
+        for rel, expected in sorted(listed.items()):
+            if found[rel] != expected.get("bytes"):
+                return f"{rel} has {found[rel]} bytes, its {MANIFEST} says {expected.get('bytes')}"
+        return self.digest_problem(listed, *parts)
+
     def complete_versions(self, *parts: str) -> list[int]:
-        """Version directories a reader may load: their ``saved_model.pb`` is there (publish writes it last)."""
-        return [v for v in self.version_dirs(*parts) if self.exists(*parts, str(v), SAVED_MODEL)]
+        """Version directories a reader may load (``version_problem``); partial ones are logged, never counted."""
+        complete = []
+        for version in self.version_dirs(*parts):
+            problem = self.version_problem(*parts, str(version))
+            if problem is None:
+                complete.append(version)
+            else:
+                _report_partial(self.url(*parts, str(version)), problem)
+        return complete
+
+    def partial_versions(self, *parts: str) -> dict[int, str]:
+        """Version directories that are not complete, with the reason."""
+        return {v: problem for v in self.version_dirs(*parts)
+                if (problem := self.version_problem(*parts, str(v))) is not None}
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def _report_partial(url: str, problem: str) -> None:
+    if (url, problem) not in _reported:  # once per process: servers and listings poll
+        _reported.add((url, problem))
+        log.warning("ignoring %s: not a complete version: %s", url, problem)
+
+
+def manifest_files(directory: Path) -> dict[str, dict[str, Any]]:
+    """What a manifest records of the files beside it: relative path -> bytes and sha256."""
+    from pipelines.storage import file_digest
+
+    return {p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": file_digest(p)}
+            for p in sorted(Path(directory).rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+_digests: dict[tuple, str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered while its size, mtime and inode stay the same (servers poll)."""
+    from pipelines.storage import file_digest
+
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _digests:
+        _digests[key] = file_digest(path)
+    return _digests[key]
 
 
 class LocalStore(Store):
@@ -140,6 +224,16 @@ class LocalStore(Store):
         base = self.path(*parts)
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
+    def files(self, *parts: str) -> dict[str, int]:
+        base = self.path(*parts)
+        return {p.relative_to(base).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()}
+
+    def digest_problem(self, listed: dict[str, Any], *parts: str) -> str | None:
+        for rel, expected in sorted(listed.items()):
+            if _cached_sha256(self.path(*parts, rel)) != expected.get("sha256"):
+                return f"{rel} does not match the sha256 its {MANIFEST} records (changed after publishing)"
+        return None
+
     def put_bytes(self, payload: bytes, *parts: str, exclusive: bool = False) -> None:
         from pipelines.storage import atomic_write_bytes
 
@@ -147,7 +241,7 @@ class LocalStore(Store):
             raise FileExistsError(f"{self.path(*parts)} already exists; it is never overwritten")
         atomic_write_bytes(self.path(*parts), payload)
 
-    def put_dir(self, source: Path, *parts: str, last: str) -> None:
+    def put_dir(self, source: Path, *parts: str, last: Sequence[str] = ()) -> None:
         final = self.path(*parts)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -227,20 +321,29 @@ class S3Store(Store):
             raise
 
     def delete(self, keys: Iterable[str]) -> None:
+        """Delete ``keys``; any key S3 could not delete raises (OSError naming it): a step whose stale objects
+        stay must not be taken for complete."""
         keys = list(keys)
         for i in range(0, len(keys), 1000):
-            self.client.delete_objects(Bucket=self.bucket,
-                                       Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+            answer = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+            if errors := answer.get("Errors"):
+                first = errors[0]
+                raise OSError(f"could not delete {len(errors)} object(s) under s3://{self.bucket}/, e.g. "
+                              f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip())
 
-    def put_dir(self, source: Path, *parts: str, last: str) -> None:
+    def files(self, *parts: str) -> dict[str, int]:
+        return {rel: obj["Size"] for rel, obj in self.objects(*parts).items()}
+
+    def put_dir(self, source: Path, *parts: str, last: Sequence[str] = ()) -> None:
         if self.exists(*parts):
             raise FileExistsError(f"{self.url(*parts)} already exists; it is never overwritten")
         files = sorted(p.relative_to(source).as_posix() for p in Path(source).rglob("*") if p.is_file())
-        if last not in files:
-            raise FileNotFoundError(f"{source} has no {last}")
+        if missing := [name for name in last if name not in files]:
+            raise FileNotFoundError(f"{source} has no {', '.join(missing)}")
         written = []
         try:
-            for rel in [f for f in files if f != last] + [last]:
+            for rel in [f for f in files if f not in last] + list(last):
                 self.put_bytes((Path(source) / rel).read_bytes(), *parts, rel, exclusive=True)
                 written.append(self.key(*parts, rel))
         except BaseException:
@@ -323,7 +426,8 @@ class Mirror:
         says the output is complete) is removed first and uploaded after everything else. With
         ``retract_last=False`` the old ``last`` stays until it is overwritten (a checkpoint state file
         that names files the upload does not delete). With ``prune``, objects that are not in the local
-        directory any more are deleted at the end."""
+        directory any more are deleted before a retracted ``last`` is written (after it otherwise), and a
+        failed delete raises: a marker never stands over a mix of two outputs."""
         url = self.url(path)
         if url is None:
             raise ValueError(f"{path} is not under the staging mirror {self.base}")
@@ -334,7 +438,13 @@ class Mirror:
         files = sorted(p.relative_to(path).as_posix() for p in Path(path).rglob("*")
                        if p.is_file() and ".tmp-" not in p.name)
         ordered = [f for f in files if f != last] + ([last] if last in files else [])
+        # a marker (retracted first) goes up after the prune; a state file that names files goes up before
+        # it (retract_last=False), so the files it named stay until the new one names others
+        prune_before_last = prune and retract_last
         for rel in ordered:
+            if rel == last and prune_before_last and (stale := set(before) - set(files) - {last}):
+                store.delete(store.key(rel) for rel in sorted(stale))
+                prune = False
             obj = before.get(rel)
             local = Path(path) / rel
             if rel != last and obj is not None and obj["Size"] == local.stat().st_size \
@@ -342,7 +452,7 @@ class Mirror:
                 continue  # already there
             self.client.upload_file(str(local), store.bucket, store.key(rel))
         if prune and (stale := set(before) - set(files)):
-            store.delete(store.key(rel) for rel in stale)
+            store.delete(store.key(rel) for rel in sorted(stale))
         return url
 
     def push_file(self, path: Path) -> str:

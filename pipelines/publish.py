@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.config import ModelConfig
 from pipelines.lineage import code_version, model_fingerprint
-from pipelines.objectstore import SAVED_MODEL, Store, open_store
+from pipelines.objectstore import MANIFEST, SAVED_MODEL, VERSION_ORDER, Store, manifest_files, open_store
 from pipelines.runs import Run, write_result
 from pipelines.serving.models import labels_in
 from pipelines.staging import active_mirror
@@ -28,7 +28,6 @@ from pipelines.storage import staged_dir, tree_digest, write_json
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 CANARY = "canary.json"
 REPORT = "report.html"
 MODEL_CONFIG = "models.config"  # TF Serving's model config file, in its default place under the serving root
@@ -52,6 +51,13 @@ class PublishResult:
 def day_versions(interval: dt.date) -> range:
     first = int(interval.strftime("%Y%m%d")) * MAX_VERSIONS_PER_DAY
     return range(first, first + MAX_VERSIONS_PER_DAY)
+
+
+def next_version(day: range, complete: list[int], taken: list[int]) -> int | None:
+    """The day's next number: above every complete version of the day, on no existing directory (a partial
+    one is never overwritten, and never makes the day look full)."""
+    floor = max(complete, default=day.start - 1)
+    return next((v for v in day if v > floor and v not in set(taken)), None)
 
 
 def baseline_version(store: Store, model: str) -> int | None:
@@ -83,16 +89,19 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     digest = tree_digest(source)
     store = open_store(serving_root)
 
-    same_day = [v for v in store.version_dirs(config.name) if v in day_versions(interval)]
-    for version in same_day:
+    day = day_versions(interval)
+    complete = [v for v in store.complete_versions(config.name) if v in day]  # partial ones are logged
+    for version in complete:
         manifest = store.read_json(config.name, str(version), MANIFEST)
         if manifest is not None and manifest.get("content_digest") == digest:
             log.info("version %d already holds this model (digest %s); nothing to publish", version, digest[:12])
             return _finish(run, config, interval, version, store, digest, reused=True)
-
-    version = (max(same_day) + 1) if same_day else day_versions(interval).start
-    if version not in day_versions(interval):
-        raise ValueError(f"{config.name} already has {MAX_VERSIONS_PER_DAY} versions for {interval}")
+    version = next_version(day, complete, taken=store.version_dirs(config.name))
+    if version is None:
+        raise ValueError(f"{config.name} has no version number left for {interval}: {len(complete)} complete "
+                         f"version(s) of that day, the highest {max(complete, default='none')}, and directories "
+                         f"up to {day[-1]} are taken (partial ones: "
+                         f"{sorted(v for v in store.partial_versions(config.name) if v in day)})")
     with tempfile.TemporaryDirectory(prefix="skewfree-publish-") as tmp:
         build = Path(tmp) / str(version)
         shutil.copytree(source, build)
@@ -122,10 +131,12 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             "source": str(source),
         }
         # with roots on S3 the step ran on a local mirror: lineage names the S3 objects, not the copies
-        write_json(build / MANIFEST, mirror.to_urls(manifest) if (mirror := active_mirror()) else manifest)
-        # renamed into place locally; on S3 saved_model.pb (what makes a version loadable) goes last;
-        # an existing version is never overwritten (FileExistsError)
-        store.put_dir(build, config.name, str(version), last=SAVED_MODEL)
+        manifest = mirror.to_urls(manifest) if (mirror := active_mirror()) else manifest
+        manifest["files"] = manifest_files(build)  # what makes the version complete (Store.version_problem)
+        write_json(build / MANIFEST, manifest)
+        # renamed into place locally; on S3 saved_model.pb then the manifest go last; an existing
+        # version (even a partial one) is never overwritten (FileExistsError)
+        store.put_dir(build, config.name, str(version), last=VERSION_ORDER)
     log.info("published %s version %d to %s", config.name, version, store.url(config.name, str(version)))
     return _finish(run, config, interval, version, store, digest, reused=False)
 
@@ -151,6 +162,7 @@ def list_versions(serving_root: str, model: str) -> list[dict]:
     text = store.read_bytes(MODEL_CONFIG)
     labels = labels_in(None if text is None else text.decode(), model, store.url(MODEL_CONFIG))
     rows = []
+    partial = store.partial_versions(model)
     for version in sorted(store.version_dirs(model), reverse=True):
         manifest = store.read_json(model, str(version), MANIFEST) or {}
         rows.append({
@@ -165,5 +177,6 @@ def list_versions(serving_root: str, model: str) -> list[dict]:
             "run_id": manifest.get("run_id", ""),
             "inputs": len(manifest.get("input_digests", {})),
             "rejected": store.read_json(model, str(version), "rejected.json") is not None,
+            "partial": partial.get(version),  # why it is not a complete version (None: complete)
         })
     return rows

@@ -394,6 +394,9 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
         target = default_rollback_target(store, model, stable)
     if target not in published:
         raise RolloutError(f"{model} has no version {target} under {store.url(model)}; versions are {published}")
+    if (problem := store.version_problem(model, str(target))) is not None:
+        raise RolloutError(f"{model} version {target} under {store.url(model)} is not a complete version, "
+                           f"refusing to serve it: {problem}")
     log.info("rolling %s back from %s to version %d", model, stable, target)
     result = promote(client, config_file, model=model, base_path=base_path, version=target,
                      canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.objectstore import Mirror, S3Store, is_s3, join, open_store
+from pipelines.objectstore import LocalStore, Mirror, S3Store, is_s3, join, open_store
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,8 @@ class ModelManager:
         try:
             # TensorFlow cannot read s3:// itself: a version on S3 is loaded from a local copy
             path = Mirror().pull(location) if is_s3(location) else Path(location)
+            if (problem := LocalStore(path.parent).version_problem(path.name)) is not None:
+                raise ValueError(f"not a complete version: {problem}")
             loaded = tf.saved_model.load(str(path))
             proto = saved_model_pb2.SavedModel()
             proto.ParseFromString((path / "saved_model.pb").read_bytes())

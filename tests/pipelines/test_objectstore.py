@@ -35,14 +35,15 @@ def test_bad_s3_urls_are_refused_with_the_url(bad):
 def test_s3_put_dir_uploads_saved_model_last_and_never_overwrites(s3, tmp_path):
     store = S3Store(s3["url"] + "/serving", s3["client"])
     puts = record_puts(s3["client"])
-    store.put_dir(make_version(tmp_path), "taxi", "1", last="saved_model.pb")
+    store.put_dir(make_version(tmp_path), "taxi", "1", last=("saved_model.pb", "manifest.json"))
 
-    assert puts[-1].endswith("taxi/1/saved_model.pb")
+    # the graph after the variables, the manifest (which lists every file) after the graph
+    assert puts[-2].endswith("taxi/1/saved_model.pb") and puts[-1].endswith("taxi/1/manifest.json")
     assert len(puts) == 4
     assert store.version_dirs("taxi") == [1]
     assert store.read_json("taxi", "1", "manifest.json") == {"version": 1}
     with pytest.raises(FileExistsError, match="never overwritten"):
-        store.put_dir(make_version(tmp_path / "again"), "taxi", "1", last="saved_model.pb")
+        store.put_dir(make_version(tmp_path / "again"), "taxi", "1", last=("saved_model.pb", "manifest.json"))
     assert store.read_bytes("taxi", "1", "saved_model.pb") == b"graph"
 
 
@@ -66,7 +67,7 @@ def test_a_failed_s3_upload_leaves_no_trace_of_the_version(s3, tmp_path):
 
     s3["client"].meta.events.register("before-parameter-build.s3.PutObject", fail_third)
     with pytest.raises(ConnectionError):
-        store.put_dir(make_version(tmp_path), "taxi", "1", last="saved_model.pb")
+        store.put_dir(make_version(tmp_path), "taxi", "1", last=("saved_model.pb", "manifest.json"))
     assert store.objects("taxi") == {}
     assert store.version_dirs("taxi") == []
 
@@ -77,12 +78,12 @@ def test_local_and_s3_stores_agree(kind, s3, tmp_path):
     assert isinstance(store, LocalStore if kind == "local" else S3Store)
     assert store.version_dirs("taxi") == [] and store.read_json("taxi", "2", "manifest.json") is None
     for version in ("2", "10"):
-        store.put_dir(make_version(tmp_path / version), "taxi", version, last="saved_model.pb")
+        store.put_dir(make_version(tmp_path / version), "taxi", version, last=("saved_model.pb", "manifest.json"))
     assert store.version_dirs("taxi") == [2, 10]
     assert store.exists("taxi", "10") and not store.exists("taxi", "3")
     assert store.read_bytes("taxi", "2", "variables", "variables.index") == b"index"
     with pytest.raises(FileExistsError):
-        store.put_dir(make_version(tmp_path / "again"), "taxi", "2", last="saved_model.pb")
+        store.put_dir(make_version(tmp_path / "again"), "taxi", "2", last=("saved_model.pb", "manifest.json"))
 
 
 def test_mirror_push_writes_the_marker_last_and_prunes(s3, tmp_path):
@@ -128,7 +129,7 @@ def test_model_server_lists_only_complete_versions_on_s3(s3, tmp_path):
     from pipelines.serving.models import version_dirs
 
     store = S3Store(s3["url"] + "/serving", s3["client"])
-    store.put_dir(make_version(tmp_path), "taxi", "5", last="saved_model.pb")
+    store.put_dir(make_version(tmp_path), "taxi", "5", last=("saved_model.pb", "manifest.json"))
     store.put_bytes(b"half", "taxi", "6", "variables", "variables.index")  # an upload still under way
     assert store.version_dirs("taxi") == [5, 6]
     assert version_dirs(s3["url"] + "/serving/taxi") == [5]
@@ -155,3 +156,99 @@ def test_only_the_chief_worker_pushes_train_output(s3, taxi_config):
             "artifacts/taxi/runs/2026-11-10/train/saved_model/saved_model.pb"]
     finally:
         staging.close()
+
+
+def publishable(tmp_path: Path) -> Path:
+    """A version directory as publish builds it: the manifest lists every file with its size and sha256."""
+    from pipelines.objectstore import manifest_files
+
+    src = make_version(tmp_path)
+    (src / "manifest.json").write_text(json.dumps({"version": 1, "files": manifest_files(src)}))
+    return src
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_one_rule_for_a_complete_version(kind, s3, tmp_path):
+    """saved_model.pb present and every file the manifest lists there with its size (and, locally, its
+    sha256); each way of being partial is named, ignored by complete_versions, reported by partial_versions."""
+    store = open_store(tmp_path / "root") if kind == "local" else open_store(s3["url"] + "/root", s3["client"])
+    for version in ("1", "2", "3", "4"):
+        store.put_dir(publishable(tmp_path / version), "taxi", version, last=("saved_model.pb", "manifest.json"))
+    # 2: an interrupted copy (no graph); 3: a variables shard of another size; 4: a listed file gone
+    # 5: a SavedModel copied in by hand, no manifest: complete once its graph is there, as TF Serving sees it
+    if kind == "local":
+        root = tmp_path / "root" / "taxi"
+        (root / "2" / "saved_model.pb").unlink()
+        (root / "3" / "variables" / "variables.data-00000-of-00001").write_bytes(b"y" * 9_999)
+        (root / "4" / "variables" / "variables.index").unlink()
+        (root / "5").mkdir()
+        (root / "5" / "saved_model.pb").write_bytes(b"graph")
+    else:
+        store.delete([store.key("taxi", "2", "saved_model.pb"), store.key("taxi", "4", "variables", "variables.index")])
+        store.put_bytes(b"y" * 9_999, "taxi", "3", "variables", "variables.data-00000-of-00001")
+        store.put_bytes(b"graph", "taxi", "5", "saved_model.pb")
+    assert store.complete_versions("taxi") == [1, 5]
+    partial = store.partial_versions("taxi")
+    assert sorted(partial) == [2, 3, 4]
+    assert "no saved_model.pb" in partial[2]
+    assert "variables/variables.data-00000-of-00001 has 9999 bytes, its manifest.json says 10000" in partial[3]
+    assert "missing, e.g. variables/variables.index" in partial[4]
+
+
+def test_a_local_file_changed_in_place_fails_its_digest(tmp_path):
+    store = LocalStore(tmp_path / "root")
+    store.put_dir(publishable(tmp_path), "taxi", "1", last=("saved_model.pb", "manifest.json"))
+    assert store.complete_versions("taxi") == [1]
+    (tmp_path / "root" / "taxi" / "1" / "saved_model.pb").write_bytes(b"GRAPH")  # same size, other bytes
+    assert "saved_model.pb does not match the sha256" in store.partial_versions("taxi")[1]
+    (tmp_path / "root" / "taxi" / "1" / "manifest.json").write_text("{not json")
+    assert "manifest.json is not JSON" in store.version_problem("taxi", "1")
+
+
+def test_publish_numbers_past_partial_directories_and_never_reuses_them(tmp_path):
+    from pipelines.publish import next_version
+
+    day = range(2026111000, 2026111100)
+    # a stray partial directory at the end of the day does not make the day full
+    assert next_version(day, complete=[2026111000], taken=[2026111000, 2026111099]) == 2026111001
+    # a partial directory on the next number is skipped, never written into
+    assert next_version(day, complete=[2026111000], taken=[2026111000, 2026111001]) == 2026111002
+    assert next_version(day, complete=[], taken=[]) == 2026111000
+    assert next_version(day, complete=[2026111099], taken=[2026111099]) is None
+
+
+def test_mirror_push_prunes_before_the_marker_and_fails_on_a_failed_delete(s3, tmp_path, monkeypatch):
+    mirror = Mirror(tmp_path / "staging", s3["client"])
+    out = mirror.local(s3["url"] + "/runs/2026-11-10/transform")
+    out.mkdir(parents=True)
+    for name in ("part-0.tfrecord", "part-1.tfrecord", "result.json"):
+        (out / name).write_text(name)
+    mirror.push(out, last="result.json", prune=True)
+    (out / "part-1.tfrecord").unlink()  # the new output has one shard
+
+    calls = []
+    s3["client"].meta.events.register("before-parameter-build.s3.PutObject",
+                                      lambda params, **_: calls.append(("put", params["Key"])))
+    s3["client"].meta.events.register("before-parameter-build.s3.DeleteObjects",
+                                      lambda params, **_: calls.append(("delete", params["Delete"]["Objects"])))
+    mirror.push(out, last="result.json", prune=True)
+    stale = [i for i, c in enumerate(calls) if c[0] == "delete" and any("part-1" in o["Key"] for o in c[1])]
+    marker = [i for i, c in enumerate(calls) if c[0] == "put" and c[1].endswith("transform/result.json")]
+    assert stale and marker and stale[0] < marker[-1], calls
+
+    # a delete S3 refuses fails the push, and no marker stands over the mix
+    (out / "part-0.tfrecord").unlink()
+    (out / "part-2.tfrecord").write_text("new")
+
+    def refuse(**kwargs):
+        return {"Errors": [{"Key": kwargs["Delete"]["Objects"][-1]["Key"], "Code": "AccessDenied",
+                            "Message": "Access Denied"}]}
+
+    real = s3["client"].delete_objects
+    monkeypatch.setattr(s3["client"], "delete_objects",
+                        lambda **kw: refuse(**kw) if any("part-0" in o["Key"] for o in kw["Delete"]["Objects"])
+                        else real(**kw))
+    with pytest.raises(OSError, match="could not delete 1 object.*part-0.tfrecord: AccessDenied"):
+        mirror.push(out, last="result.json", prune=True)
+    remote = S3Store(s3["url"] + "/runs/2026-11-10/transform", s3["client"])
+    assert "result.json" not in remote.objects()

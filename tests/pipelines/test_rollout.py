@@ -272,3 +272,35 @@ def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
     with pytest.raises(RolloutError, match="no good version to roll back to before stable 2026110800"):
         back()
     assert stable_of(stack) == V0
+
+
+def test_publish_ignores_partial_versions_and_never_reuses_a_broken_one(trained_run, tmp_path, taxi_config, capsys):
+    """A stray directory at the end of the day, an interrupted copy on the next number and a published version
+    whose variables were truncated afterwards: publish neither counts, reuses nor overwrites any of them, and
+    ``versions`` names each with its problem."""
+    import argparse
+
+    from pipelines.cli import print_versions
+    from pipelines.publish import publish
+    from tests.conftest import END
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    serving = tmp_path / "serving"
+    first = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    assert first.version == 2026111000 and not first.reused
+    base = serving / MODEL
+    shutil.copytree(base / str(first.version), base / "2026111099", ignore=shutil.ignore_patterns("saved_model.pb"))
+    shutil.copytree(base / str(first.version), base / "2026111001", ignore=shutil.ignore_patterns("variables"))
+    for data in (base / str(first.version) / "variables").glob("variables.data-*"):
+        data.write_bytes(data.read_bytes()[:64])  # the one good copy is damaged after publishing
+
+    again = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    assert not again.reused and again.version == 2026111002  # past the interrupted copy, not into it
+    assert LocalStore(serving).complete_versions(MODEL) == [again.version]
+
+    print_versions(argparse.Namespace(serving_root=str(serving), model="taxi", json=False))
+    out = capsys.readouterr().out
+    assert "PARTIAL 2026111099: not a complete version" in out and "no saved_model.pb" in out
+    assert "PARTIAL 2026111000" in out and "its manifest.json says" in out
+    assert "PARTIAL 2026111001" in out and "missing, e.g. variables/" in out

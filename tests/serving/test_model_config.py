@@ -153,3 +153,28 @@ def test_a_partial_version_is_ignored_then_loads_once_complete_without_a_restart
     assert states(named)[2] == "AVAILABLE"
     latest.poll_once()
     assert latest.servable("taxi").number == 2
+
+
+def test_a_version_that_does_not_match_its_manifest_is_never_loaded(base_path, tmp_path):
+    """The server uses the same rule as publish: a published version whose files differ from what its
+    manifest lists (a shard replaced after publishing) is not loaded by the latest policy, and named in a
+    config its load fails with the file named."""
+    import json
+
+    from pipelines.objectstore import manifest_files
+    from pipelines.serving.models import ModelSpec
+
+    base = tmp_path / "taxi"
+    for version in ("1", "2"):
+        shutil.copytree(base_path / "1", base / version)
+        (base / version / "manifest.json").write_text(json.dumps({"files": manifest_files(base / version)}))
+    shard = next((base / "2" / "variables").glob("variables.data-*"))
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\0" if shard.read_bytes()[-1:] != b"\0" else shard.read_bytes()[:-1] + b"\1")
+    latest = ModelManager([ModelSpec(name="taxi", base_path=str(base))])
+    latest.poll_once()
+    assert states(latest) == {1: "AVAILABLE"}
+    named = ModelManager([ModelSpec(name="taxi", base_path=str(base), policy="specific", versions=(2,))])
+    named.poll_once()
+    [status] = named.statuses("taxi")
+    assert status["state"] == "END"
+    assert f"not a complete version: variables/{shard.name} does not match the sha256" in status["status"]["error_message"]
