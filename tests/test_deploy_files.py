@@ -91,3 +91,26 @@ def test_secrets_have_no_defaults():
     example = (ROOT / ".env.example").read_text()
     assert all(f"{name}=" in example for name, _ in references)
     assert "ALL_ADMINS: \"false\"" in text
+
+
+def test_kubernetes_serving_manifests_are_valid_and_share_the_serving_claim():
+    """deploy/kubernetes/serving.yaml passes the Kubernetes schema (strict), and TF Serving reads the claim the
+    step pods mount (SKEWFREE_K8S_VOLUME_CLAIMS) at the serving root the compose file documents."""
+    import kubernetes_validate
+
+    from tests.plugins.test_step_pods import KUBERNETES_VERSION
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "serving.yaml").read_text()))
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    kinds = {doc["kind"]: doc for doc in docs}
+    assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    [serving] = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert serving["persistentVolumeClaim"]["claimName"] == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    [server] = pod["containers"]
+    assert "--model_config_file=/models/models.config" in server["args"] and EXACT_TAG.match(server["image"])
+    assert {"mountPath": "/models", "name": serving["name"], "readOnly": True} in server["volumeMounts"]
+    env = SERVICES["airflow-scheduler"].get("environment") or COMPOSE["x-airflow-common"]["environment"]
+    assert env["SKEWFREE_K8S_VOLUME_CLAIMS"] == f"/models={serving['persistentVolumeClaim']['claimName']}"
+    assert env["SKEWFREE_SERVING_ROOT"] == "/models"

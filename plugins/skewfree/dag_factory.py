@@ -49,8 +49,9 @@ def trigger_params() -> dict[str, Param]:
                                title="Learning rate", description="Empty: the model config's value."),
         "batch_size": Param(None, type=["null", "integer"], minimum=1, maximum=65536, title="Batch size",
                             description="Empty: the model config's value."),
-        "gpus": Param(0, type="integer", minimum=0, maximum=8, title="GPUs",
-                      description="GPUs for training; the trainer fails fast if it cannot see them."),
+        "gpus": Param(None, type=["null", "integer"], minimum=0, maximum=8, title="GPUs",
+                      description="GPUs for training; the trainer fails fast if it cannot see them. Empty: the "
+                                  "model config's [kubernetes] train GPUs on the kubernetes backend, none locally."),
         "image_tag": Param(None, type=["null", "string"], pattern=IMAGE_TAG_PATTERN, title="Trainer image tag",
                            description="Exact trainer image tag (kubernetes backend); 'latest' is refused."),
         "data_dir": Param(None, type=["null", "string"], pattern=RELATIVE_PATH_PATTERN, title="Data directory",
@@ -79,31 +80,40 @@ def _flag(flag: str, param: str) -> str:
     return f"{{{{ '{flag}=' ~ params.{param} if params.{param} is not none else '' }}}}"
 
 
-STEP_FLAGS = {
-    "validate": [_flag("--data-dir", "data_dir"),
-                 "{{ '--accept-anomaly=' ~ params.accept_anomalies | join(',') if params.accept_anomalies else '' }}"],
-    "transform": [],
-    "train": [_flag("--epochs", "epochs"), _flag("--learning-rate", "learning_rate"),
-              _flag("--batch-size", "batch_size"), "--gpus={{ params.gpus }}"],
-    "evaluate": [],
-    "publish": ["--run-id={{ run_id }}", "--image={{ params.image_tag or 'local' }}"],
-}
-for _step in CACHED_STEPS:
-    STEP_FLAGS[_step].append("{{ '--force' if params.force else '' }}")
+def step_flags(step: str, *, config, settings: Settings) -> list[str]:
+    """A step's CLI flags from the run's trigger params (templated; empty ones are dropped)."""
+    kubernetes = settings.backend == "kubernetes"
+    if kubernetes:
+        from skewfree.operators.pod import effective_gpus, image_ref  # the kubernetes client only where used
+    flags = {
+        "validate": [_flag("--data-dir", "data_dir"),
+                     "{{ '--accept-anomaly=' ~ params.accept_anomalies | join(',') if params.accept_anomalies "
+                     "else '' }}"],
+        "transform": [],
+        # the trainer gets the GPU count its pod is given, so its preflight refuses a pod without them
+        "train": [_flag("--epochs", "epochs"), _flag("--learning-rate", "learning_rate"),
+                  _flag("--batch-size", "batch_size"),
+                  f"--gpus={effective_gpus(config)}" if kubernetes else _flag("--gpus", "gpus")],
+        # the local server's config file names the baseline evaluate compares with (pods read the serving root's)
+        "evaluate": [] if kubernetes else [f"--model-server-config={settings.model_server_config}"],
+        # the manifest records the image the steps actually ran in
+        "publish": ["--run-id={{ run_id }}", f"--image={image_ref(settings)}" if kubernetes else "--image=local"],
+    }[step]
+    if step in CACHED_STEPS:
+        flags.append("{{ '--force' if params.force else '' }}")
+    return flags
 
 
 def step_task(step: str, *, model: str, config, settings: Settings):
     """One step, on the configured backend: a local subprocess or a pod, with the same argv."""
     pool = {"pool": TRAINING_POOL} if step == "train" else {}
+    flags = step_flags(step, config=config, settings=settings)
     if settings.backend == "kubernetes":
         from skewfree.operators.pod import step_pod  # the kubernetes client only where it is used
 
         return step_pod(step, model=model, config=config, settings=settings, interval=INTERVAL,
-                        extra_args=STEP_FLAGS[step], **pool)
-    # the local server's config file names the baseline evaluate compares with (pods read the serving root's)
-    extra = [f"--model-server-config={settings.model_server_config}"] if step == "evaluate" else []
-    return PipelineStepOperator(task_id=step, step=step, model=model, interval=INTERVAL,
-                                extra_args=[*STEP_FLAGS[step], *extra], **pool)
+                        extra_args=flags, **pool)
+    return PipelineStepOperator(task_id=step, step=step, model=model, interval=INTERVAL, extra_args=flags, **pool)
 
 
 def gate_report(evaluation: dict) -> str:

@@ -35,6 +35,10 @@ class Settings:
     :param s3_endpoint_url: ``AWS_ENDPOINT_URL_S3`` for step pods (MinIO and other S3-compatible stores).
     :param models_dir: ``SKEWFREE_MODELS_DIR``, model folders outside this repository; step pods get the
         same value, so the trainer image must hold those folders at the same path.
+    :param volume_claims: ``SKEWFREE_K8S_VOLUME_CLAIMS`` (``/models=skewfree-serving,/mnt/data=team-data``):
+        PersistentVolumeClaims every step pod mounts at those paths. A root that is a local path on the
+        kubernetes backend must be under one of them (the serving root on a ReadWriteMany claim that TF
+        Serving and the Airflow workers mount too), else the pods could not see it: refused.
     """
 
     backend: str
@@ -51,6 +55,7 @@ class Settings:
     s3_secret: str | None = None
     s3_endpoint_url: str | None = None
     models_dir: str | None = None
+    volume_claims: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -74,6 +79,7 @@ class Settings:
             s3_secret=env.get("SKEWFREE_K8S_S3_SECRET") or None,
             s3_endpoint_url=env.get("SKEWFREE_S3_ENDPOINT_URL") or None,
             models_dir=env.get("SKEWFREE_MODELS_DIR") or None,
+            volume_claims=parse_volume_claims(env.get("SKEWFREE_K8S_VOLUME_CLAIMS", "")),
         )
         if is_s3(settings.model_server_config):
             raise ValueError("SKEWFREE_MODEL_SERVER_CONFIG must be a file the model server reads, not an s3:// URL "
@@ -83,8 +89,34 @@ class Settings:
                              f"exact tag other than 'latest' (got {settings.trainer_image!r}, {settings.trainer_tag!r})")
         if settings.backend not in BACKENDS:
             raise ValueError(f"SKEWFREE_BACKEND={settings.backend!r} is not one of {', '.join(BACKENDS)}")
+        if settings.backend == "kubernetes":
+            for name, root in settings.roots.items():
+                if not is_s3(root) and settings.claim_of(root) is None:
+                    raise ValueError(
+                        f"SKEWFREE_{name.upper()}_ROOT={root!r} is a local path, but step pods have no volume there: "
+                        "mount a PersistentVolumeClaim at it with SKEWFREE_K8S_VOLUME_CLAIMS="
+                        f"'{root}=<claim>' (for the serving root, a ReadWriteMany claim the model server and "
+                        "the Airflow workers mount too), or use an s3:// root")
         return settings
+
+    def claim_of(self, path: str) -> str | None:
+        """The claim whose mount path holds ``path``, if any."""
+        for mount, claim in self.volume_claims:
+            if path == mount or path.startswith(mount.rstrip("/") + "/"):
+                return claim
+        return None
 
     @property
     def roots(self) -> dict[str, str]:
         return {"data": self.data_root, "artifact": self.artifact_root, "serving": self.serving_root}
+
+
+def parse_volume_claims(text: str) -> tuple[tuple[str, str], ...]:
+    """``/models=skewfree-serving,/mnt/data=team-data`` -> ((mount path, claim name), ...)."""
+    claims = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        mount, sep, claim = item.partition("=")
+        if not sep or not mount.startswith("/") or not claim or "/" in claim:
+            raise ValueError(f"SKEWFREE_K8S_VOLUME_CLAIMS: {item!r} is not /mount/path=claim-name")
+        claims.append((mount.rstrip("/") or "/", claim))
+    return tuple(claims)

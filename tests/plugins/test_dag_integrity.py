@@ -63,7 +63,7 @@ def test_retrain_dag_shape_and_data_intervals(tmp_path):
     # rollout runs after the approval when one was asked for, or straight after the branch otherwise
     assert parsed["trigger_rules"]["rollout"] == "none_failed_min_one_success"
     assert parsed["params"]["require_approval"] is False and parsed["params"]["publish"] is True
-    assert parsed["params"]["allow_older_than_serving"] is False and parsed["params"]["gpus"] == 0
+    assert parsed["params"]["allow_older_than_serving"] is False and parsed["params"]["gpus"] is None
     assert parsed["pools"]["train"] == "skewfree_training"  # bounds concurrent training in backfills
     assert parsed["pools"]["transform"] == "default_pool"
     # scheduled over data intervals: the run for day D is keyed by its interval start, never now()

@@ -19,6 +19,7 @@ ENV = {
     "SKEWFREE_SERVING_ROOT": "/mnt/serving",
     "SKEWFREE_TRAINER_IMAGE": "registry.example.com/skewfree/trainer",
     "SKEWFREE_TRAINER_TAG": "0.1.0-tf2.21.0-gpu",
+    "SKEWFREE_K8S_VOLUME_CLAIMS": "/mnt/data=team-data,/mnt/artifacts=team-artifacts,/mnt/serving=skewfree-serving",
     "AIRFLOW_CONN_KUBERNETES_DEFAULT": '{"conn_type": "kubernetes", "extra": {"in_cluster": false}}',
 }
 
@@ -54,7 +55,7 @@ def local_argv(monkeypatch, step: str, conf: dict | None = None) -> list[str]:
 
 @pytest.mark.parametrize("step", ["transform", "train"])
 def test_pod_runs_the_local_argv_in_the_pinned_image(monkeypatch, step):
-    conf = {"epochs": 7, "force": True}
+    conf = {"epochs": 7, "force": True, "gpus": 1}  # a GPU count both backends give the trainer
     expected = local_argv(monkeypatch, step, conf)
     dag = dags(monkeypatch, "kubernetes")
     task, context = rendered(dag.get_task(step), dag, conf)
@@ -95,6 +96,73 @@ def test_transform_pod_has_no_gpu(monkeypatch):
     pod = task.build_pod_request_obj(context, dry_run=True)
     assert "nvidia.com/gpu" not in pod.spec.containers[0].resources.limits
     assert not pod.spec.node_selector and not pod.spec.tolerations
+
+
+KUBERNETES_VERSION = "1.33.0"  # the oldest Kubernetes the rendered manifests are validated against
+
+
+def validated_manifest(obj) -> dict:
+    """A pod (or any kubernetes client object) as the API server gets it, checked against the Kubernetes
+    OpenAPI schema (strict: unknown fields are errors too)."""
+    import kubernetes_validate
+    from kubernetes.client import ApiClient
+
+    data = ApiClient().sanitize_for_serialization(obj)
+    data.setdefault("apiVersion", "v1")
+    data.setdefault("kind", type(obj).__name__.removeprefix("V1"))
+    kubernetes_validate.validate(data, KUBERNETES_VERSION, strict=True)
+    return data
+
+
+@pytest.mark.parametrize("step", ["validate", "transform", "train", "evaluate", "publish"])
+def test_every_step_pod_is_a_valid_locked_down_pod(monkeypatch, step):
+    """Each step's rendered pod passes the Kubernetes schema; it runs with the runtime's seccomp profile, a
+    read-only root filesystem with one writable scratch emptyDir (HOME, TMPDIR, staging), no service
+    account token, and the roots' volume claims mounted where the roots are."""
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task(step), dag)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    manifest = validated_manifest(pod)
+    assert manifest["spec"]["automountServiceAccountToken"] is False
+    assert manifest["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod.spec.containers[0]
+    assert container.security_context.read_only_root_filesystem is True
+    assert container.security_context.seccomp_profile.type == "RuntimeDefault"
+    mounts = {m.mount_path: m.name for m in container.volume_mounts}
+    claims = {v.name: v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim}
+    assert {path: claims[name] for path, name in mounts.items() if name in claims} == {
+        "/mnt/data": "team-data", "/mnt/artifacts": "team-artifacts", "/mnt/serving": "skewfree-serving"}
+    assert [v.empty_dir is not None for v in pod.spec.volumes if v.name == mounts["/scratch"]] == [True]
+    env = {e.name: e.value for e in container.env}
+    assert env["HOME"] == env["TMPDIR"] == "/scratch" and env["SKEWFREE_STAGING_DIR"].startswith("/scratch/")
+    if step == "publish":  # it writes the serving root the model server reads, through the claim
+        args = container.args
+        assert args[args.index("--serving-root") + 1] == "/mnt/serving"
+        assert "--image=registry.example.com/skewfree/trainer:0.1.0-tf2.21.0-gpu" in args
+
+
+def test_a_local_root_without_a_volume_claim_is_refused(monkeypatch):
+    monkeypatch.setitem(ENV, "SKEWFREE_K8S_VOLUME_CLAIMS", "/mnt/data=team-data,/mnt/artifacts=team-artifacts")
+    with pytest.raises(ValueError, match=r"SKEWFREE_SERVING_ROOT='/mnt/serving' is a local path, but step pods "
+                                         r"have no volume there: .*SKEWFREE_K8S_VOLUME_CLAIMS='/mnt/serving=<claim>'"):
+        dags(monkeypatch, "kubernetes")
+    with pytest.raises(ValueError, match="'models' is not /mount/path=claim-name"):
+        Settings.from_env({"SKEWFREE_K8S_VOLUME_CLAIMS": "models"})
+
+
+def test_a_scheduled_train_pod_and_its_trainer_agree_on_the_gpus(monkeypatch):
+    """The config's GPU is in the pod limits AND the trainer's --gpus (its preflight fails a pod that cannot
+    see it); a run asking for 0 GPUs gets neither a GPU limit nor the GPU node selector."""
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("train"), dag)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert "--gpus=1" in pod.spec.containers[0].args
+    task, context = rendered(dag.get_task("train"), dag, {"gpus": 0})
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    assert "nvidia.com/gpu" not in pod.spec.containers[0].resources.limits and not pod.spec.node_selector
+    assert "--gpus=0" in pod.spec.containers[0].args
+    validated_manifest(pod)
 
 
 def test_trigger_params_reach_the_pod(monkeypatch):

@@ -7,7 +7,9 @@ import pytest
 from airflow.sdk.definitions.param import ParamsDict
 
 from pipelines.storage import confined
-from skewfree.dag_factory import STEP_FLAGS, trigger_params
+from pipelines.config import load_model_config
+from skewfree.dag_factory import step_flags, trigger_params
+from skewfree.settings import Settings
 
 
 def validated(conf: dict) -> dict:
@@ -18,7 +20,7 @@ def validated(conf: dict) -> dict:
 
 def test_defaults_are_what_a_scheduled_run_gets():
     assert validated({}) == {
-        "epochs": None, "learning_rate": None, "batch_size": None, "gpus": 0, "image_tag": None,
+        "epochs": None, "learning_rate": None, "batch_size": None, "gpus": None, "image_tag": None,
         "data_dir": None, "publish": True, "force": False, "allow_older_than_serving": False,
         "require_approval": False, "accept_anomalies": [],
     }
@@ -52,26 +54,47 @@ def test_valid_manual_trigger():
     assert values["image_tag"] == "2.21.0-gpu" and values["data_dir"] == "taxi_trips_fixed/v2"
 
 
-def render(step: str, params: dict) -> list[str]:
+LOCAL = Settings.from_env({"SKEWFREE_HOME": "/srv/skewfree"})
+KUBERNETES = Settings.from_env({"SKEWFREE_BACKEND": "kubernetes", "SKEWFREE_DATA_ROOT": "s3://d/raw",
+                                "SKEWFREE_ARTIFACT_ROOT": "s3://a/runs", "SKEWFREE_SERVING_ROOT": "/models",
+                                "SKEWFREE_K8S_VOLUME_CLAIMS": "/models=skewfree-serving"})
+
+
+def render(step: str, params: dict, settings: Settings = LOCAL) -> list[str]:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    rendered = [env.from_string(flag).render(params=params, run_id="manual__1") for flag in STEP_FLAGS[step]]
+    flags = step_flags(step, config=load_model_config("taxi"), settings=settings)
+    rendered = [env.from_string(flag).render(params=params, run_id="manual__1") for flag in flags]
     return [arg for arg in rendered if arg]
 
 
 def test_params_become_step_flags_only_when_set():
     defaults = validated({})
-    assert render("train", defaults) == ["--gpus=0"]
+    assert render("train", defaults) == []
     assert render("transform", defaults) == []
-    assert render("evaluate", defaults) == []
+    assert render("evaluate", defaults) == ["--model-server-config=/srv/skewfree/serving/models.config"]
     assert render("validate", defaults) == []
     assert render("publish", defaults) == ["--run-id=manual__1", "--image=local"]
-    custom = validated({"epochs": 5, "learning_rate": 0.01, "force": True, "data_dir": "fixed",
+    custom = validated({"epochs": 5, "learning_rate": 0.01, "force": True, "data_dir": "fixed", "gpus": 0,
                         "image_tag": "2.21.0-gpu"})
     assert render("train", custom) == ["--epochs=5", "--learning-rate=0.01", "--gpus=0", "--force"]
     assert render("transform", custom) == ["--force"]
-    assert render("evaluate", custom) == ["--force"]
+    assert render("evaluate", custom)[-1] == "--force"
     assert render("validate", custom) == ["--data-dir=fixed"]
-    assert render("publish", custom)[1] == "--image=2.21.0-gpu"
+    assert render("publish", custom)[1] == "--image=local"  # locally the steps ran in this interpreter
+
+
+def test_pods_get_the_effective_gpu_count_and_record_the_image_they_ran():
+    """A scheduled run on the kubernetes backend trains with the model config's GPU (taxi: 1) and its trainer
+    is told so (its preflight refuses a pod that cannot see it); a run's gpus param overrides both; publish
+    records the exact image the pods ran."""
+    defaults = validated({})
+    assert render("train", defaults, KUBERNETES) == ["--gpus=1"]
+    assert render("train", validated({"gpus": 0}), KUBERNETES) == ["--gpus=0"]
+    assert render("train", validated({"gpus": 2}), KUBERNETES) == ["--gpus=2"]
+    assert render("evaluate", defaults, KUBERNETES) == []
+    assert render("publish", defaults, KUBERNETES)[1] == "--image=ghcr.io/skewfree/trainer:0.1.0-tf2.21.0-gpu"
+    tagged = validated({"image_tag": "0.2.0-tf2.21.0-gpu"})
+    assert render("publish", tagged, KUBERNETES)[1] == "--image=ghcr.io/skewfree/trainer:0.2.0-tf2.21.0-gpu"
     accepting = validated({"accept_anomalies": ["volume", "new_values:company"]})
     assert render("validate", accepting) == ["--accept-anomaly=volume,new_values:company"]
 

@@ -26,15 +26,35 @@ class StepPodOperator(KubernetesPodOperator):
         self.arguments = [arg for arg in self.arguments if arg]
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
         gpus = ((context or {}).get("params") or {}).get("gpus") if self.task_id == "train" else None
-        if gpus:
-            container = pod.spec.containers[0]
-            container.resources.limits["nvidia.com/gpu"] = str(gpus)
+        if gpus is not None:  # the run's GPU count, which the trainer's --gpus also gets (effective_gpus)
+            limits = pod.spec.containers[0].resources.limits
+            if gpus:
+                limits["nvidia.com/gpu"] = str(gpus)
+            else:
+                limits.pop("nvidia.com/gpu", None)
+                pod.spec.node_selector, pod.spec.tolerations = None, None
         return pod
+
+
+def image_ref(settings: Settings) -> str:
+    """The trainer image a run uses (templated: a run's ``image_tag`` param overrides the default tag); the
+    pod runs it and publish records it in the version's manifest."""
+    return f"{settings.trainer_image}:{{{{ params.image_tag or '{settings.trainer_tag}' }}}}"
+
+
+def effective_gpus(config: ModelConfig) -> str:
+    """The train step's GPU count (templated): the run's ``gpus`` param, else the model config's."""
+    return f"{{{{ params.gpus if params.gpus is not none else {config.kubernetes.for_step('train').gpus} }}}}"
+
+
+SCRATCH = "/scratch"  # the one writable place in a step container (emptyDir): temp files, staging, HOME
 
 
 def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, interval: str,
              extra_args: list[str], **kwargs: Any) -> StepPodOperator:
-    """The pod for ``step``: pinned trainer image, resources from the model config, non-root, timed out."""
+    """The pod for ``step``: pinned trainer image, resources from the model config, timed out; non-root with
+    a read-only root filesystem (scratch on an emptyDir), the runtime's default seccomp profile, no service
+    account token; the volume claims of ``SKEWFREE_K8S_VOLUME_CLAIMS`` mounted where the roots are."""
     argv = step_argv(step, model=model, interval=interval, roots=settings.roots, extra=tuple(extra_args))
     resources = config.kubernetes.for_step(step)
     limits = {"cpu": resources.cpu, "memory": resources.memory}
@@ -43,15 +63,25 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
         limits["nvidia.com/gpu"] = str(resources.gpus)
         gpu = {"node_selector": dict(config.kubernetes.gpu_node_selector),
                "tolerations": [k8s.V1Toleration(**t) for t in config.kubernetes.gpu_tolerations]}
+    volumes = [k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource())]
+    mounts = [k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH)]
+    for i, (mount, claim) in enumerate(settings.volume_claims):
+        volumes.append(k8s.V1Volume(name=f"claim-{i}", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+            claim_name=claim)))
+        mounts.append(k8s.V1VolumeMount(name=f"claim-{i}", mount_path=mount))
     return StepPodOperator(
         task_id=step,
         name=f"skewfree-{config.name}-{step}".replace("_", "-"),
         namespace=settings.namespace,
-        image=f"{settings.trainer_image}:{{{{ params.image_tag or '{settings.trainer_tag}' }}}}",
+        image=image_ref(settings),
         image_pull_policy="IfNotPresent",
         cmds=[argv[0]],
         arguments=argv[1:],
+        volumes=volumes,
+        volume_mounts=mounts,
+        automount_service_account_token=False,  # steps never call the Kubernetes API
         env_vars={"SKEWFREE_XCOM_RETURN": XCOM_RETURN, "TF_CPP_MIN_LOG_LEVEL": "2",
+                  "HOME": SCRATCH, "TMPDIR": SCRATCH, "SKEWFREE_STAGING_DIR": f"{SCRATCH}/staging",
                   **({"AWS_ENDPOINT_URL_S3": settings.s3_endpoint_url} if settings.s3_endpoint_url else {}),
                   **({"SKEWFREE_MODELS_DIR": settings.models_dir} if settings.models_dir else {})},
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=settings.s3_secret))]
@@ -59,10 +89,12 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
         container_resources=k8s.V1ResourceRequirements(requests={"cpu": resources.cpu, "memory": resources.memory},
                                                        limits=limits),
         security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=NON_ROOT_UID,
-                                                  fs_group=NON_ROOT_UID),
+                                                  fs_group=NON_ROOT_UID,
+                                                  seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
         container_security_context=k8s.V1SecurityContext(
             allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            read_only_root_filesystem=True, capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
         startup_timeout_seconds=config.kubernetes.startup_timeout_seconds,
         active_deadline_seconds=resources.active_deadline_seconds,
