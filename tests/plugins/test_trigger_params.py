@@ -6,8 +6,8 @@ import jinja2
 import pytest
 from airflow.sdk.definitions.param import ParamsDict
 
-from pipelines.storage import confined
 from pipelines.config import load_model_config
+from pipelines.storage import confined
 from skewfree.dag_factory import step_flags, trigger_params
 from skewfree.settings import Settings
 
