@@ -145,21 +145,41 @@ def is_blessed(evaluation: dict, params: dict | None = None) -> bool:
     return True
 
 
-def failure_notifier():
-    """The Airflow notifier (or callable) named by ``SKEWFREE_FAILURE_NOTIFIER`` (``package.module:name``), called
-    when a task fails, e.g. a model that is not blessed; None when unset."""
+def named_notifier(variable: str):
+    """The Airflow notifier (or callable taking the context) that the environment variable ``variable`` names
+    (``package.module:name``); None when unset."""
     import importlib
     import os
 
-    spec = os.environ.get("SKEWFREE_FAILURE_NOTIFIER")
+    spec = os.environ.get(variable)
     if not spec:
         return None
     module, _, name = spec.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"SKEWFREE_FAILURE_NOTIFIER={spec!r} does not name an object (package.module:name): "
-                          f"{exc}") from None
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{variable}={spec!r} does not name an object (package.module:name): {exc}") from None
+
+
+def failure_notifier():
+    """``SKEWFREE_FAILURE_NOTIFIER``: called when a task fails, e.g. a model that is not blessed."""
+    return named_notifier("SKEWFREE_FAILURE_NOTIFIER")
+
+
+def approval_notifiers() -> list:
+    """``SKEWFREE_APPROVAL_NOTIFIER``: told when a promotion starts waiting for a human (the HITL operator's
+    notifiers, which must be Airflow notifiers: a plain callable is wrapped in one)."""
+    from airflow.sdk import BaseNotifier
+
+    notifier = named_notifier("SKEWFREE_APPROVAL_NOTIFIER")
+    if notifier is None or isinstance(notifier, BaseNotifier):
+        return [notifier] if notifier else []
+
+    class _Callable(BaseNotifier):
+        def notify(self, context):
+            notifier(context)
+
+    return [_Callable()]
 
 
 @task.branch(task_id="needs_approval")
@@ -213,6 +233,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
             response_timeout=dt.timedelta(minutes=config.rollout.approval_timeout_minutes),
             defaults=["Reject"],
             assigned_users=[{"id": user, "name": user} for user in config.rollout.approval_assignees] or None,
+            notifiers=approval_notifiers(),
         )
         rollout = RolloutOperator(
             task_id="rollout",

@@ -2,6 +2,9 @@
 awaiting input, then record the choice through Airflow's own HITL API route function.
 
 usage: python tests/e2e/hitl_respond.py DAG_ID TASK_ID OPTION [TIMEOUT_SECONDS]
+
+OPTION ``@deadline`` answers nothing: it prints the deadline the task was given, moves it to the past (as if
+nobody answered in time) and runs the scheduler's own timeout sweep, which applies the task's defaults.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main() -> int:
             ti = (session.query(TaskInstance)
                   .filter_by(dag_id=dag_id, task_id=task_id, state=TaskInstanceState.AWAITING_INPUT)
                   .first())
+            if ti is not None and option == "@deadline":
+                return expire(ti, session)
             if ti is not None:
                 update_hitl_detail(dag_id=dag_id, dag_run_id=ti.run_id, task_id=task_id,
                                    update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[option]),
@@ -45,6 +50,23 @@ def main() -> int:
         time.sleep(0.5)
     print(f"no {dag_id}.{task_id} awaited input within {timeout}s", file=sys.stderr)
     return 1
+
+
+def expire(ti, session) -> int:
+    import datetime as dt
+    import logging
+    from types import SimpleNamespace
+
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    now = dt.datetime.now(dt.UTC)
+    print(f"deadline in {(ti.trigger_timeout - now).total_seconds() / 60:.1f} minutes")
+    ti.trigger_timeout = now - dt.timedelta(seconds=1)
+    session.commit()
+    SchedulerJobRunner.check_awaiting_input_timeouts(SimpleNamespace(log=logging.getLogger("sweep")))
+    chosen = ti.hitl_detail.chosen_options if ti.hitl_detail else None
+    print(f"deadline passed for {ti.dag_id}.{ti.task_id} in run {ti.run_id}: chosen {chosen}")
+    return 0
 
 
 if __name__ == "__main__":

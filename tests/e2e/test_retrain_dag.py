@@ -232,6 +232,27 @@ def test_rejected_approval_leaves_stable_untouched(stack, blessed_run):
     assert config.read_text() == stable_before  # nothing promoted
 
 
+def test_an_unanswered_approval_is_rejected_at_its_deadline(stack, blessed_run):
+    """Nobody answers: at the deadline ([rollout] approval_timeout_minutes, 1440 for taxi) the scheduler's
+    sweep applies the default, Reject; the run ends, nothing is promoted, and later runs are not stalled.
+    The test moves the deadline to the past instead of waiting a day."""
+    responder = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "e2e" / "hitl_respond.py"), "taxi_retrain", "approve_promotion",
+         "@deadline", "600"], env=stack["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    config = stack["home"] / "serving" / "models.config"
+    stable_before = config.read_text()
+    try:  # the version the previous test's human rejected is still not stable: an approval is asked again
+        out = demo(stack, "--no-generate", "--conf", '{"require_approval": true}')
+    finally:
+        swept = responder.communicate(timeout=60)[0]
+    assert "deadline in 14" in swept and "chosen ['Reject']" in swept, swept
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    states = task_states(out.stdout)
+    assert states["approve_promotion"] == "success" and states["rollout"] == "skipped"
+    assert config.read_text() == stable_before
+
+
 def test_bad_newest_day_stops_in_validate_until_the_change_is_accepted(stack, blessed_run):
     """A 10x row spike stops the run in validate with nothing served changed; accepted, it ships with lineage."""
     import pyarrow as pa

@@ -33,3 +33,30 @@ def test_no_approval_is_asked_for_the_version_that_already_serves(monkeypatch, t
     assert decide({"version": 7}, "taxi", params={"require_approval": True}) == "rollout"
     assert decide({"version": 8}, "taxi", params={"require_approval": True}) == "approve_promotion"
     assert decide({"version": 8}, "taxi", params={"require_approval": False}) == "rollout"
+
+
+def test_a_configured_notifier_is_told_when_an_approval_waits(monkeypatch, tmp_path):
+    """SKEWFREE_APPROVAL_NOTIFIER names a callable (or an Airflow notifier): the approval task calls it when it
+    starts waiting, with the run's context; a name that does not resolve is refused with the variable named."""
+    import json
+    from types import SimpleNamespace
+
+    import pytest
+
+    from pipelines.config import ConfigError
+    from skewfree.dag_factory import retrain_dag
+
+    record = tmp_path / "notified.jsonl"
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
+    monkeypatch.setenv("SKEWFREE_TEST_NOTIFICATIONS", str(record))
+    monkeypatch.setenv("SKEWFREE_APPROVAL_NOTIFIER", "tests.fixtures.notify:record")
+    dag = retrain_dag("taxi")
+    [notifier] = dag.get_task("approve_promotion").notifiers
+    notifier({"dag": dag, "task_instance": SimpleNamespace(task_id="approve_promotion")})
+    assert json.loads(record.read_text()) == {"dag_id": "taxi_retrain", "task_id": "approve_promotion",
+                                              "exception": "None"}
+    monkeypatch.setenv("SKEWFREE_APPROVAL_NOTIFIER", "tests.fixtures.notify:nothing_here")
+    with pytest.raises(ConfigError, match="SKEWFREE_APPROVAL_NOTIFIER='tests.fixtures.notify:nothing_here' does not"):
+        retrain_dag("taxi")
+    monkeypatch.delenv("SKEWFREE_APPROVAL_NOTIFIER")
+    assert retrain_dag("taxi").get_task("approve_promotion").notifiers == []

@@ -1,0 +1,125 @@
+"""Print the local model server's latency beside the same signature called in-process (no assertions).
+
+usage: python benchmarks/serving_latency.py [--serving-root .work/serving] [--model taxi] [--requests 500]
+Uses the newest complete version under the serving root (run ``./dev demo`` first). The server runs as
+``python -m pipelines serve`` in its own process; one client keeps its connection open (keep-alive) and
+posts ``serving_raw`` rows from the version's canary.json, at batch 1 and 256; then 4 clients at once.
+Targets (issue 14): p50 and p99 at batch 1 within ~1 ms of in-process, at most 1.3x at batch 256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+def in_process(version_dir: Path, rows: list[dict], requests: int) -> list[float]:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures["serving_raw"]
+    specs = signature.structured_input_signature[1]
+    tensors = {name: tf.constant([[row[name]] for row in rows], dtype=spec.dtype) for name, spec in specs.items()}
+    for _ in range(20):
+        signature(**tensors)
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        {k: v.numpy().tolist() for k, v in signature(**tensors).items()}
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def over_http(port: int, model: str, rows: list[dict], requests: int) -> list[float]:
+    body = json.dumps({"signature_name": "serving_raw", "instances": rows}).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times = []
+    for i in range(requests + 20):
+        started = time.perf_counter()
+        connection.request("POST", f"/v1/models/{model}:predict", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {payload[:300]!r}")
+        if i >= 20:  # after warm-up
+            times.append(time.perf_counter() - started)
+    connection.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serving-root", default=str(ROOT / ".work" / "serving"))
+    parser.add_argument("--model", default="taxi")
+    parser.add_argument("--requests", type=int, default=500)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from pipelines.objectstore import open_store
+
+    store = open_store(args.serving_root)
+    complete = store.complete_versions(args.model)
+    if not complete:
+        sys.exit(f"no complete version of {args.model} under {args.serving_root}: run ./dev demo first")
+    version_dir = Path(args.serving_root, args.model, str(complete[-1]))
+    canary = json.loads((version_dir / "canary.json").read_text())
+    features = [name for name in canary[0] if name != "prediction"]
+    # rows without missing values (the serving_raw signature takes every feature)
+    full = [{k: r[k] for k in features} for r in canary if all(r.get(k) is not None for k in features)]
+    batches = {1: full[:1], 256: (full * (256 // len(full) + 1))[:256]}
+
+    port = int(os.environ.get("BENCH_PORT", "8599"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "serve", "--model-name", args.model, "--model-base-path",
+         str(Path(args.serving_root, args.model)), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                over_http(port, args.model, batches[1], 1)
+                break
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        print(f"{args.model} version {complete[-1]}, {args.requests} requests each, one keep-alive connection")
+        print(f"{'batch':>5} {'in-process p50/p99 ms':>22} {'HTTP p50/p99 ms':>18} {'added p50/p99 ms':>18} {'ratio p50':>9}")
+        for size, rows in batches.items():
+            local = percentiles(in_process(version_dir, rows, args.requests))
+            remote = percentiles(over_http(port, args.model, rows, args.requests))
+            print(f"{size:>5} {local[0] * 1e3:>10.2f} /{local[1] * 1e3:>9.2f} {remote[0] * 1e3:>8.2f} /"
+                  f"{remote[1] * 1e3:>7.2f} {(remote[0] - local[0]) * 1e3:>8.2f} /{(remote[1] - local[1]) * 1e3:>7.2f}"
+                  f" {remote[0] / local[0]:>9.2f}")
+        results: list[list[float]] = [[] for _ in range(4)]
+        started = time.perf_counter()
+        threads = [threading.Thread(target=lambda i=i: results[i].extend(
+            over_http(port, args.model, batches[1], args.requests // 4))) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+        p50, p99 = percentiles([t for r in results for t in r])
+        print(f"4 concurrent clients, batch 1: {sum(map(len, results)) / wall:.0f} requests/s, "
+              f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
