@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from pipelines.config import ConfigError, load_model_config
-from pipelines.runs import CACHED_STEPS, StepError
+from pipelines.runs import CACHED_STEPS, Run, StepError
 from pipelines.staging import Staging
-from pipelines.storage import jsonable
+from pipelines.storage import jsonable, sweep_leftovers
 
 log = logging.getLogger("pipelines")
 
@@ -223,6 +223,7 @@ def run_step(args: argparse.Namespace, config):
         return generate_data(config, data_root=args.data_root, end=args.end, days=args.days,
                              rows_per_day=args.rows_per_day, fmt=args.format)
     common = {"interval": args.interval, "artifact_root": Path(args.artifact_root)}
+    sweep_leftovers(Run(common["artifact_root"], config.name, args.interval).run_dir)  # a killed attempt's temporaries
     if args.step == "validate":
         from pipelines.validate import validate
 

@@ -242,8 +242,11 @@ class LocalStore(Store):
         atomic_write_bytes(self.path(*parts), payload)
 
     def put_dir(self, source: Path, *parts: str, last: Sequence[str] = ()) -> None:
+        from pipelines.storage import sweep_leftovers
+
         final = self.path(*parts)
         final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(final.parent)  # copies a killed publish left behind
         if final.exists():
             raise FileExistsError(f"{final} already exists; it is never overwritten")
         # a non-numeric hidden sibling (TF Serving ignores it), renamed into place in one step

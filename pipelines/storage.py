@@ -10,8 +10,10 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -73,6 +75,37 @@ def staged_dir(final: Path) -> Iterator[Path]:
     os.rename(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+LEFTOVER = re.compile(r"^\.(?:.+\.(?:tmp|old)|publishing-.+)-[0-9a-f]{8}$")  # staged_dir, atomic writes, put_dir
+LEFTOVER_AGE_SECONDS = 24 * 3600  # longer than any step may run (train's deadline is 4 h): never a live writer's
+
+
+def sweep_leftovers(directory: Path, *, min_age_seconds: float = LEFTOVER_AGE_SECONDS) -> list[Path]:
+    """Remove the hidden temporaries a killed process left directly in ``directory`` (``.x.tmp-1a2b3c4d``,
+    ``.x.old-...``, ``.publishing-2026112200-...``) once nothing in them was written for ``min_age_seconds``.
+    Readers never look at them; they only take space. Returns what was removed."""
+    import time
+
+    removed = []
+    if not Path(directory).is_dir():
+        return removed
+    now = time.time()
+    for entry in Path(directory).iterdir():
+        if not LEFTOVER.match(entry.name):
+            continue
+        try:
+            paths = [entry, *entry.rglob("*")] if entry.is_dir() else [entry]
+            newest = max(p.lstat().st_mtime for p in paths)
+            if now - newest < min_age_seconds:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        except FileNotFoundError:
+            continue  # its writer finished or another sweep got there first
+        removed.append(entry)
+        logging.getLogger(__name__).info("removed %s, left by a killed step (untouched for %.0f h)",
+                                         entry, (now - newest) / 3600)
+    return removed
 
 
 def confined(root: str | Path, relative: str, what: str) -> Path:
