@@ -20,7 +20,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-DEFAULT_END = dt.date(2026, 11, 22)
+
+def yesterday() -> dt.date:
+    """The newest complete day: a scheduled run the UI creates after the demo finds its data."""
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
 DEFAULT_PORT = 8501  # TF Serving's REST port
 
 
@@ -104,9 +108,17 @@ def run_dag(dag_id: str, interval: dt.date, conf: dict | None = None):
         raise SystemExit(f"no DAG {dag_id!r} in {settings.DAGS_FOLDER} (DAGs: {', '.join(sorted(bag.dags))})"
                          + (f"; import errors:{errors}" if errors else ""))
     dag = bag.dags[dag_id]
-    # A manual run's data interval is the full interval that ends at its logical date.
-    logical = dt.datetime.combine(interval + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    return dag.test(logical_date=logical, run_conf=conf)
+    return dag.test(logical_date=demo_logical_date(interval), run_conf=conf)
+
+
+def demo_logical_date(interval: dt.date) -> dt.datetime:
+    """A manual run's data interval is the full interval that ends at or before its logical date. The demo's
+    logical date is the end of ``interval`` plus the current time of day: never midnight, where scheduled
+    runs' logical dates are (so the scheduler never finds its run taken), and new at every demo (``dag.test``
+    clears the runs at its logical date: an earlier demo's run stays in the history)."""
+    now = dt.datetime.now(dt.UTC)
+    moment = now.time() if now.time() != dt.time() else dt.time(microsecond=1)
+    return dt.datetime.combine(interval + dt.timedelta(days=1), moment, tzinfo=dt.UTC)
 
 
 def summarize(dag_run) -> list[tuple[str, str, float | None]]:
@@ -125,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="taxi")
-    parser.add_argument("--end", type=dt.date.fromisoformat, default=DEFAULT_END, help="latest data day")
+    parser.add_argument("--end", type=dt.date.fromisoformat, default=yesterday(),
+                        help="latest data day (default: yesterday, UTC), the run's data interval")
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument("--no-generate", action="store_true", help="use the data already under the data root")
@@ -157,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         # the DAG's rollout task finds the server through this Airflow connection
         os.environ["AIRFLOW_CONN_MODEL_SERVER_DEFAULT"] = url
         print(f"==> running {dag_id} for data interval {args.end} with dag.test()")
+        if (args.conf or {}).get("require_approval"):
+            print("    this run waits for an approval: in another terminal run `./dev airflow`, open the UI it prints, "
+                  f"and answer the 'approve_promotion' task of the {dag_id} run (Browse > Required Actions)")
         dag_run = run_dag(dag_id, args.end, args.conf)
         state = report(dag_run, dag_id, settings, config, args.end)
         artifacts = open_root(settings.artifact_root, settings.aws_conn_id)

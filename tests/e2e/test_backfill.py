@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from skewfree.standalone import standalone_env
 from tests.conftest import ROOT, airflow_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -45,18 +45,8 @@ def local_stack(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("standalone")
     api_port, server_port = free_port(), free_port()
-    env = airflow_env(home)
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # standalone runs `airflow ...`
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(api_port),
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
-        AIRFLOW_CONN_MODEL_SERVER_DEFAULT=f"http://127.0.0.1:{server_port}",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="tests.e2e.sqlite_connect.CONNECT_ARGS",
-    )
+    # the environment `./dev airflow` gives standalone: two executor slots, SQLite busy timeout, model server
+    env = standalone_env(airflow_env(home), api_port=api_port, model_server_url=f"http://127.0.0.1:{server_port}")
     generate_data(load_model_config("taxi"), data_root=str(home / "data"), end=END, days=8, rows_per_day=1500)
     config = home / "serving" / "models.config"
     config.parent.mkdir(parents=True)

@@ -7,6 +7,7 @@ path, publishes nothing and deletes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -285,3 +286,23 @@ def test_bad_newest_day_stops_in_validate_until_the_change_is_accepted(stack, bl
         assert manifest["accepted_anomalies"] == ["volume"]
     finally:
         newest.write_bytes(original)
+
+
+def test_every_demo_run_stays_in_the_history_off_the_schedule(stack, blessed_run):
+    """Each demo run of this module is still in Airflow's history (dag.test() clears the runs at its logical
+    date: the demo's are never the same), none sits on a scheduled run's logical date (midnight), each has
+    the interval END as its data interval, and its duration is its run time, not days."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(stack["home"] / "airflow" / "airflow.db")) as db:
+        runs = db.execute("SELECT run_id, logical_date, data_interval_start, start_date, end_date FROM dag_run "
+                          "WHERE dag_id = 'taxi_retrain'").fetchall()
+    assert len(runs) >= 5, runs  # this module ran the demo at least five times before this test
+    assert len({r[0] for r in runs}) == len(runs)
+    for run_id, logical, interval_start, started, ended in runs:
+        logical = dt.datetime.fromisoformat(logical)
+        assert logical.time() != dt.time() and logical.date() == END + dt.timedelta(days=1), run_id
+        assert dt.datetime.fromisoformat(interval_start).date() == END, run_id
+        if ended:
+            duration = dt.datetime.fromisoformat(ended) - dt.datetime.fromisoformat(started)
+            assert dt.timedelta(0) < duration < dt.timedelta(minutes=30), (run_id, started, ended)
