@@ -287,6 +287,7 @@ class ModelConfig:
     kubernetes: KubernetesConfig = KubernetesConfig()
     transform: TransformConfig = TransformConfig()
     validation: ValidationConfig = ValidationConfig()
+    owner: str = "skewfree"  # the DAGs' owner in the Airflow UI (a team or a person)
 
     # -- data windows -------------------------------------------------------
     def window(self, interval: dt.date) -> list[dt.date]:
@@ -392,7 +393,7 @@ def _task(raw: dict[str, Any], source: Path) -> TaskConfig:
     return task
 
 
-TOP_LEVEL = ("name", "module", "schedule", "start_date", "task", "data", "train", "thresholds", "evaluation",
+TOP_LEVEL = ("name", "module", "schedule", "start_date", "owner", "task", "data", "train", "thresholds", "evaluation",
              "validation", "rollout", "kubernetes", "transform")
 
 
@@ -486,7 +487,14 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
         validation=validation,
         task=task,
         evaluation=evaluation,
+        owner=_owner(raw.get("owner", "skewfree"), source),
     )
+
+
+def _owner(value: Any, source: Path) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{source}: owner must be a non-empty string (a team or a person), got {value!r}")
+    return value.strip()
 
 
 def _change(metric: str, raw: Any, source: Path) -> ChangeThreshold | None:

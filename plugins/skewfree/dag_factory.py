@@ -19,6 +19,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from pipelines.config import ConfigError, discover_models, load_model_config
 from pipelines.runs import CACHED_STEPS, STEPS
+from skewfree.assets import published_asset, stable_asset
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
 from skewfree.settings import Settings
@@ -104,16 +105,65 @@ def step_flags(step: str, *, config, settings: Settings) -> list[str]:
     return flags
 
 
+STEP_DOCS = {
+    "validate": "The data gate: reads the window's partitions with the schema, checks types, values, nulls, volume "
+                "and drift of the newest day against the rest; a failure names the column, file and row, and nothing "
+                "after it runs. Drift-like anomalies can be accepted per run (`accept_anomalies`).",
+    "transform": "TensorFlow Transform on Apache Beam: analyzes the training days, writes the `transform_fn` (the "
+                 "graph the served model embeds) and transformed TFRecords. Cached on its inputs' digests.",
+    "train": "Trains the model module's tf_keras model on the transformed data and exports a SavedModel whose "
+             "serving signatures take raw features (the TFT graph inside). Runs in the `skewfree_training` pool.",
+    "evaluate": "Scores the held-out day through the exported serving signature, against the version serving as "
+                "`stable` on the same rows; the skew gate compares the training and serving paths row by row; "
+                "writes the report and the blessing.",
+    "publish": "Copies the blessed SavedModel to the serving root as version `YYYYMMDDnn` (renamed into place, never "
+               "overwritten) with its manifest (lineage), canary rows and report; emits the `published` asset.",
+}
+
+
+def change_text(change) -> str:
+    """A change threshold in words: how much worse than stable the metric may get."""
+    if change is None:
+        return ""
+    worse = "lower" if change.direction == "higher" else "higher"
+    parts = [f"{change.absolute:g}" if change.absolute is not None else "",
+             f"{change.relative:.0%}" if change.relative is not None else ""]
+    return f"at most {' and '.join(p for p in parts if p)} {worse}"
+
+
+def dag_doc(config, settings: Settings) -> str:
+    """The DAG's doc_md: what it runs on, from the model config."""
+    def shown(value):
+        return "" if value is None else f"{value:g}"
+
+    thresholds = "\n".join(f"| `{b.metric}` | {shown(b.min)} | {shown(b.max)} | "
+                           f"{change_text(b.change)} |" for b in config.thresholds)
+    return (f"### {config.name}: daily retraining\n\n"
+            f"Model module `{config.module}` ({config.task.type}), config `{config.source.parent.name}/"
+            f"{config.source.name}`, owner `{config.owner}`.\n\n"
+            f"- data: `{config.data.location}` ({config.data.format}) under `{settings.data_root}`; a run for day D "
+            f"reads D-{config.data.lookback_days}..D, the newest {config.data.eval_days} day(s) held out\n"
+            f"- serving root: `{settings.serving_root}`; model server config `{settings.model_server_config}`\n"
+            f"- a pending approval is rejected after {config.rollout.approval_timeout_minutes:g} minutes\n\n"
+            f"| metric | min | max | change vs stable |\n|---|---|---|---|\n{thresholds}\n")
+
+
 def step_task(step: str, *, model: str, config, settings: Settings):
-    """One step, on the configured backend: a local subprocess or a pod, with the same argv."""
-    pool = {"pool": TRAINING_POOL} if step == "train" else {}
+    """One step, on the configured backend: a local subprocess or a pod, with the same argv; retried once on an
+    infrastructure failure, bounded by the step's deadline from the model config."""
+    options = {"pool": TRAINING_POOL} if step == "train" else {}
+    options.update(doc_md=STEP_DOCS[step], retries=1, retry_delay=dt.timedelta(minutes=2),
+                   execution_timeout=dt.timedelta(seconds=config.kubernetes.for_step(step).active_deadline_seconds))
+    if step == "publish":
+        options["outlets"] = [published_asset(config.name)]
     flags = step_flags(step, config=config, settings=settings)
     if settings.backend == "kubernetes":
         from skewfree.operators.pod import step_pod  # the kubernetes client only where it is used
 
         return step_pod(step, model=model, config=config, settings=settings, interval=INTERVAL,
-                        extra_args=flags, **pool)
-    return PipelineStepOperator(task_id=step, step=step, model=model, interval=INTERVAL, extra_args=flags, **pool)
+                        extra_args=flags, **options)
+    return PipelineStepOperator(task_id=step, step=step, model=model, interval=INTERVAL, extra_args=flags,
+                                **options)
 
 
 def gate_report(evaluation: dict) -> str:
@@ -215,9 +265,14 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["skewfree", config.name],
-        doc_md=f"Daily retraining of **{config.name}** ({config.source}).",
+        doc_md=dag_doc(config, settings),
         params=trigger_params(),
-        default_args={"on_failure_callback": notifier} if (notifier := failure_notifier()) else {},
+        # every step's deadline, and the approval's, end to end: a run can never hold max_active_runs forever
+        dagrun_timeout=dt.timedelta(
+            seconds=sum(config.kubernetes.for_step(s).active_deadline_seconds for s in STEPS),
+            minutes=config.rollout.approval_timeout_minutes + 60),
+        default_args={"owner": config.owner,
+                      **({"on_failure_callback": notifier} if (notifier := failure_notifier()) else {})},
     ) as dag:
         steps = {name: step_task(name, model=model, config=config, settings=settings)
                  for name in STEPS}
@@ -240,6 +295,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
             model=model,
             version="{{ ti.xcom_pull(task_ids='publish')['version'] }}",
             trigger_rule="none_failed_min_one_success",
+            outlets=[stable_asset(config.name)],  # emitted only when the label moved (else the task is skipped)
         )
         branch = needs_approval(steps["publish"].output, config.name)
         steps["publish"] >> branch >> [approve_promotion, rollout]
@@ -260,6 +316,7 @@ def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["skewfree", config.name, "rollback"],
+        default_args={"owner": config.owner},
         doc_md=f"Roll **{config.name}** back: load a published version, canary-check it, make it `stable`.",
         params={
             "target_version": Param(
@@ -269,7 +326,7 @@ def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
                             "root; the task lists the versions if not."),
         },
     ) as dag:
-        RolloutOperator(task_id="rollback", model=model, rollback=True)
+        RolloutOperator(task_id="rollback", model=model, rollback=True, outlets=[stable_asset(config.name)])
     return dag
 
 

@@ -306,3 +306,23 @@ def test_every_demo_run_stays_in_the_history_off_the_schedule(stack, blessed_run
         if ended:
             duration = dt.datetime.fromisoformat(ended) - dt.datetime.fromisoformat(started)
             assert dt.timedelta(0) < duration < dt.timedelta(minutes=30), (run_id, started, ended)
+
+
+def test_publish_and_promotion_are_asset_events_with_the_version(stack, blessed_run):
+    """publish emits skewfree.taxi.published with the version, interval and metrics; a rollout that moved the
+    label emits skewfree.taxi.stable; a run that promoted nothing (its rollout skipped) emits no stable event."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(stack["home"] / "airflow" / "airflow.db")) as db:
+        events = db.execute("SELECT asset.name, asset_event.extra, asset_event.source_run_id FROM asset_event "
+                            "JOIN asset ON asset.id = asset_event.asset_id ORDER BY asset_event.id").fetchall()
+        rollouts = dict(db.execute("SELECT run_id, state FROM task_instance WHERE dag_id = 'taxi_retrain' "
+                                   "AND task_id = 'rollout'").fetchall())
+    published = [(json.loads(extra), run) for name, extra, run in events if name == "skewfree.taxi.published"]
+    stable = [(json.loads(extra), run) for name, extra, run in events if name == "skewfree.taxi.stable"]
+    first, _ = published[0]
+    assert first["version"] == 2026111000 and first["interval"] == str(END) and first["reused"] is False
+    assert 0.5 < first["metrics"]["auc"] <= 1 and first["metrics"]["examples"] > 0
+    assert stable and stable[0][0]["version"] == 2026111000 and stable[0][0]["label"] == "stable"
+    assert {run for _, run in stable} == {run for run, state in rollouts.items() if state == "success"}
+    assert any(state == "skipped" for state in rollouts.values())  # e.g. the rejected approval: no event

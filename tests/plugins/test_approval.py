@@ -60,3 +60,19 @@ def test_a_configured_notifier_is_told_when_an_approval_waits(monkeypatch, tmp_p
         retrain_dag("taxi")
     monkeypatch.delenv("SKEWFREE_APPROVAL_NOTIFIER")
     assert retrain_dag("taxi").get_task("approve_promotion").notifiers == []
+
+
+def test_dags_carry_owner_docs_retries_and_deadlines_from_the_model_config(monkeypatch, tmp_path):
+    from skewfree.dag_factory import STEP_DOCS, retrain_dag, rollback_dag
+
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
+    dag = retrain_dag("taxi")
+    assert "| `auc` | 0.75 |  | at most 0.05 lower |" in dag.doc_md and "taxi_trips/dt={date}" in dag.doc_md
+    for step, doc in STEP_DOCS.items():
+        task = dag.get_task(step)
+        assert task.owner == "ml-platform" and task.doc_md == doc and task.retries == 1
+    assert dag.get_task("train").execution_timeout == dt.timedelta(hours=4)  # [kubernetes.resources.train]
+    assert dag.get_task("rollout").retries == 0  # a failed rollout already restored stable: never retried
+    # the steps' deadlines plus the approval's: a stuck run cannot hold max_active_runs=1 forever
+    assert dag.dagrun_timeout > dt.timedelta(minutes=1440)
+    assert rollback_dag("taxi").get_task("rollback").owner == "ml-platform"

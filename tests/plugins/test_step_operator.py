@@ -26,17 +26,35 @@ def test_argv_parses_with_the_pipelines_cli():
 
 
 def test_failed_step_reports_its_error_line(tmp_path, monkeypatch):
-    from airflow.sdk.exceptions import AirflowException
+    from airflow.sdk.exceptions import AirflowFailException
 
     monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
     for key in ("SKEWFREE_DATA_ROOT", "SKEWFREE_ARTIFACT_ROOT", "SKEWFREE_SERVING_ROOT"):
         monkeypatch.delenv(key, raising=False)
     op = PipelineStepOperator(task_id="validate", step="validate", model="taxi", interval="2026-11-10")
-    with pytest.raises(AirflowException) as err:
+    with pytest.raises(AirflowFailException) as err:  # bad input: retrying cannot help, no retry
         op.execute(context={})
     message = str(err.value)
-    assert "step validate failed (exit 1)" in message
+    assert "step validate failed (exit 1), not retried" in message
     assert f"{tmp_path}/data/taxi_trips/dt=2026-11-10 does not exist" in message
+
+
+def test_a_crashed_step_is_an_infrastructure_failure_that_is_retried(tmp_path, monkeypatch):
+    """A step killed from outside (OOM: exit 137) fails with AirflowException, which Airflow retries
+    (retries=1 on every step); only the step's own expected errors skip the retry."""
+    import sys
+
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    killed = tmp_path / "python"
+    killed.write_text("#!/bin/sh\necho 'Killed'\nexit 137\n")
+    killed.chmod(0o755)
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(killed))
+    op = PipelineStepOperator(task_id="train", step="train", model="taxi", interval="2026-11-10")
+    with pytest.raises(AirflowException, match=r"step train failed \(exit 137\): Killed") as err:
+        op.execute(context={})
+    assert not isinstance(err.value, AirflowFailException)
 
 
 def test_unknown_backend_is_refused():

@@ -9,6 +9,7 @@ from kubernetes.client import models as k8s
 
 from pipelines.cli import step_argv
 from pipelines.config import ModelConfig
+from skewfree.assets import emit_publication
 from skewfree.settings import Settings
 
 XCOM_RETURN = "/airflow/xcom/return.json"  # read by KubernetesPodOperator's XCom sidecar
@@ -21,6 +22,12 @@ class StepPodOperator(KubernetesPodOperator):
     Trigger params reach the pod like the local task: flags that render empty are dropped from the
     argv, and a run's ``gpus`` param overrides the configured ``nvidia.com/gpu`` limit of ``train``.
     """
+
+    def execute(self, context: Any) -> Any:
+        result = super().execute(context)
+        if self.task_id == "publish" and result:
+            emit_publication(context, result["model"], result)
+        return result
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         self.arguments = [arg for arg in self.arguments if arg]

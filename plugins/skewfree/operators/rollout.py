@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pipelines.config import load_model_config
+from skewfree.assets import emit_promotion
 from skewfree.hooks.artifacts import open_root
 from skewfree.hooks.model_server import ModelServerHook
 from skewfree.settings import Settings
@@ -67,9 +68,13 @@ class RolloutOperator(BaseOperator):
                 )
         except rollout.RolloutError as exc:
             raise AirflowFailException(str(exc)) from None
-        if result.skipped_reason:
-            self.log.warning("promotion skipped: %s", result.skipped_reason)
-        else:
-            self.log.info("%s version %s is stable (previous %s); loaded %s; canary %s", result.model,
-                          result.stable, result.previous_stable, result.loaded_versions, result.canary)
-        return dataclasses.asdict(result)
+        if result.skipped_reason or not result.changed:
+            # skipped, not succeeded: the `stable` asset event (which schedules other DAGs) means a promotion
+            reason = result.skipped_reason or f"version {result.stable} already serves as stable"
+            self.log.warning("promotion skipped, nothing changed on the model server: %s", reason)
+            raise AirflowSkipException(f"nothing promoted: {reason}")
+        self.log.info("%s version %s is stable (previous %s); loaded %s; canary %s", result.model,
+                      result.stable, result.previous_stable, result.loaded_versions, result.canary)
+        payload = dataclasses.asdict(result)
+        emit_promotion(context, config.name, payload)
+        return payload

@@ -10,9 +10,10 @@ from typing import Any
 
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from pipelines.cli import step_argv
+from skewfree.assets import emit_publication
 from skewfree.settings import Settings
 
 
@@ -54,11 +55,19 @@ class PipelineStepOperator(BaseOperator):
         self._hook = SubprocessHook()
         result = self._hook.run_command(command, env=dict(os.environ), cwd=None)
         if result.exit_code != 0:
+            if result.output.startswith(f"error: {self.step}:"):
+                # an expected failure (bad data, a refused publish): retrying cannot help, so it fails at once
+                raise AirflowFailException(f"step {self.step} failed (exit {result.exit_code}), not retried: "
+                                           f"{result.output}")
+            # a crash, a kill, an OOM: infrastructure, retried (the step's outputs are committed atomically)
             raise AirflowException(f"step {self.step} failed (exit {result.exit_code}): {result.output}")
         try:
-            return json.loads(result.output)
+            payload = json.loads(result.output)
         except json.JSONDecodeError:
             raise AirflowException(f"step {self.step} printed no result on its last line: {result.output!r}") from None
+        if self.step == "publish":
+            emit_publication(context, payload["model"], payload)
+        return payload
 
     def on_kill(self) -> None:
         if self._hook is not None:
