@@ -382,6 +382,10 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     if config.evaluation.slices:
         raw_rows = [raw_features(e) for e in examples]
         slices = slice_metrics(task, config.evaluation.slices, raw_rows, labels, serving, classes)
+        if baseline_predictions is not None:  # the same slices scored by stable: which ones moved
+            before = slice_metrics(task, config.evaluation.slices, raw_rows, labels, baseline_predictions, classes)
+            for candidate, stable in zip(slices, before, strict=True):
+                candidate["baseline_metrics"] = stable["metrics"]
         reasons += slice_reasons(slices, config.evaluation.slice_thresholds, config.evaluation.slice_min_examples)
     blessed = not reasons
     log.info("candidate vs baseline (%s):\n%s", compared.get("how"), metrics_table(metrics, compared.get("metrics")))

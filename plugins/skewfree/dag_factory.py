@@ -11,6 +11,7 @@ folders in ``SKEWFREE_MODELS_DIR``): one DAG file serves every model.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
 from pipelines.config import ConfigError, discover_models, load_model_config
 from pipelines.runs import CACHED_STEPS, STEPS
+from skewfree.approval import approval_page, change_text
 from skewfree.assets import published_asset, stable_asset
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
@@ -119,16 +121,6 @@ STEP_DOCS = {
     "publish": "Copies the blessed SavedModel to the serving root as version `YYYYMMDDnn` (renamed into place, never "
                "overwritten) with its manifest (lineage), canary rows and report; emits the `published` asset.",
 }
-
-
-def change_text(change) -> str:
-    """A change threshold in words: how much worse than stable the metric may get."""
-    if change is None:
-        return ""
-    worse = "lower" if change.direction == "higher" else "higher"
-    parts = [f"{change.absolute:g}" if change.absolute is not None else "",
-             f"{change.relative:.0%}" if change.relative is not None else ""]
-    return f"at most {' and '.join(p for p in parts if p)} {worse}"
 
 
 def dag_doc(config, settings: Settings) -> str:
@@ -267,6 +259,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         tags=["skewfree", config.name],
         doc_md=dag_doc(config, settings),
         params=trigger_params(),
+        user_defined_macros={"approval_page": functools.partial(approval_page, config=config)},
         # every step's deadline, and the approval's, end to end: a run can never hold max_active_runs forever
         dagrun_timeout=dt.timedelta(
             seconds=sum(config.kubernetes.for_step(s).active_deadline_seconds for s in STEPS),
@@ -281,8 +274,8 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         approve_promotion = ApprovalOperator(
             task_id="approve_promotion",
             subject=f"Promote {config.name} version {{{{ ti.xcom_pull(task_ids='publish')['version'] }}}} to stable?",
-            body="Eval metrics: {{ ti.xcom_pull(task_ids='evaluate')['metrics'] }}\n\n"
-                 "Model report (candidate vs baseline, slices, plots): {{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
+            # a decision page: candidate vs stable with thresholds, the slices that moved most, the report
+            body="{{ approval_page(ti.xcom_pull(task_ids='evaluate'), ti.xcom_pull(task_ids='publish')) }}",
             # a pending approval must not stall later daily runs (max_active_runs=1): it is rejected at its
             # deadline, and the run ends with nothing promoted
             response_timeout=dt.timedelta(minutes=config.rollout.approval_timeout_minutes),

@@ -252,6 +252,13 @@ def test_an_unanswered_approval_is_rejected_at_its_deadline(stack, blessed_run):
     states = task_states(out.stdout)
     assert states["approve_promotion"] == "success" and states["rollout"] == "skipped"
     assert config.read_text() == stable_before
+    # what the approver was shown: a decision page, not a dict
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(stack["home"] / "airflow" / "airflow.db")) as db:
+        [body] = db.execute("SELECT body FROM hitl_detail ORDER BY created_at DESC LIMIT 1").fetchone()
+    assert body.startswith("### Promote taxi version 202611100") and "| `auc` |" in body, body
+    assert "at most 0.05 lower than stable" in body and "**Slices that moved most**" in body, body
 
 
 def test_bad_newest_day_stops_in_validate_until_the_change_is_accepted(stack, blessed_run):
@@ -315,7 +322,9 @@ def test_publish_and_promotion_are_asset_events_with_the_version(stack, blessed_
 
     with contextlib.closing(sqlite3.connect(stack["home"] / "airflow" / "airflow.db")) as db:
         events = db.execute("SELECT asset.name, asset_event.extra, asset_event.source_run_id FROM asset_event "
-                            "JOIN asset ON asset.id = asset_event.asset_id ORDER BY asset_event.id").fetchall()
+                            "JOIN asset ON asset.id = asset_event.asset_id "
+                            "WHERE asset_event.source_dag_id = 'taxi_retrain' ORDER BY asset_event.id").fetchall()
+        rollbacks = db.execute("SELECT COUNT(*) FROM asset_event WHERE source_dag_id = 'taxi_rollback'").fetchone()[0]
         rollouts = dict(db.execute("SELECT run_id, state FROM task_instance WHERE dag_id = 'taxi_retrain' "
                                    "AND task_id = 'rollout'").fetchall())
     published = [(json.loads(extra), run) for name, extra, run in events if name == "skewfree.taxi.published"]
@@ -326,3 +335,4 @@ def test_publish_and_promotion_are_asset_events_with_the_version(stack, blessed_
     assert stable and stable[0][0]["version"] == 2026111000 and stable[0][0]["label"] == "stable"
     assert {run for _, run in stable} == {run for run, state in rollouts.items() if state == "success"}
     assert any(state == "skipped" for state in rollouts.values())  # e.g. the rejected approval: no event
+    assert rollbacks >= 1  # the rollback DAG's promotions are stable events too

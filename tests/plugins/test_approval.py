@@ -76,3 +76,33 @@ def test_dags_carry_owner_docs_retries_and_deadlines_from_the_model_config(monke
     # the steps' deadlines plus the approval's: a stuck run cannot hold max_active_runs=1 forever
     assert dag.dagrun_timeout > dt.timedelta(minutes=1440)
     assert rollback_dag("taxi").get_task("rollback").owner == "ml-platform"
+
+
+def test_the_approval_body_is_a_decision_page():
+    """Candidate vs stable with each threshold, the slices that moved most (largest change first), the gate
+    and the report; NaN is shown as NaN, never hidden."""
+    from pipelines.config import load_model_config
+    from skewfree.approval import approval_page
+
+    config = load_model_config("taxi")
+    evaluation = {
+        "interval": "2026-11-23", "blessed": True, "reasons": [], "report": "/runs/2026-11-23/evaluate/report.html",
+        "metrics": {"auc": 0.87, "log_loss": 0.38, "accuracy": float("nan"), "examples": 20000.0},
+        "baseline": {"version": 2026112200, "how": "label 'stable'", "metrics": {"auc": 0.86, "log_loss": 0.40}},
+        "slices": [
+            {"feature": "payment_type", "slice": "Cash", "examples": 5000,
+             "metrics": {"auc": 0.80}, "baseline_metrics": {"auc": 0.85}},
+            {"feature": "payment_type", "slice": "Credit Card", "examples": 9000,
+             "metrics": {"auc": 0.90}, "baseline_metrics": {"auc": 0.89}},
+            {"feature": "trip_miles", "slice": "[2, 5)", "examples": 3, "metrics": {"auc": 0.5}},
+        ],
+    }
+    page = approval_page(evaluation, {"version": 2026112300}, config)
+    assert page.startswith("### Promote taxi version 2026112300 to `stable`?")
+    assert "| `auc` | 0.87 | 0.86 | +0.01 | >= 0.75; at most 0.05 lower than stable |" in page
+    assert "| `log_loss` | 0.38 | 0.4 | -0.02 | <= 0.55 |" in page
+    assert "| `accuracy` | nan | - | - | >= 0.75 |" in page
+    moved = page[page.index("**Slices that moved most**"):]
+    assert moved.index("payment_type=Cash") < moved.index("payment_type=Credit Card")
+    assert "| payment_type=Cash | 5000 | 0.8 | 0.85 | -0.05 |" in moved and "trip_miles" not in moved
+    assert "/runs/2026-11-23/evaluate/report.html" in page and "within 1440 minutes: nothing changes" in page
