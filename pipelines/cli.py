@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = step("transform", "TFT analyze (train window) and transform (train + eval) on Beam",
               *STEP_ROOTS["transform"])
     tr.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
-                    help="a Beam pipeline option, repeatable (default: DirectRunner in memory)")
+                    help="a Beam pipeline option, repeatable (default: the local FnApiRunner in memory)")
     train = step("train", "train the tf_keras model and export a raw-feature SavedModel", *STEP_ROOTS["train"])
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int)

@@ -161,7 +161,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TransformConfig:
-    # Beam pipeline options, passed to the pipeline unchanged; empty: DirectRunner in memory.
+    # Beam pipeline options, passed to the pipeline unchanged; empty: the local FnApiRunner in memory.
     # e.g. ["--runner=DataflowRunner", "--project=...", "--region=...", "--temp_location=gs://..."]
     beam_args: tuple[str, ...] = ()
 

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 # (TFT passes this column through untouched): the skew gate pairs both paths row by row.
 RAW_EXAMPLE_KEY = "__raw_example__"
 
-DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
+# FnApiRunner, named: "DirectRunner" first tries to download the Prism runner from GitHub, then falls back to it
+DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
 
 
 @dataclass
@@ -79,7 +80,7 @@ def read_raw(pipeline, label: str, files: list[str], fmt: str, schema: RawSchema
 
 
 def resolve_beam_args(config: ModelConfig, cli_args: list[str] | None) -> list[str]:
-    """Beam options: the CLI's, else the model config's [transform] beam_args, else DirectRunner in memory."""
+    """Beam options: the CLI's, else the model config's [transform] beam_args, else the FnApiRunner in memory."""
     return list(cli_args or config.transform.beam_args or DEFAULT_BEAM_ARGS)
 
 

@@ -33,4 +33,4 @@ def test_options_reach_the_pipeline_unchanged(args):
 
 
 def test_taxi_config_beam_args_are_used(taxi_config):
-    assert resolve_beam_args(taxi_config, None)[0] == "--runner=DirectRunner"
+    assert resolve_beam_args(taxi_config, None)[0] == "--runner=FnApiRunner"  # never a Prism download

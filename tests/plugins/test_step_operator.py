@@ -60,3 +60,30 @@ def test_a_crashed_step_is_an_infrastructure_failure_that_is_retried(tmp_path, m
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="SKEWFREE_BACKEND='k8s' is not one of local"):
         Settings.from_env({"SKEWFREE_BACKEND": "k8s"})
+
+
+def test_a_steps_lines_keep_their_level_and_tensorflow_noise_is_turned_down(caplog):
+    import logging
+
+    from skewfree.operators.child_log import relog
+
+    log = logging.getLogger("test.step")
+    with caplog.at_level(logging.DEBUG, logger="test.step"):
+        for line in ("2026-11-25 03:39:33,820 WARNING pipelines.validate: 3 rows have no fare",
+                     "2026-11-25 03:39:33,821 ERROR pipelines.rollout: canary mismatch on row 4",
+                     "2026-11-25 03:39:33,822 INFO pipelines.train: epoch 1/3",
+                     "E0000 00:00:1795577971.671994   21856 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR",
+                     "2026-11-25 03:39:31,450 INFO absl: Feature pickup_hour has a shape . Setting to DenseTensor.",
+                     "W0000 00:00:1795577971.671994   21856 op_kernel.cc:1] a real TensorFlow warning",
+                     '{"model": "taxi"}'):
+            relog(line, log)
+    got = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert got == [
+        ("WARNING", "pipelines.validate: 3 rows have no fare"),
+        ("ERROR", "pipelines.rollout: canary mismatch on row 4"),
+        ("INFO", "pipelines.train: epoch 1/3"),
+        ("DEBUG", "E0000 00:00:1795577971.671994   21856 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR"),
+        ("DEBUG", "2026-11-25 03:39:31,450 INFO absl: Feature pickup_hour has a shape . Setting to DenseTensor."),
+        ("WARNING", "tensorflow: a real TensorFlow warning"),
+        ("INFO", '{"model": "taxi"}'),
+    ]

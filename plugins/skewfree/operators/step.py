@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from pipelines.cli import step_argv
 from skewfree.assets import emit_publication
+from skewfree.operators.child_log import relog
 from skewfree.settings import Settings
 
 
@@ -40,7 +42,7 @@ class PipelineStepOperator(BaseOperator):
         self.model = model
         self.interval = interval
         self.extra_args = extra_args
-        self._hook: SubprocessHook | None = None
+        self._process: subprocess.Popen | None = None
 
     def argv(self, settings: Settings) -> list[str]:
         # templated flags render to "" when their trigger param is empty: drop those
@@ -52,23 +54,31 @@ class PipelineStepOperator(BaseOperator):
         argv = self.argv(settings)
         # The container runs `python`; locally that is the interpreter running Airflow.
         command = [sys.executable, *argv[1:]]
-        self._hook = SubprocessHook()
-        result = self._hook.run_command(command, env=dict(os.environ), cwd=None)
-        if result.exit_code != 0:
-            if result.output.startswith(f"error: {self.step}:"):
+        self.log.info("running %s", " ".join(command))
+        # the step's lines reach the task log at the level the step logged them (child_log)
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         env=dict(os.environ), start_new_session=True, bufsize=1)
+        last = ""
+        for line in self._process.stdout:
+            line = line.rstrip("\n")
+            if line.strip():
+                relog(line, self.log)
+                last = line
+        exit_code = self._process.wait()
+        if exit_code != 0:
+            if last.startswith(f"error: {self.step}:"):
                 # an expected failure (bad data, a refused publish): retrying cannot help, so it fails at once
-                raise AirflowFailException(f"step {self.step} failed (exit {result.exit_code}), not retried: "
-                                           f"{result.output}")
+                raise AirflowFailException(f"step {self.step} failed (exit {exit_code}), not retried: {last}")
             # a crash, a kill, an OOM: infrastructure, retried (the step's outputs are committed atomically)
-            raise AirflowException(f"step {self.step} failed (exit {result.exit_code}): {result.output}")
+            raise AirflowException(f"step {self.step} failed (exit {exit_code}): {last}")
         try:
-            payload = json.loads(result.output)
+            payload = json.loads(last)
         except json.JSONDecodeError:
-            raise AirflowException(f"step {self.step} printed no result on its last line: {result.output!r}") from None
+            raise AirflowException(f"step {self.step} printed no result on its last line: {last!r}") from None
         if self.step == "publish":
             emit_publication(context, payload["model"], payload)
         return payload
 
     def on_kill(self) -> None:
-        if self._hook is not None:
-            self._hook.send_sigterm()
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)  # the step's own SIGTERM handling restores state

@@ -1,0 +1,44 @@
+"""A step's output in the task log at the level the step logged it, with TensorFlow's known noise turned down.
+
+The step process logs ``%(asctime)s %(levelname)s %(name)s: %(message)s`` (``pipelines.cli``); every other line
+(a traceback, TensorFlow's C++ ``E0000``/``W0000`` lines, the result JSON) keeps INFO, except known noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+STEP_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
+CPP_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+ +\d+ \S+\] (.*)$")  # absl/TensorFlow C++ logging
+CPP_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+
+# Lines every run prints on a machine without a GPU or with this TF build, which say nothing about the run.
+NOISE = (
+    "failed call to cuInit",  # no GPU: the trainer's own preflight reports devices (and fails if GPUs were asked)
+    "Setting to DenseTensor",  # tfx_bsl, once per feature per TFXIO read
+    "To enable the following instructions",  # TF built without AVX512 etc.
+    "This TensorFlow binary is optimized",
+    "oneDNN custom operations are on",
+    "Unable to register cu",  # cuDNN/cuFFT/cuBLAS factories on a CPU-only machine
+    "computation placer already registered",
+    "All log messages before absl::InitializeLog() is called",
+    "Could not find cuda drivers",
+    "TF-TRT Warning",
+    "cache key varies on repeated tracing",  # TFT: "safe to ignore" when analyzers run in a fixed order (ours do)
+)
+
+
+def relog(line: str, log: logging.Logger) -> None:
+    """Log one line of a step's output at its own level (noise at DEBUG)."""
+    if any(marker in line for marker in NOISE):
+        log.debug("%s", line)
+        return
+    if match := STEP_LINE.match(line):
+        level, name, message = match.groups()
+        log.log(logging.getLevelName(level), "%s: %s", name, message)
+        return
+    if match := CPP_LINE.match(line):
+        log.log(CPP_LEVELS[match.group(1)], "tensorflow: %s", match.group(2))
+        return
+    log.info("%s", line)
