@@ -156,9 +156,10 @@ def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, stor
     return result
 
 
-def list_versions(serving_root: str, model: str) -> list[dict]:
-    """Every published version with its lineage, newest first, and the labels pointing at it."""
-    store = open_store(serving_root)
+def list_versions(serving_root: str, model: str, store: Store | None = None) -> list[dict]:
+    """Every published version with its lineage, newest first, and the labels pointing at it (``store``: the
+    serving root opened another way, e.g. through Airflow's S3 hook)."""
+    store = store or open_store(serving_root)
     text = store.read_bytes(MODEL_CONFIG)
     labels = labels_in(None if text is None else text.decode(), model, store.url(MODEL_CONFIG))
     rows = []
@@ -170,6 +171,7 @@ def list_versions(serving_root: str, model: str) -> list[dict]:
             "labels": ",".join(sorted(k for k, v in labels.items() if v == version)),
             "interval": manifest.get("interval", "?"),
             "auc": manifest.get("metrics", {}).get("auc"),
+            "metrics": manifest.get("metrics", {}),
             "code": manifest.get("code_version", "?"),
             "image": manifest.get("image", "?"),
             "params": manifest.get("params", {}),

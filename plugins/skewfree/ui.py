@@ -1,0 +1,135 @@
+"""The Skewfree page in the Airflow UI: per model, its versions with labels, interval, key metrics, baseline,
+lineage and the runs that made them, a metric-history chart, and each version's model report.
+
+A FastAPI app the Airflow 3 api-server mounts at ``/skewfree`` (``skewfree_plugin.py``), linked from the
+navigation bar. It reads what the steps write: the serving root (local, or S3 through the amazon
+provider's hook) and the model server's config file (the labels). Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse
+
+PREFIX = "/skewfree"
+HEADLINE = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}  # the metric the chart follows
+
+app = FastAPI(title="Skewfree models", description="Published model versions, their metrics and reports")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _metric(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def model_versions(model: str) -> dict[str, Any]:
+    """A model's versions as the page shows them: newest first, with the server's labels."""
+    from pipelines.config import ConfigError, load_model_config
+    from pipelines.publish import list_versions
+    from pipelines.serving.models import version_labels
+    from skewfree.hooks.artifacts import open_root
+    from skewfree.settings import Settings
+
+    try:
+        config = load_model_config(model)
+    except ConfigError as exc:
+        raise HTTPException(404, f"no model {model!r}: {exc}") from None
+    settings = Settings.from_env()
+    store = open_root(settings.serving_root, settings.aws_conn_id)
+    rows = list_versions(settings.serving_root, config.name, store=store)
+    config_file = Path(settings.model_server_config)
+    labels = version_labels(config_file, config.name) if config_file.is_file() else {}
+    for row in rows:  # the server's own config file is what serves (the serving root's copy may lag)
+        row["labels"] = sorted(name for name, version in labels.items() if version == row["version"])
+    return {"model": config.name, "task": config.task.type, "headline": HEADLINE[config.task.type],
+            "serving_root": settings.serving_root, "versions": rows}
+
+
+def history_chart(model: str, headline: str, rows: list[dict]) -> str:
+    """The headline metric across versions, oldest to newest (an inline SVG)."""
+    import numpy as np
+
+    from pipelines.report import line_plot
+
+    points = [(r["version"], r["metrics"].get(headline)) for r in reversed(rows) if not r.get("partial")]
+    points = [(v, m) for v, m in points if isinstance(m, int | float)]
+    if not points:
+        return "<p>No metrics recorded yet.</p>"
+    x = np.arange(len(points), dtype=float)
+    chart = line_plot(f"history-{model}", f"{headline} by version ({points[0][0]} .. {points[-1][0]})",
+                      {headline: (x, np.array([m for _, m in points], float))}, "version (oldest to newest)", headline)
+    return f'<div class="chart">{chart}</div>'
+
+
+def model_section(model: str) -> str:
+    found = model_versions(model)
+    headline = found["headline"]
+    body = []
+    for r in found["versions"]:
+        labels = " ".join(f'<span class="label {_e(name)}">{_e(name)}</span>' for name in r["labels"])
+        if r.get("rejected"):
+            labels += ' <span class="label rejected">rejected</span>'
+        if r.get("partial"):
+            labels += f' <span class="label partial" title="{_e(r["partial"])}">partial</span>'
+        metrics = r["metrics"]
+        run = r["run_id"]
+        run_link = (f'<a href="/dags/{_e(model)}_retrain/runs/{_e(run)}">{_e(run)}</a>' if run else "-")
+        report = f'{PREFIX}/models/{_e(model)}/versions/{r["version"]}/report'
+        body.append(
+            f'<tr data-version="{r["version"]}"><td>{r["version"]}</td><td>{labels or "-"}</td>'
+            f'<td>{_e(r["interval"])}</td><td class="num">{_metric(metrics.get(headline))}</td>'
+            f'<td class="num">{_metric(metrics.get("max_abs_skew"))}</td><td>{_e(r["baseline"] or "-")}</td>'
+            f'<td>{_e(r["code"])}</td><td>{_e(r["image"])}</td><td>{run_link}</td>'
+            f'<td><a href="{report}">report</a></td></tr>')
+    table = ("<table class=versions><tr><th>version</th><th>labels</th><th>interval</th>"
+             f"<th>{_e(headline)}</th><th>skew</th><th>baseline</th><th>code</th><th>image</th><th>made by run</th>"
+             "<th>report</th></tr>" + "".join(body) + "</table>") if body else "<p>No published versions yet.</p>"
+    return (f'<section id="model-{_e(model)}"><h2>{_e(model)} <small>({_e(found["task"])}, '
+            f'{len(found["versions"])} versions under {_e(found["serving_root"])})</small></h2>'
+            f'{history_chart(model, headline, found["versions"])}{table}</section>')
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222} table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left} td.num{text-align:right}
+.label{border-radius:.6em;padding:0 .5em;background:#eee;margin-right:.2em} .label.stable{background:#c8e6c9}
+.label.previous{background:#e3f2fd} .label.canary{background:#fff3cd} .label.rejected,.label.partial{background:#f8d7da}
+.chart svg{max-width:640px} .k{font-size:11px}"""
+
+
+@app.get("/", response_class=HTMLResponse)
+def index() -> str:
+    from pipelines.config import discover_models
+
+    sections = "".join(model_section(name) for name in discover_models())
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>Skewfree models</title><style>{STYLE}</style>"
+            f"</head><body><h1>Skewfree models</h1>{sections or '<p>No models found.</p>'}</body></html>")
+
+
+@app.get("/api/models/{model}/versions")
+def versions_json(model: str) -> JSONResponse:
+    return JSONResponse(json.loads(json.dumps(model_versions(model), default=str)))
+
+
+@app.get("/models/{model}/versions/{version}/report", response_class=HTMLResponse)
+def version_report(model: str, version: int) -> str:
+    """The model report published with the version (evaluate's report.html, copied by publish)."""
+    from pipelines.publish import REPORT
+    from skewfree.hooks.artifacts import open_root
+    from skewfree.settings import Settings
+
+    settings = Settings.from_env()
+    store = open_root(settings.serving_root, settings.aws_conn_id)
+    name = model_versions(model)["model"]
+    payload = store.read_bytes(name, str(version), REPORT)
+    if payload is None:
+        raise HTTPException(404, f"{store.url(name, str(version), REPORT)} does not exist: version {version} of "
+                                 f"{name} was published without a report, or is not published")
+    return payload.decode()

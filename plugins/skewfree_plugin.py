@@ -1,0 +1,15 @@
+"""Airflow plugin: the Skewfree models page (``skewfree.ui``), mounted by the api-server at ``/skewfree`` and
+linked from the navigation bar (Browse > Models)."""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from skewfree.ui import PREFIX, app
+
+
+class SkewfreePlugin(AirflowPlugin):
+    name = "skewfree"
+    fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Skewfree models"}]
+    external_views = [{"name": "Models", "href": f"{PREFIX}/", "destination": "nav", "category": "browse",
+                       "url_route": "skewfree-models"}]
