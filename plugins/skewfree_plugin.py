@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from skewfree.links import ALL_LINKS
 from skewfree.ui import PREFIX, app
 
 
@@ -13,3 +14,4 @@ class SkewfreePlugin(AirflowPlugin):
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Skewfree models"}]
     external_views = [{"name": "Models", "href": f"{PREFIX}/", "destination": "nav", "category": "browse",
                        "url_route": "skewfree-models"}]
+    operator_extra_links = ALL_LINKS

@@ -10,6 +10,7 @@ Stop it with Ctrl-C; runs, versions and logs stay under ``.work/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 PASSWORDS = "simple_auth_manager_passwords.json.generated"  # where SimpleAuthManager writes generated logins
@@ -39,6 +41,25 @@ def standalone_env(env: dict[str, str], *, api_port: int, model_server_url: str,
     }
 
 
+@contextlib.contextmanager
+def tensorboard(artifact_root: str, port: int, home: Path) -> Iterator[str | None]:
+    """TensorBoard on the run directories (train writes ``train/tensorboard`` in each); none for an S3 root."""
+    from pipelines.objectstore import is_s3
+
+    if is_s3(artifact_root):
+        yield None
+        return
+    Path(artifact_root).mkdir(parents=True, exist_ok=True)
+    with open(home / "tensorboard.log", "ab") as log:
+        board = subprocess.Popen([str(Path(sys.executable).with_name("tensorboard")), "--logdir", artifact_root,
+                                  "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
+
+
 def wait_for_ui(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -59,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev airflow", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="the UI's port (another free one if taken)")
     parser.add_argument("--model-server-port", type=int, default=8501)
+    parser.add_argument("--tensorboard-port", type=int, default=6006)
     args = parser.parse_args(argv)
 
     def interrupted(signum, frame):
@@ -69,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     api_port = free_port(args.port)
     home = Path(os.environ.get("AIRFLOW_HOME", Path(settings.model_server_config).parent / "airflow"))
     migrate_db()
-    with model_server(Path(settings.model_server_config), free_port(args.model_server_port)) as server_url:
+    with model_server(Path(settings.model_server_config), free_port(args.model_server_port)) as server_url, \
+            tensorboard(settings.artifact_root, free_port(args.tensorboard_port), home) as board_url:
         env = standalone_env(dict(os.environ), api_port=api_port, model_server_url=server_url)
+        if board_url:
+            env["SKEWFREE_TENSORBOARD_URL"] = board_url  # the train task's TensorBoard link
         log_file = home / "standalone.log"
         print(f"==> airflow standalone (log: {log_file})")
         with open(log_file, "ab") as log:
@@ -84,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n    Airflow UI:   {url}")
             print(f"    login:        admin / {login.get('admin', '(see ' + str(passwords) + ')')}")
             print(f"    model server: {server_url}/v1/models/<model>  (config {settings.model_server_config})")
+            print(f"    models page:  {url}/skewfree/  (Browse > Models)")
+            if board_url:
+                print(f"    TensorBoard:  {board_url}  (training curves of every run)")
             print("    A DAG starts paused: unpause it to schedule its daily runs. Ctrl-C stops everything.\n", flush=True)
             process.wait()
         except KeyboardInterrupt:

@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 
-PREFIX = "/skewfree"
+from skewfree.links import PREFIX
+
 HEADLINE = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}  # the metric the chart follows
 
 app = FastAPI(title="Skewfree models", description="Published model versions, their metrics and reports")
@@ -84,7 +85,7 @@ def model_section(model: str) -> str:
         run_link = (f'<a href="/dags/{_e(model)}_retrain/runs/{_e(run)}">{_e(run)}</a>' if run else "-")
         report = f'{PREFIX}/models/{_e(model)}/versions/{r["version"]}/report'
         body.append(
-            f'<tr data-version="{r["version"]}"><td>{r["version"]}</td><td>{labels or "-"}</td>'
+            f'<tr id="{_e(model)}-v{r["version"]}" data-version="{r["version"]}"><td>{r["version"]}</td><td>{labels or "-"}</td>'
             f'<td>{_e(r["interval"])}</td><td class="num">{_metric(metrics.get(headline))}</td>'
             f'<td class="num">{_metric(metrics.get("max_abs_skew"))}</td><td>{_e(r["baseline"] or "-")}</td>'
             f'<td>{_e(r["code"])}</td><td>{_e(r["image"])}</td><td>{run_link}</td>'
@@ -132,4 +133,26 @@ def version_report(model: str, version: int) -> str:
     if payload is None:
         raise HTTPException(404, f"{store.url(name, str(version), REPORT)} does not exist: version {version} of "
                                  f"{name} was published without a report, or is not published")
+    return payload.decode()
+
+
+@app.get("/models/{model}/runs/{interval}/report", response_class=HTMLResponse)
+def run_report(model: str, interval: str) -> str:
+    """The model report of one run (evaluate's report.html under the artifact root), published or not."""
+    import datetime as dt
+
+    from skewfree.hooks.artifacts import open_root
+    from skewfree.settings import Settings
+
+    try:
+        day = dt.date.fromisoformat(interval)
+    except ValueError:
+        raise HTTPException(400, f"interval {interval!r} is not a date (YYYY-MM-DD)") from None
+    settings = Settings.from_env()
+    store = open_root(settings.artifact_root, settings.aws_conn_id)
+    name = model_versions(model)["model"]
+    parts = (name, "runs", day.isoformat(), "evaluate", "report.html")
+    payload = store.read_bytes(*parts)
+    if payload is None:
+        raise HTTPException(404, f"{store.url(*parts)} does not exist: evaluate has not run for {name} {day}")
     return payload.decode()

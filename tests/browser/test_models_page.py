@@ -119,3 +119,21 @@ def test_a_versions_report_opens_with_its_plots(airflow_ui, published, page):
     assert page.locator("#plots svg").count() >= 2  # ROC and PR curves at least
     missing = page.goto(f"{airflow_ui}/skewfree/models/taxi/versions/1/report")
     assert missing.status == 404 and "does not exist" in page.content()
+
+
+def test_the_extra_links_targets_resolve(airflow_ui, published, page, monkeypatch):
+    """What the evaluate and publish links point at (skewfree.links) opens: the run's report with its plots,
+    and the version's row on the Models page."""
+    from types import SimpleNamespace
+
+    from skewfree import links
+
+    older, _ = published["versions"]
+    results = {"evaluate": {"interval": str(END)}, "publish": {"version": older}}
+    monkeypatch.setattr(links.XCom, "get_value", lambda *, ti_key, key: results[ti_key.task_id])
+    report = links.ReportLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="evaluate"))
+    version = links.VersionLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="publish"))
+    page.goto(airflow_ui + report)
+    assert page.locator("#plots svg").count() >= 2 and "2026-11-10" in page.title()
+    page.goto(airflow_ui + version)
+    assert page.locator(f"tr#taxi-v{older}").is_visible()

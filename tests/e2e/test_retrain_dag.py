@@ -336,3 +336,11 @@ def test_publish_and_promotion_are_asset_events_with_the_version(stack, blessed_
     assert {run for _, run in stable} == {run for run, state in rollouts.items() if state == "success"}
     assert any(state == "skipped" for state in rollouts.values())  # e.g. the rejected approval: no event
     assert rollbacks >= 1  # the rollback DAG's promotions are stable events too
+    # the extra links the worker stored for the first run's tasks (Airflow shows them on the task page)
+    with contextlib.closing(sqlite3.connect(stack["home"] / "airflow" / "airflow.db")) as db:
+        stored = {(task, key): json.loads(value) for task, key, value in db.execute(
+            "SELECT task_id, key, value FROM xcom WHERE dag_id = 'taxi_retrain' AND key LIKE '_link_%' "
+            "AND run_id = ?", (stable[0][1],)).fetchall()}
+    assert stored[("evaluate", "_link_ReportLink")] == f"/skewfree/models/taxi/runs/{END}/report"
+    assert stored[("publish", "_link_VersionLink")] == "/skewfree/#taxi-v2026111000"
+    assert stored[("publish", "_link_ModelServerLink")].endswith("/v1/models/taxi/versions/2026111000")

@@ -87,3 +87,33 @@ def test_a_steps_lines_keep_their_level_and_tensorflow_noise_is_turned_down(capl
         ("WARNING", "tensorflow: a real TensorFlow warning"),
         ("INFO", '{"model": "taxi"}'),
     ]
+
+
+def test_extra_links_point_at_the_report_the_version_and_tensorboard(monkeypatch):
+    """Each step's links, from its XCom result: evaluate -> the run's report, publish/rollout -> the version on
+    the Models page and on the model server, train -> TensorBoard (only when one is configured)."""
+    from types import SimpleNamespace
+
+    from skewfree import links
+    from skewfree.dag_factory import retrain_dag
+
+    results = {"evaluate": {"interval": "2026-11-10", "blessed": True}, "publish": {"version": 2026111000},
+               "rollout": {"stable": 2026111001, "previous_stable": 2026111000},
+               "train": {"interval": "2026-11-10", "tensorboard": "/a/taxi/runs/2026-11-10/train/tensorboard"}}
+    monkeypatch.setattr(links.XCom, "get_value", lambda *, ti_key, key: results[ti_key.task_id])
+    monkeypatch.setenv("AIRFLOW_CONN_MODEL_SERVER_DEFAULT", "http://127.0.0.1:8501")
+    dag = retrain_dag("taxi")
+
+    def shown(task_id):
+        key = SimpleNamespace(dag_id="taxi_retrain", task_id=task_id)
+        task = dag.get_task(task_id)
+        return {link.name: link.get_link(task, ti_key=key) for link in task.operator_extra_links}
+
+    assert shown("evaluate") == {"Model report": "/skewfree/models/taxi/runs/2026-11-10/report"}
+    assert shown("publish") == {"Version in Skewfree": "/skewfree/#taxi-v2026111000",
+                                "Model server": "http://127.0.0.1:8501/v1/models/taxi/versions/2026111000"}
+    assert shown("rollout")["Version in Skewfree"] == "/skewfree/#taxi-v2026111001"
+    assert shown("train") == {"TensorBoard": ""}  # no TensorBoard configured: no link
+    monkeypatch.setenv("SKEWFREE_TENSORBOARD_URL", "http://127.0.0.1:6006")
+    assert shown("train")["TensorBoard"] == "http://127.0.0.1:6006/#timeseries&regexInput=taxi/runs/2026-11-10"
+    assert shown("validate") == {}

@@ -10,6 +10,7 @@ from kubernetes.client import models as k8s
 from pipelines.cli import step_argv
 from pipelines.config import ModelConfig
 from skewfree.assets import emit_publication
+from skewfree.links import STEP_LINKS
 from skewfree.settings import Settings
 
 XCOM_RETURN = "/airflow/xcom/return.json"  # read by KubernetesPodOperator's XCom sidecar
@@ -76,7 +77,7 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
         volumes.append(k8s.V1Volume(name=f"claim-{i}", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
             claim_name=claim)))
         mounts.append(k8s.V1VolumeMount(name=f"claim-{i}", mount_path=mount))
-    return StepPodOperator(
+    operator = StepPodOperator(
         task_id=step,
         name=f"skewfree-{config.name}-{step}".replace("_", "-"),
         namespace=settings.namespace,
@@ -113,3 +114,5 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
         **gpu,
         **kwargs,
     )
+    operator.operator_extra_links = STEP_LINKS.get(step, ())
+    return operator

@@ -14,6 +14,7 @@ from pipelines.config import load_model_config
 from skewfree.assets import emit_promotion
 from skewfree.hooks.artifacts import open_root
 from skewfree.hooks.model_server import ModelServerHook
+from skewfree.links import PROMOTION_LINKS
 from skewfree.settings import Settings
 
 
@@ -33,6 +34,7 @@ class RolloutOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("version",)
     ui_color = "#e6f4ea"
+    operator_extra_links = PROMOTION_LINKS
 
     def __init__(self, *, model: str, version: str | int | None = None, rollback: bool = False,
                  model_server_conn_id: str = ModelServerHook.default_conn_name, **kwargs: Any) -> None:

@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from pipelines.cli import step_argv
 from skewfree.assets import emit_publication
+from skewfree.links import STEP_LINKS
 from skewfree.operators.child_log import relog
 from skewfree.settings import Settings
 
@@ -43,6 +44,7 @@ class PipelineStepOperator(BaseOperator):
         self.interval = interval
         self.extra_args = extra_args
         self._process: subprocess.Popen | None = None
+        self.operator_extra_links = STEP_LINKS.get(step, ())
 
     def argv(self, settings: Settings) -> list[str]:
         # templated flags render to "" when their trigger param is empty: drop those
