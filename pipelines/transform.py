@@ -161,6 +161,9 @@ def transform(
 
             return count
 
+        for split, split_files in files.items():
+            log.info("%s split: reading %d file(s), %.1f MB (%s)", split, len(split_files),
+                     sum(Path(f).stat().st_size for f in split_files) / 1e6, beam_args[0] if beam_args else "")
         pipeline = beam.Pipeline(options=pipeline_options(beam_args))
         with tft_beam.Context(temp_dir=str(out / "tmp"), passthrough_keys={RAW_EXAMPLE_KEY}):
             raw = {}
@@ -194,6 +197,10 @@ def transform(
             rows[split] = int(sum(c.committed or c.attempted or 0 for c in found))
         if not rows["train"] or not rows["eval"]:
             raise ValueError(f"transform read no rows for a split: {rows}")
+        for split, count in rows.items():
+            shards = sorted((out / split).glob("part-*.tfrecord"))
+            log.info("%s split: %d rows read and transformed, written to %d TFRecord file(s), %.1f MB", split,
+                     count, len(shards), sum(p.stat().st_size for p in shards) / 1e6)
         check_dense_outputs(out / "transform_fn", config)
 
         shutil.rmtree(out / "tmp", ignore_errors=True)

@@ -13,6 +13,8 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import logging
+import math
 import os
 import subprocess
 import sys
@@ -81,6 +83,26 @@ def show_stable(url: str, model: str, rows: list[dict]) -> None:
     offline = row["prediction"]
     shown = f"{offline:.6f}" if isinstance(offline, float) else json.dumps([round(v, 6) for v in offline])
     print(f"    offline prediction for this eval row (evaluate step, {row.get('output', 'probability')}): {shown}")
+
+
+class ApprovalWaitFilter(logging.Filter):
+    """dag.test() logs "Waiting for Human-in-the-loop input" every second while an approval is pending: say
+    once a minute where to answer instead."""
+
+    def __init__(self, dag_id: str, every_seconds: float = 60.0):
+        super().__init__()
+        self.dag_id, self.every, self.last = dag_id, every_seconds, -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Waiting for Human-in-the-loop input"):
+            return True
+        if time.monotonic() - self.last < self.every:
+            return False
+        self.last = time.monotonic()
+        print(f"    waiting for an approval of {self.dag_id}: run `./dev airflow` in another terminal, open the UI "
+              "it prints, and answer 'approve_promotion' (Browse > Required Actions); no answer within the "
+              "model's [rollout] approval_timeout_minutes rejects it", flush=True)
+        return False
 
 
 def migrate_db() -> None:
@@ -183,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AIRFLOW_CONN_MODEL_SERVER_DEFAULT"] = url
         print(f"==> running {dag_id} for data interval {args.end} with dag.test()")
         if (args.conf or {}).get("require_approval"):
-            print("    this run waits for an approval: in another terminal run `./dev airflow`, open the UI it prints, "
-                  f"and answer the 'approve_promotion' task of the {dag_id} run (Browse > Required Actions)")
+            logging.getLogger("airflow.sdk.definitions.dag").addFilter(ApprovalWaitFilter(dag_id))
         dag_run = run_dag(dag_id, args.end, args.conf)
         state = report(dag_run, dag_id, settings, config, args.end)
         artifacts = open_root(settings.artifact_root, settings.aws_conn_id)

@@ -106,3 +106,22 @@ def test_the_approval_body_is_a_decision_page():
     assert moved.index("payment_type=Cash") < moved.index("payment_type=Credit Card")
     assert "| payment_type=Cash | 5000 | 0.8 | 0.85 | -0.05 |" in moved and "trip_miles" not in moved
     assert "/runs/2026-11-23/evaluate/report.html" in page and "within 1440 minutes: nothing changes" in page
+
+
+def test_the_demo_says_where_to_approve_once_a_minute_not_every_second(capsys):
+    import logging
+
+    from skewfree.demo import ApprovalWaitFilter
+
+    log = logging.getLogger("test.dag_test_loop")
+    log.propagate = False
+    shown = []
+    handler = logging.Handler()
+    handler.emit = shown.append
+    log.addHandler(handler)
+    log.addFilter(ApprovalWaitFilter("taxi_retrain"))
+    for _ in range(100):  # 100 seconds of dag.test()'s loop
+        log.warning("Waiting for Human-in-the-loop input for tasks: %s", ["approve_promotion"])
+    log.warning("something else")
+    assert [r.getMessage() for r in shown] == ["something else"]
+    assert capsys.readouterr().out.count("run `./dev airflow` in another terminal") == 1
