@@ -69,6 +69,8 @@ def test_blessed_run_publishes_a_servable_raw_feature_model(stack, blessed_run):
         "is_blessed": "success", "publish": "success", "needs_approval": "success",
         "approve_promotion": "skipped", "rollout": "success",
     }
+    # the local Beam runner is named: nothing tries to download one (DirectRunner fetched Prism from GitHub)
+    assert "prism" not in blessed_run.stdout.lower() and "downloading" not in blessed_run.stdout.lower()
     versions = sorted((stack["home"] / "serving" / "taxi").iterdir())
     assert [v.name for v in versions] == ["2026111000"]
     assert f"published version 2026111000: {versions[0]}" in blessed_run.stdout
