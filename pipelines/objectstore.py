@@ -350,7 +350,10 @@ class S3Store(Store):
                 self.put_bytes((Path(source) / rel).read_bytes(), *parts, rel, exclusive=True)
                 written.append(self.key(*parts, rel))
         except BaseException:
-            self.delete(written)  # only what this upload wrote: a concurrent writer's objects stay
+            try:
+                self.delete(written)  # only what this upload wrote: a concurrent writer's objects stay
+            except Exception as exc:  # noqa: BLE001 - the upload's own error is the one to report
+                log.error("could not remove the partial upload under %s: %s", self.url(*parts), exc)
             raise
 
 
@@ -455,7 +458,13 @@ class Mirror:
                 continue  # already there
             self.client.upload_file(str(local), store.bucket, store.key(rel))
         if prune and (stale := set(before) - set(files)):
-            store.delete(store.key(rel) for rel in sorted(stale))
+            try:
+                store.delete(store.key(rel) for rel in sorted(stale))
+            except OSError as exc:
+                if last is not None and retract_last:
+                    raise
+                # a state file that names only the new files is already up: the stale ones are just space
+                log.warning("could not prune stale objects under %s (they are no longer referenced): %s", url, exc)
         return url
 
     def push_file(self, path: Path) -> str:

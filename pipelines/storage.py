@@ -81,27 +81,32 @@ LEFTOVER = re.compile(r"^\.(?:.+\.(?:tmp|old)|publishing-.+)-[0-9a-f]{8}$")  # s
 LEFTOVER_AGE_SECONDS = 24 * 3600  # longer than any step may run (train's deadline is 4 h): never a live writer's
 
 
-def sweep_leftovers(directory: Path, *, min_age_seconds: float = LEFTOVER_AGE_SECONDS) -> list[Path]:
+def sweep_leftovers(directory: Path, *, min_age_seconds: float | None = None) -> list[Path]:
     """Remove the hidden temporaries a killed process left directly in ``directory`` (``.x.tmp-1a2b3c4d``,
     ``.x.old-...``, ``.publishing-2026112200-...``) once nothing in them was written for ``min_age_seconds``.
     Readers never look at them; they only take space. Returns what was removed."""
     import time
 
-    removed = []
+    removed: list[Path] = []
     if not Path(directory).is_dir():
         return removed
+    min_age_seconds = LEFTOVER_AGE_SECONDS if min_age_seconds is None else min_age_seconds
     now = time.time()
     for entry in Path(directory).iterdir():
         if not LEFTOVER.match(entry.name):
             continue
         try:
             paths = [entry, *entry.rglob("*")] if entry.is_dir() else [entry]
-            newest = max(p.lstat().st_mtime for p in paths)
+            # ctime too: a rename (staged_dir's .old-) or a copy that keeps mtimes is still recent
+            newest = max(max(st.st_mtime, st.st_ctime) for st in (p.lstat() for p in paths))
             if now - newest < min_age_seconds:
                 continue
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         except FileNotFoundError:
             continue  # its writer finished or another sweep got there first
+        except OSError as exc:  # e.g. another uid's leftover on a shared volume: not this step's problem
+            logging.getLogger(__name__).warning("could not remove the leftover %s: %s", entry, exc)
+            continue
         removed.append(entry)
         logging.getLogger(__name__).info("removed %s, left by a killed step (untouched for %.0f h)",
                                          entry, (now - newest) / 3600)

@@ -140,11 +140,20 @@ def dag_doc(config, settings: Settings) -> str:
             f"| metric | min | max | change vs stable |\n|---|---|---|---|\n{thresholds}\n")
 
 
+STEP_RETRIES, RETRY_DELAY = 1, dt.timedelta(minutes=2)
+
+
+def dagrun_timeout(config) -> dt.timedelta:
+    steps = sum((STEP_RETRIES + 1) * config.kubernetes.for_step(s).active_deadline_seconds for s in STEPS)
+    return (dt.timedelta(seconds=steps) + STEP_RETRIES * len(STEPS) * RETRY_DELAY
+            + dt.timedelta(minutes=config.rollout.approval_timeout_minutes) + dt.timedelta(days=1))
+
+
 def step_task(step: str, *, model: str, config, settings: Settings):
     """One step, on the configured backend: a local subprocess or a pod, with the same argv; retried once on an
     infrastructure failure, bounded by the step's deadline from the model config."""
     options = {"pool": TRAINING_POOL} if step == "train" else {}
-    options.update(doc_md=STEP_DOCS[step], retries=1, retry_delay=dt.timedelta(minutes=2),
+    options.update(doc_md=STEP_DOCS[step], retries=STEP_RETRIES, retry_delay=RETRY_DELAY,
                    execution_timeout=dt.timedelta(seconds=config.kubernetes.for_step(step).active_deadline_seconds))
     if step == "publish":
         options["outlets"] = [published_asset(config.name)]
@@ -260,10 +269,9 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         doc_md=dag_doc(config, settings),
         params=trigger_params(),
         user_defined_macros={"approval_page": functools.partial(approval_page, config=config)},
-        # every step's deadline, and the approval's, end to end: a run can never hold max_active_runs forever
-        dagrun_timeout=dt.timedelta(
-            seconds=sum(config.kubernetes.for_step(s).active_deadline_seconds for s in STEPS),
-            minutes=config.rollout.approval_timeout_minutes + 60),
+        # every step's deadline (each may run twice: one retry, 2 min apart), the approval's, and a day queued
+        # for the training pool: a run can never hold max_active_runs=1 forever, nor be cut short by this
+        dagrun_timeout=dagrun_timeout(config),
         default_args={"owner": config.owner,
                       **({"on_failure_callback": notifier} if (notifier := failure_notifier()) else {})},
     ) as dag:

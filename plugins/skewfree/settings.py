@@ -113,10 +113,16 @@ class Settings:
 
 def parse_volume_claims(text: str) -> tuple[tuple[str, str], ...]:
     """``/models=skewfree-serving,/mnt/data=team-data`` -> ((mount path, claim name), ...)."""
-    claims = []
+    import re
+
+    claims: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        mount, sep, claim = item.partition("=")
-        if not sep or not mount.startswith("/") or not claim or "/" in claim:
-            raise ValueError(f"SKEWFREE_K8S_VOLUME_CLAIMS: {item!r} is not /mount/path=claim-name")
-        claims.append((mount.rstrip("/") or "/", claim))
+        mount, sep, claim = (part.strip() for part in item.partition("="))
+        mount = mount.rstrip("/") or "/"
+        if not sep or not mount.startswith("/") or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", claim):
+            raise ValueError(f"SKEWFREE_K8S_VOLUME_CLAIMS: {item!r} is not /mount/path=claim-name (a Kubernetes "
+                             "object name: lower case letters, digits, '-' and '.')")
+        if mount in ("/", "/scratch") or mount in (m for m, _ in claims):
+            raise ValueError(f"SKEWFREE_K8S_VOLUME_CLAIMS: {mount} is the root, the pods' /scratch or given twice")
+        claims.append((mount, claim))
     return tuple(claims)

@@ -33,16 +33,19 @@ def _metric(value: Any) -> str:
 
 def model_versions(model: str) -> dict[str, Any]:
     """A model's versions as the page shows them: newest first, with the server's labels."""
-    from pipelines.config import ConfigError, load_model_config
+    from pipelines.config import ConfigError, discover_models, load_model_config
     from pipelines.publish import list_versions
     from pipelines.serving.models import version_labels
     from skewfree.hooks.artifacts import open_root
     from skewfree.settings import Settings
 
+    known = discover_models()  # only a discovered model's name: never a path the URL names
+    if model not in known:
+        raise HTTPException(404, f"no model {model!r}; models: {', '.join(sorted(known))}")
     try:
         config = load_model_config(model)
     except ConfigError as exc:
-        raise HTTPException(404, f"no model {model!r}: {exc}") from None
+        raise HTTPException(404, f"model {model!r} does not load: {exc}") from None
     settings = Settings.from_env()
     store = open_root(settings.serving_root, settings.aws_conn_id)
     rows = list_versions(settings.serving_root, config.name, store=store)

@@ -254,27 +254,27 @@ def test_mirror_push_prunes_before_the_marker_and_fails_on_a_failed_delete(s3, t
     assert "result.json" not in remote.objects()
 
 
-def test_leftovers_of_killed_writers_are_swept_once_stale(tmp_path):
+def test_leftovers_of_killed_writers_are_swept_once_stale(tmp_path, monkeypatch):
     """A SIGKILLed staged_dir or publish leaves hidden temporaries no reader looks at: the next step or
-    publish removes those untouched for a day, and never a live writer's or anything else."""
-    import os
+    publish removes those untouched for LEFTOVER_AGE_SECONDS (a day; 1 s here), never a live writer's
+    (written since) and nothing else."""
     import time
 
+    from pipelines import storage
     from pipelines.storage import sweep_leftovers
 
+    monkeypatch.setattr(storage, "LEFTOVER_AGE_SECONDS", 1.0)
     model_dir = tmp_path / "serving" / "taxi"
     stale = model_dir / ".publishing-2026111000-1a2b3c4d"
-    live = model_dir / ".publishing-2026111001-5e6f7a8b"
     run_dir = tmp_path / "runs" / "2026-11-10"
     stale_step, stale_file = run_dir / ".train.tmp-0badc0de", run_dir / ".result.json.tmp-deadbeef"
-    for directory in (stale / "variables", live, stale_step, model_dir / "2026110900", model_dir / ".hidden"):
+    for directory in (stale / "variables", stale_step, model_dir / "2026110900", model_dir / ".hidden"):
         directory.mkdir(parents=True)
     (stale / "variables" / "variables.index").write_bytes(b"x")
     stale_file.write_text("{")
-    day_ago = time.time() - 25 * 3600
-    for path in (stale, stale / "variables", stale / "variables" / "variables.index", stale_step, stale_file,
-                 model_dir / "2026110900", model_dir / ".hidden"):
-        os.utime(path, (day_ago, day_ago))
+    time.sleep(1.5)
+    live = model_dir / ".publishing-2026111001-5e6f7a8b"  # a publish still copying
+    live.mkdir()
     store = LocalStore(tmp_path / "serving")
     store.put_dir(publishable(tmp_path / "src"), "taxi", "2026111002", last=("saved_model.pb", "manifest.json"))
     assert sorted(p.name for p in model_dir.iterdir()) == [

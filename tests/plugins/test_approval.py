@@ -73,8 +73,10 @@ def test_dags_carry_owner_docs_retries_and_deadlines_from_the_model_config(monke
         assert task.owner == "ml-platform" and task.doc_md == doc and task.retries == 1
     assert dag.get_task("train").execution_timeout == dt.timedelta(hours=4)  # [kubernetes.resources.train]
     assert dag.get_task("rollout").retries == 0  # a failed rollout already restored stable: never retried
-    # the steps' deadlines plus the approval's: a stuck run cannot hold max_active_runs=1 forever
-    assert dag.dagrun_timeout > dt.timedelta(minutes=1440)
+    # every step twice (one retry) at its deadline, the retry delays, the approval's deadline and a day for the
+    # training pool: a stuck run cannot hold max_active_runs=1 forever, and a slow one is never cut short
+    steps = 2 * (900 + 7200 + 14400 + 3600 + 900)  # taxi's [kubernetes.resources.*] active_deadline_seconds
+    assert dag.dagrun_timeout == dt.timedelta(seconds=steps, minutes=5 * 2 + 1440, days=1)
     assert rollback_dag("taxi").get_task("rollback").owner == "ml-platform"
 
 

@@ -47,7 +47,7 @@ def test_a_crashed_step_is_an_infrastructure_failure_that_is_retried(tmp_path, m
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     killed = tmp_path / "python"
-    killed.write_text("#!/bin/sh\necho 'Killed'\nexit 137\n")
+    killed.write_text("#!/bin/sh\nprintf 'a byte that is not UTF-8: \\377\\n'\necho 'Killed'\nexit 137\n")
     killed.chmod(0o755)
     monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
     monkeypatch.setattr(sys, "executable", str(killed))

@@ -213,3 +213,34 @@ def test_pods_of_models_kept_outside_the_repository_get_their_models_folder(monk
     task, context = rendered(dag.get_task("train"), dag)
     container = task.build_pod_request_obj(context, dry_run=True).spec.containers[0]
     assert {e.name: e.value for e in container.env}["SKEWFREE_MODELS_DIR"] == "/opt/team-models"
+
+
+def test_more_gpus_than_configured_also_get_the_gpu_nodes(monkeypatch):
+    """A run asking for GPUs on a model configured without them gets the GPU limit and the GPU nodes'
+    selector and tolerations, or the pod would wait forever for a GPU on a CPU node."""
+    import dataclasses
+
+    from pipelines.config import load_model_config
+    from skewfree.operators.pod import step_pod
+
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    config = load_model_config("taxi")
+    cpu_only = dataclasses.replace(config, kubernetes=dataclasses.replace(
+        config.kubernetes, resources={**config.kubernetes.resources,
+                                      "train": dataclasses.replace(config.kubernetes.resources["train"], gpus=0)}))
+    task = step_pod("train", model="taxi", config=cpu_only, settings=Settings.from_env(), interval="2026-11-10",
+                    extra_args=[])
+    dag = dags(monkeypatch, "kubernetes")
+    task.dag = None
+    _, context = rendered(dag.get_task("train"), dag, {"gpus": 2})
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "2"
+    assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"} and pod.spec.tolerations
+    assert pod.spec.security_context.fs_group_change_policy == "OnRootMismatch"
+
+
+@pytest.mark.parametrize("bad", ["/models=Serving_PVC", "/models=a/b", "/scratch=x", "/m=a,/m=b", "models=x"])
+def test_volume_claims_are_checked_before_any_pod_is_made(bad):
+    with pytest.raises(ValueError, match="SKEWFREE_K8S_VOLUME_CLAIMS"):
+        Settings.from_env({"SKEWFREE_K8S_VOLUME_CLAIMS": bad})

@@ -24,9 +24,17 @@ class StepPodOperator(KubernetesPodOperator):
     argv, and a run's ``gpus`` param overrides the configured ``nvidia.com/gpu`` limit of ``train``.
     """
 
+    gpu_scheduling: tuple[dict, tuple] = ({}, ())  # the model config's GPU node selector and tolerations
+
     def execute(self, context: Any) -> Any:
-        result = super().execute(context)
-        if self.task_id == "publish" and result:
+        return self._published(context, super().execute(context))
+
+    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
+        # deferrable: the pod's result comes back here, not from execute
+        return self._published(context, super().trigger_reentry(context, event))
+
+    def _published(self, context: Any, result: Any) -> Any:
+        if self.task_id == "publish" and isinstance(result, dict) and "version" in result:
             emit_publication(context, result["model"], result)
         return result
 
@@ -38,6 +46,9 @@ class StepPodOperator(KubernetesPodOperator):
             limits = pod.spec.containers[0].resources.limits
             if gpus:
                 limits["nvidia.com/gpu"] = str(gpus)
+                # a model configured without GPUs still needs the GPU nodes' selector and tolerations
+                pod.spec.node_selector = pod.spec.node_selector or dict(self.gpu_scheduling[0]) or None
+                pod.spec.tolerations = pod.spec.tolerations or list(self.gpu_scheduling[1]) or None
             else:
                 limits.pop("nvidia.com/gpu", None)
                 pod.spec.node_selector, pod.spec.tolerations = None, None
@@ -98,6 +109,8 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
                                                        limits=limits),
         security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=NON_ROOT_UID,
                                                   fs_group=NON_ROOT_UID,
+                                                  # never a recursive chown of a shared claim at every start
+                                                  fs_group_change_policy="OnRootMismatch",
                                                   seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
         container_security_context=k8s.V1SecurityContext(
             allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
@@ -115,4 +128,6 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
         **kwargs,
     )
     operator.operator_extra_links = STEP_LINKS.get(step, ())
+    operator.gpu_scheduling = (dict(config.kubernetes.gpu_node_selector),
+                               tuple(k8s.V1Toleration(**t) for t in config.kubernetes.gpu_tolerations))
     return operator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,15 +59,20 @@ class PipelineStepOperator(BaseOperator):
         command = [sys.executable, *argv[1:]]
         self.log.info("running %s", " ".join(command))
         # the step's lines reach the task log at the level the step logged them (child_log)
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         env=dict(os.environ), start_new_session=True, bufsize=1)
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         encoding="utf-8", errors="backslashreplace", env=dict(os.environ),
+                                         start_new_session=True, bufsize=1)
         last = ""
-        for line in self._process.stdout:
-            line = line.rstrip("\n")
-            if line.strip():
-                relog(line, self.log)
-                last = line
-        exit_code = self._process.wait()
+        try:
+            for line in self._process.stdout:
+                line = line.rstrip("\n")
+                if line.strip():
+                    relog(line, self.log)
+                    last = line
+            exit_code = self._process.wait()
+        except BaseException:
+            self.on_kill()  # never leave the step running beside a retry
+            raise
         if exit_code != 0:
             if last.startswith(f"error: {self.step}:"):
                 # an expected failure (bad data, a refused publish): retrying cannot help, so it fails at once
@@ -82,5 +88,13 @@ class PipelineStepOperator(BaseOperator):
         return payload
 
     def on_kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGTERM)  # the step's own SIGTERM handling restores state
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
