@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import threading
+import weakref
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -140,10 +141,70 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
 RAW_SIGNATURE = "serving_raw"  # one named input per raw feature: the model's feature contract
 
 
+FAST_CHECK_MIN_ROWS = 32
+_fast_checks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded model -> its fast check
+
+
+def _fast_check(servable: Servable):
+    """A check of a whole batch in one parse: every feature is one the model takes (protobuf parse of the
+    keys), of its type, with at most one finite value (``tf.io.parse_example`` with VarLen features, in a
+    compiled function). True: the batch is fine; False: ``check_examples`` finds and words the problem."""
+    import tensorflow as tf
+
+    raw = servable.loaded.signatures.get(RAW_SIGNATURE)
+    if raw is None:
+        return None
+    if (check := _fast_checks.get(servable.loaded)) is not None:
+        return check
+    specs = raw.structured_input_signature[1]
+    parse_dtype = {n: tf.string if s.dtype == tf.string else tf.float32 if s.dtype.is_floating else tf.int64
+                   for n, s in specs.items()}
+    expected = frozenset(specs)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def well_formed(batch):
+        parsed = tf.io.parse_example(batch, {n: tf.io.VarLenFeature(d) for n, d in parse_dtype.items()})
+        rows = tf.shape(batch, out_type=tf.int64)[0]
+        ok = tf.constant(True)
+        for name, sparse in parsed.items():
+            counts = tf.math.bincount(sparse.indices[:, 0], minlength=rows, dtype=tf.int64)
+            ok = tf.logical_and(ok, tf.reduce_all(counts <= 1))
+            if parse_dtype[name] == tf.float32:
+                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(sparse.values)))
+        return ok
+
+    from tensorflow.core.example import example_pb2
+
+    def check(serialized: np.ndarray) -> bool:
+        try:
+            for payload in serialized:
+                if not expected.issuperset(example_pb2.Example.FromString(payload).features.feature):
+                    return False
+            return bool(well_formed(tf.constant(serialized, dtype=tf.string)))
+        except Exception:  # noqa: BLE001 - undecodable, wrong type...: the precise check says which
+            return False
+
+    _fast_checks[servable.loaded] = check
+    return check
+
+
 def check_examples(servable: Servable, serialized: np.ndarray) -> None:
     """tf.Example requests get the same 400s as named inputs: an unknown feature, a value of the wrong type
     or more than one value is named with what the model expects (``parse_example`` would ignore the
-    first and answer the others with a bare 'Graph execution error')."""
+    first and answer the others with a bare 'Graph execution error'). A batch passes the fast check
+    (``_fast_check``) or is checked example by example, which raises naming the first problem; a batch the
+    fast check refused and the precise one did not is refused anyway (fail closed)."""
+    # a compiled parse costs ~0.3 ms whatever the batch; the per-example check ~15 us an example
+    fast = _fast_check(servable) if len(serialized) >= FAST_CHECK_MIN_ROWS else None
+    if fast is not None and fast(serialized):
+        return
+    _check_each_example(servable, serialized)
+    if fast is not None:
+        raise ServingError(400, "the tf.Examples do not match the features the model takes (its 'serving_raw' "
+                                "signature lists them)")
+
+
+def _check_each_example(servable: Servable, serialized: np.ndarray) -> None:
     import tensorflow as tf
 
     raw = servable.loaded.signatures.get(RAW_SIGNATURE)

@@ -320,3 +320,30 @@ def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
     assert status == 404
 
 
+
+
+def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_feature(target, canary):
+    """The whole batch is checked at once; a bad row among good ones is still named with its index and
+    feature (the local server; TF Serving would parse NaN and fail on several values without naming them)."""
+    if not target.local:
+        pytest.skip("the row-and-feature wording is the local server's")
+    import base64
+
+    import tensorflow as tf
+
+    good = base64.b64decode(canary[0]["b64"])
+
+    def edited(name: str, values: list[float]) -> dict:
+        example = tf.train.Example.FromString(good)
+        example.features.feature[name].float_list.value[:] = values
+        return {"b64": base64.b64encode(example.SerializeToString()).decode()}
+
+    for bad, says in ((edited("trip_miles", [float("nan")]), "feature 'trip_miles' is [nan]: NaN and infinity"),
+                      (edited("fare", [1.0, 2.0]), "feature 'fare' has 2 values; the model takes one value")):
+        for before in (1, 40):  # a small batch (checked example by example) and one the fast check takes
+            rows = [{"b64": r["b64"]} for r in (canary * 50)[:before]] + [bad] + [{"b64": canary[1]["b64"]}]
+            status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict", {"instances": rows})
+            assert status == 400 and f"instances[{before}]: {says}" in body["error"], body
+    status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                        {"instances": [{"b64": row["b64"]} for row in canary[:256]]})
+    assert status == 200 and len(body["predictions"]) == min(256, len(canary)), body
