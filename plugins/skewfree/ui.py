@@ -11,16 +11,44 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from skewfree.links import PREFIX
 
 HEADLINE = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}  # the metric the chart follows
 
+async def signed_in(request: Request):
+    """The caller's Airflow user, from the UI's session cookie or a bearer token, exactly as the core API
+    reads it: Airflow mounts plugin apps without its own authentication (401 without one)."""
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
+    return await get_user(request, None, bearer)
+
+
+def may_read(user, model: str) -> bool:
+    """The user may read the model's retraining DAG (the auth manager decides, per DAG)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    return get_auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=f"{model}_retrain"),
+                                                user=user)
+
+
+User = Annotated[Any, Depends(signed_in)]
+
 app = FastAPI(title="Skewfree models", description="Published model versions, their metrics and reports")
+
+
+def readable(user, model: str) -> None:
+    if not may_read(user, model):
+        raise HTTPException(403, f"you may not read the DAGs of model {model!r}")
 
 
 def _e(value: Any) -> str:
@@ -109,22 +137,24 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left} td.num{text-alig
 
 
 @app.get("/", response_class=HTMLResponse)
-def index() -> str:
+def index(user: User) -> str:
     from pipelines.config import discover_models
 
-    sections = "".join(model_section(name) for name in discover_models())
+    sections = "".join(model_section(name) for name in discover_models() if may_read(user, name))
     return (f"<!doctype html><html><head><meta charset=utf-8><title>Skewfree models</title><style>{STYLE}</style>"
             f"</head><body><h1>Skewfree models</h1>{sections or '<p>No models found.</p>'}</body></html>")
 
 
 @app.get("/api/models/{model}/versions")
-def versions_json(model: str) -> JSONResponse:
+def versions_json(model: str, user: User) -> JSONResponse:
+    readable(user, model)
     return JSONResponse(json.loads(json.dumps(model_versions(model), default=str)))
 
 
 @app.get("/models/{model}/versions/{version}/report", response_class=HTMLResponse)
-def version_report(model: str, version: int) -> str:
+def version_report(model: str, version: int, user: User) -> str:
     """The model report published with the version (evaluate's report.html, copied by publish)."""
+    readable(user, model)
     from pipelines.publish import REPORT
     from skewfree.hooks.artifacts import open_root
     from skewfree.settings import Settings
@@ -140,8 +170,9 @@ def version_report(model: str, version: int) -> str:
 
 
 @app.get("/models/{model}/runs/{interval}/report", response_class=HTMLResponse)
-def run_report(model: str, interval: str) -> str:
+def run_report(model: str, interval: str, user: User) -> str:
     """The model report of one run (evaluate's report.html under the artifact root), published or not."""
+    readable(user, model)
     import datetime as dt
 
     from skewfree.hooks.artifacts import open_root
