@@ -118,6 +118,7 @@ class RawSchema:
 # shipped inside every exported SavedModel: the raw features a request carries and which may be missing
 # (TF Serving ignores assets.extra; the local server reads it to treat JSON null/NaN as missing)
 RAW_FEATURES_ASSET = "assets.extra/raw_features.json"
+RAW_SIGNATURE = "serving_raw"  # the exported signature with one named input per raw feature (train exports it)
 
 
 def describe(features: tuple[Feature, ...]) -> list[dict]:

@@ -20,6 +20,7 @@ from typing import Any
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig, TrainConfig
 from pipelines.lineage import cached_result, input_digest, step_inputs
 from pipelines.runs import Run, StepError, write_result
+from pipelines.schema import RAW_SIGNATURE
 from pipelines.storage import staged_dir
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,6 @@ def in_memory_arrays(file_pattern: str, feature_spec: dict, label: str, *, parse
 
 
 SERVING_SIGNATURE = "serving_default"  # serialized tf.Example with raw features
-RAW_SIGNATURE = "serving_raw"  # raw features as named tensors: TF Serving's JSON {"instances": [{...}]}
 
 
 def class_names(task: TaskConfig, tft_output) -> list[str]:

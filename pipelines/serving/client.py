@@ -14,8 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-RAW_SIGNATURE = "serving_raw"  # its named inputs are the model's raw features and their types
-
+from pipelines.schema import RAW_SIGNATURE
 
 # -- tf.Example without TensorFlow ----------------------------------------------------
 # The wire format of tensorflow/core/example/{example,feature}.proto: Example{1: Features{1: map<string,

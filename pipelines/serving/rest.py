@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.schema import RAW_SIGNATURE
 from pipelines.serving.models import ModelManager, Servable, ServingError
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,6 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
     return out
 
 
-RAW_SIGNATURE = "serving_raw"  # one named input per raw feature: the model's feature contract
 
 
 FAST_CHECK_MIN_ROWS = 32

@@ -9,6 +9,11 @@ from typing import Any
 MOVED_SLICES = 5  # slices shown, by the largest change of the first thresholded metric
 
 
+def _cell(text: Any) -> str:
+    """Text for a markdown table cell: a '|' in a slice value would end the cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _number(value: Any) -> str:
     if value is None:
         return "-"
@@ -65,7 +70,7 @@ def approval_page(evaluation: dict[str, Any] | None, publication: dict[str, Any]
     if moved:
         lines += ["", f"**Slices that moved most** (`{moved[0][0]}`, candidate vs stable):", "",
                   "| slice | rows | candidate | stable | change |", "|---|---|---|---|---|"]
-        lines += [f"| {where} | {rows} | {_number(new)} | {_number(old)} | {new - old:+.4g} |"
+        lines += [f"| {_cell(where)} | {rows} | {_number(new)} | {_number(old)} | {new - old:+.4g} |"
                   for _, where, rows, new, old in moved]
     reasons = evaluation.get("reasons") or []
     lines += ["", "**Gate:** " + ("blessed: every threshold holds." if evaluation.get("blessed") else

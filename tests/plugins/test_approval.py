@@ -97,6 +97,8 @@ def test_the_approval_body_is_a_decision_page():
             {"feature": "payment_type", "slice": "Credit Card", "examples": 9000,
              "metrics": {"auc": 0.90}, "baseline_metrics": {"auc": 0.89}},
             {"feature": "trip_miles", "slice": "[2, 5)", "examples": 3, "metrics": {"auc": 0.5}},
+            {"feature": "company", "slice": "A|B Cabs", "examples": 700,
+             "metrics": {"auc": 0.86}, "baseline_metrics": {"auc": 0.861}},
         ],
     }
     page = approval_page(evaluation, {"version": 2026112300}, config)
@@ -107,6 +109,7 @@ def test_the_approval_body_is_a_decision_page():
     moved = page[page.index("**Slices that moved most**"):]
     assert moved.index("payment_type=Cash") < moved.index("payment_type=Credit Card")
     assert "| payment_type=Cash | 5000 | 0.8 | 0.85 | -0.05 |" in moved and "trip_miles" not in moved
+    assert "| company=A\\|B Cabs | 700 |" in moved  # a '|' in a value does not break the table
     assert "/runs/2026-11-23/evaluate/report.html" in page and "within 1440 minutes: nothing changes" in page
 
 
