@@ -154,6 +154,8 @@ class Store:
         if missing:
             return f"{len(missing)} file(s) its {MANIFEST} lists are missing, e.g. {missing[0]}"
         for rel, expected in sorted(listed.items()):
+            if not isinstance(expected, dict):
+                return f"{MANIFEST} lists {rel} without its size and digest"
             if found[rel] != expected.get("bytes"):
                 return f"{rel} has {found[rel]} bytes, its {MANIFEST} says {expected.get('bytes')}"
         return self.digest_problem(listed, *parts)

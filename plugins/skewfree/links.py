@@ -32,11 +32,11 @@ class TensorBoardLink(BaseOperatorLink):
 
     def get_link(self, operator, *, ti_key) -> str:
         base = os.environ.get("SKEWFREE_TENSORBOARD_URL", "")
-        logs = _result(ti_key).get("tensorboard")
-        if not base or not logs:
+        result = _result(ti_key) if base else {}
+        if not result.get("tensorboard"):
             return ""
         # TensorBoard names runs by their path under its --logdir (the artifact root)
-        return f"{base.rstrip('/')}/#timeseries&regexInput={_model(ti_key)}/runs/{_result(ti_key).get('interval', '')}"
+        return f"{base.rstrip('/')}/#timeseries&regexInput={_model(ti_key)}/runs/{result.get('interval', '')}"
 
 
 class ReportLink(BaseOperatorLink):

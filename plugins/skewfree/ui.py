@@ -59,21 +59,27 @@ def _metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
+def model_config(model: str):
+    """The config of a discovered model: a URL names a model, never a path (404 otherwise)."""
+    from pipelines.config import ConfigError, discover_models, load_model_config
+
+    known = discover_models()
+    if model not in known:
+        raise HTTPException(404, f"no model {model!r}; models: {', '.join(sorted(known))}")
+    try:
+        return load_model_config(model)
+    except ConfigError as exc:
+        raise HTTPException(404, f"model {model!r} does not load: {exc}") from None
+
+
 def model_versions(model: str) -> dict[str, Any]:
     """A model's versions as the page shows them: newest first, with the server's labels."""
-    from pipelines.config import ConfigError, discover_models, load_model_config
     from pipelines.publish import list_versions
     from pipelines.serving.models import version_labels
     from skewfree.hooks.artifacts import open_root
     from skewfree.settings import Settings
 
-    known = discover_models()  # only a discovered model's name: never a path the URL names
-    if model not in known:
-        raise HTTPException(404, f"no model {model!r}; models: {', '.join(sorted(known))}")
-    try:
-        config = load_model_config(model)
-    except ConfigError as exc:
-        raise HTTPException(404, f"model {model!r} does not load: {exc}") from None
+    config = model_config(model)
     settings = Settings.from_env()
     store = open_root(settings.serving_root, settings.aws_conn_id)
     rows = list_versions(settings.serving_root, config.name, store=store)
@@ -161,7 +167,7 @@ def version_report(model: str, version: int, user: User) -> str:
 
     settings = Settings.from_env()
     store = open_root(settings.serving_root, settings.aws_conn_id)
-    name = model_versions(model)["model"]
+    name = model_config(model).name  # not the version listing: one report is one read
     payload = store.read_bytes(name, str(version), REPORT)
     if payload is None:
         raise HTTPException(404, f"{store.url(name, str(version), REPORT)} does not exist: version {version} of "
@@ -184,7 +190,7 @@ def run_report(model: str, interval: str, user: User) -> str:
         raise HTTPException(400, f"interval {interval!r} is not a date (YYYY-MM-DD)") from None
     settings = Settings.from_env()
     store = open_root(settings.artifact_root, settings.aws_conn_id)
-    name = model_versions(model)["model"]
+    name = model_config(model).name  # not the version listing: one report is one read
     parts = (name, "runs", day.isoformat(), "evaluate", "report.html")
     payload = store.read_bytes(*parts)
     if payload is None:
