@@ -180,5 +180,7 @@ def list_versions(serving_root: str, model: str, store: Store | None = None) -> 
             "inputs": len(manifest.get("input_digests", {})),
             "rejected": store.read_json(model, str(version), "rejected.json") is not None,
             "partial": partial.get(version),  # why it is not a complete version (None: complete)
+            # what it was made from (the manifest without its file list and metrics)
+            "lineage": {k: v for k, v in manifest.items() if k not in ("files", "metrics")},
         })
     return rows

@@ -107,9 +107,46 @@ def history_chart(model: str, headline: str, rows: list[dict]) -> str:
     return f'<div class="chart">{chart}</div>'
 
 
+def approvals(model: str, run_ids: list[str]) -> dict[str, dict]:
+    """The approval answers (Airflow's HITL records) of the runs that made these versions."""
+    from airflow.utils.session import create_session
+
+    from skewfree.run_note import approval_answers
+
+    with create_session() as session:
+        return approval_answers(session, f"{model}_retrain", [r for r in run_ids if r])
+
+
+def key_metrics(task: str, metrics: dict) -> list[str]:
+    """The metrics shown as columns: the task's headline first, then the other key ones it records."""
+    from skewfree.assets import KEY_METRICS
+
+    headline = HEADLINE[task]
+    return [headline] + [m for m in KEY_METRICS if m not in (headline, "examples", "max_abs_skew") and m in metrics]
+
+
+def lineage_cell(row: dict) -> str:
+    """What the version was made from, folded: inputs with digests, params, accepted anomalies, fingerprint."""
+    lineage = row.get("lineage") or {}
+    inputs = lineage.get("input_digests") or {}
+    items = [f"<li>published {_e(lineage.get('published_at', '?'))} from <code>{_e(lineage.get('source', '?'))}</code></li>",
+             f"<li>params: <code>{_e(json.dumps(lineage.get('params', {}), sort_keys=True))}</code></li>",
+             f"<li>code <code>{_e(lineage.get('code_version', '?'))}</code>, image <code>{_e(lineage.get('image', '?'))}"
+             f"</code>, model fingerprint <code>{_e(str(lineage.get('model_fingerprint') or '-')[:16])}</code></li>",
+             f"<li>accepted anomalies: {_e(', '.join(lineage.get('accepted_anomalies') or []) or 'none')}</li>",
+             f"<li>{len(inputs)} input files:<ul class=k>"
+             + "".join(f"<li><code>{_e(path)}</code> {_e(digest[:12])}</li>" for path, digest in sorted(inputs.items()))
+             + "</ul></li>"]
+    return f'<details class="lineage"><summary>lineage</summary><ul>{"".join(items)}</ul></details>'
+
+
 def model_section(model: str) -> str:
+    from skewfree.run_note import answer_text
+
     found = model_versions(model)
     headline = found["headline"]
+    answers = approvals(found["model"], [r["run_id"] for r in found["versions"]])
+    columns = key_metrics(found["task"], {k for r in found["versions"] for k in r["metrics"]})
     body = []
     for r in found["versions"]:
         labels = " ".join(f'<span class="label {_e(name)}">{_e(name)}</span>' for name in r["labels"])
@@ -121,15 +158,21 @@ def model_section(model: str) -> str:
         run = r["run_id"]
         run_link = (f'<a href="/dags/{_e(model)}_retrain/runs/{_e(run)}">{_e(run)}</a>' if run else "-")
         report = f'{PREFIX}/models/{_e(model)}/versions/{r["version"]}/report'
+        against = (r.get("lineage") or {}).get("evaluated_against") or {}
+        old = (against.get("metrics") or {}).get(headline)
+        baseline = (f'{_e(against["version"])} <span class=k>({_e(headline)} {_metric(old)})</span>'
+                    if against.get("version") else _e(r["baseline"] or "-"))
+        cells = "".join(f'<td class="num">{_metric(metrics.get(m))}</td>' for m in columns)
         body.append(
-            f'<tr id="{_e(model)}-v{r["version"]}" data-version="{r["version"]}"><td>{r["version"]}</td><td>{labels or "-"}</td>'
-            f'<td>{_e(r["interval"])}</td><td class="num">{_metric(metrics.get(headline))}</td>'
-            f'<td class="num">{_metric(metrics.get("max_abs_skew"))}</td><td>{_e(r["baseline"] or "-")}</td>'
-            f'<td>{_e(r["code"])}</td><td>{_e(r["image"])}</td><td>{run_link}</td>'
-            f'<td><a href="{report}">report</a></td></tr>')
+            f'<tr id="{_e(model)}-v{r["version"]}" data-version="{r["version"]}"><td>{r["version"]}</td>'
+            f'<td>{labels or "-"}</td><td>{_e(r["interval"])}</td>{cells}'
+            f'<td class="num">{_metric(metrics.get("max_abs_skew"))}</td><td class="baseline">{baseline}</td>'
+            f'<td class="approval">{_e(answer_text(answers.get(run)))}</td><td>{run_link}</td>'
+            f'<td><a href="{report}">report</a></td><td>{lineage_cell(r)}</td></tr>')
     table = ("<table class=versions><tr><th>version</th><th>labels</th><th>interval</th>"
-             f"<th>{_e(headline)}</th><th>skew</th><th>baseline</th><th>code</th><th>image</th><th>made by run</th>"
-             "<th>report</th></tr>" + "".join(body) + "</table>") if body else "<p>No published versions yet.</p>"
+             + "".join(f"<th>{_e(m)}</th>" for m in columns)
+             + "<th>skew</th><th>baseline</th><th>approval</th><th>made by run</th><th>report</th><th>lineage</th>"
+             "</tr>" + "".join(body) + "</table>") if body else "<p>No published versions yet.</p>"
     return (f'<section id="model-{_e(model)}"><h2>{_e(model)} <small>({_e(found["task"])}, '
             f'{len(found["versions"])} versions under {_e(found["serving_root"])})</small></h2>'
             f'{history_chart(model, headline, found["versions"])}{table}</section>')
@@ -139,7 +182,7 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222} table{
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left} td.num{text-align:right}
 .label{border-radius:.6em;padding:0 .5em;background:#eee;margin-right:.2em} .label.stable{background:#c8e6c9}
 .label.previous{background:#e3f2fd} .label.canary{background:#fff3cd} .label.rejected,.label.partial{background:#f8d7da}
-.chart svg{max-width:640px} .k{font-size:11px}"""
+.chart svg{max-width:640px} .k{font-size:11px} details.lineage ul{margin:.2em 0;padding-left:1.2em}"""
 
 
 @app.get("/", response_class=HTMLResponse)

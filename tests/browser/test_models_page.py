@@ -18,6 +18,15 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          "--disable-component-update"]
 
 
+def snap(page, name: str) -> None:
+    """A screenshot for people reviewing the UI, when SKEWFREE_SCREENSHOTS names a directory."""
+    import os
+
+    if folder := os.environ.get("SKEWFREE_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
 @pytest.fixture(scope="module")
 def published(trained_run, tmp_path_factory, taxi_config):
     """Two published taxi versions (the second a copy with other metrics), 'stable' on the newer one."""
@@ -27,12 +36,13 @@ def published(trained_run, tmp_path_factory, taxi_config):
     art = home / "artifacts"
     shutil.copytree(trained_run["artifact_root"], art)
     first = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(home / "serving"),
-                    run_id="scheduled__2026-11-11T00:00:00+00:00")
+                    run_id=FIRST_RUN)
     base = home / "serving" / "taxi"
     second = first.version + 1
     shutil.copytree(base / str(first.version), base / str(second))
     manifest = json.loads((base / str(second) / "manifest.json").read_text())
     manifest["metrics"]["auc"] = manifest["metrics"]["auc"] + 0.01
+    manifest["run_id"] = PENDING_RUN  # made by a run whose approval is still waiting
     manifest.pop("files")  # edited by hand: the graph alone marks it complete
     (base / str(second) / "manifest.json").write_text(json.dumps(manifest))
     (home / "serving" / "models.config").write_text(
@@ -41,7 +51,52 @@ def published(trained_run, tmp_path_factory, taxi_config):
         f'    model_version_policy {{ specific {{ versions: {first.version} versions: {second} }} }}\n'
         f'    version_labels {{ key: "stable" value: {second} }}\n'
         f'    version_labels {{ key: "previous" value: {first.version} }}\n  }}\n}}\n')
-    return {"home": home, "versions": (first.version, second)}
+    evaluation = json.loads((art / "taxi" / "runs" / str(END) / "evaluate" / "result.json").read_text())
+    return {"home": home, "versions": (first.version, second), "evaluation": evaluation}
+
+
+FIRST_RUN, PENDING_RUN = "scheduled__2026-11-11T00:00:00+00:00", "manual__2026-11-12T06:30:00+00:00"
+
+# Airflow's metadata DB as two retraining runs leave it: the DAG serialized, the first run's approval answered
+# by ml-lead, the second's waiting (the rows ApprovalOperator writes, with the body our DAG renders)
+SETUP = """
+import datetime as dt, json, sys
+from skewfree.demo import migrate_db
+migrate_db()
+from airflow import settings
+from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+from airflow.models.dagbag import DBDagBag
+from airflow.models.hitl import HITLDetail
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState, TaskInstanceState
+from airflow.utils.types import DagRunTriggeredByType, DagRunType
+from pipelines.config import load_model_config
+from skewfree.approval import approval_page
+
+evaluation, versions = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+from airflow.dag_processing.bundles.manager import DagBundlesManager
+DagBundlesManager().sync_bundles_to_db()
+sync_bag_to_db(DagBag(dag_folder=settings.DAGS_FOLDER), "dags-folder", None)
+config = load_model_config("taxi")
+answers = [{"id": "ml-lead", "name": "ml-lead"}, None]
+with create_session() as session:
+    dag = DBDagBag().get_latest_version_of_dag("taxi_retrain", session=session)
+    for (run_id, version), answer in zip(versions, answers):
+        day = dt.datetime.fromisoformat(run_id.split("__")[1])
+        run = dag.create_dagrun(run_id=run_id, logical_date=day, run_after=day, state=DagRunState.RUNNING,
+                                data_interval=(day.replace(hour=0, minute=0) - dt.timedelta(days=1),
+                                               day.replace(hour=0, minute=0)),
+                                run_type=DagRunType.MANUAL if run_id.startswith("manual") else DagRunType.SCHEDULED,
+                                triggered_by=DagRunTriggeredByType.TEST, session=session)
+        ti = run.get_task_instance("approve_promotion", session=session)
+        ti.state = TaskInstanceState.SUCCESS if answer else TaskInstanceState.AWAITING_INPUT
+        session.flush()
+        session.add(HITLDetail(ti_id=ti.id, options=["Approve", "Reject"], defaults=["Reject"], multiple=False,
+                               subject=f"Promote taxi version {version} to stable?", params={},
+                               body=approval_page(evaluation, {"version": version}, config),
+                               responded_at=dt.datetime.now(dt.UTC) if answer else None, responded_by=answer,
+                               chosen_options=["Approve"] if answer else None))
+"""
 
 
 SERVE = """
@@ -69,6 +124,10 @@ def airflow_ui(published, tmp_path_factory):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "reader:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
     }
+    versions = [[FIRST_RUN, published["versions"][0]], [PENDING_RUN, published["versions"][1]]]
+    setup = subprocess.run([sys.executable, "-c", SETUP, json.dumps(published["evaluation"]), json.dumps(versions)],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert setup.returncode == 0, setup.stderr[-4000:]
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=open(published["home"] / "api.log", "w"))
@@ -147,6 +206,7 @@ def test_a_versions_report_opens_with_its_plots(airflow_ui, published, page):
     assert page.url.endswith(f"/skewfree/models/taxi/versions/{older}/report")
     assert page.locator("#metrics").count() == 1
     assert page.locator("#plots svg").count() >= 2  # ROC and PR curves at least
+    snap(page, "version-report")
     missing = page.goto(f"{airflow_ui['url']}/skewfree/models/taxi/versions/1/report")
     assert missing.status == 404 and "does not exist" in page.content()
 
@@ -167,3 +227,41 @@ def test_the_extra_links_targets_resolve(airflow_ui, published, page, monkeypatc
     assert page.locator("#plots svg").count() >= 2 and "2026-11-10" in page.title()
     page.goto(airflow_ui["url"] + version)
     assert page.locator(f"tr#taxi-v{older}").is_visible()
+
+
+def test_each_version_shows_its_approval_baseline_and_lineage(airflow_ui, published, page):
+    """The approval column reads Airflow's HITL records of the run that made the version; the lineage folds
+    out the manifest: input files with digests, params, code and image."""
+    older, newer = published["versions"]
+    page.goto(f"{airflow_ui['url']}/skewfree/")
+    assert page.locator(f'tr[data-version="{older}"] td.approval').inner_text() == "Approve by ml-lead"
+    assert page.locator(f'tr[data-version="{newer}"] td.approval').inner_text() == "waiting for an answer"
+    manifest = json.loads((published["home"] / "serving" / "taxi" / str(older) / "manifest.json").read_text())
+    assert page.locator(f'tr[data-version="{older}"] td.baseline').inner_text() == "-"  # the first release
+    header = [c.inner_text() for c in page.locator("#model-taxi table.versions tr").first.locator("th").all()]
+    assert header[3:6] == ["auc", "pr_auc", "accuracy"], header  # the headline first, then the key metrics
+    lineage = page.locator(f'tr[data-version="{older}"] details.lineage')
+    assert not lineage.locator("ul").first.is_visible()  # folded until asked
+    lineage.locator("summary").click()
+    text = lineage.inner_text()
+    assert f"{len(manifest['input_digests'])} input files" in text and '"epochs": ' in text
+    some_file, digest = next(iter(manifest["input_digests"].items()))
+    assert some_file in text and digest[:12] in text
+    snap(page, "models-page")
+
+
+def test_airflow_shows_the_approval_request_as_a_decision_table(airflow_ui, published, page):
+    """Airflow's own required-action page for the waiting approval renders the body our DAG writes: the
+    candidate-vs-stable table with the thresholds, the gate's verdict and the report's location."""
+    from urllib.parse import quote
+
+    page.goto(f"{airflow_ui['url']}/dags/taxi_retrain/runs/{quote(PENDING_RUN, safe='')}/tasks/approve_promotion"
+              "/required_actions")
+    page.get_by_text("Promote taxi version").first.wait_for(timeout=60_000)
+    table = page.locator("table", has_text="candidate").first
+    table.wait_for(timeout=60_000)
+    auc = published["evaluation"]["metrics"]["auc"]
+    row = table.locator("tr", has_text="auc").first
+    assert f"{auc:.4g}" in row.inner_text() and ">= 0.75" in row.inner_text(), row.inner_text()
+    assert page.get_by_text("Gate:").count() >= 1 and page.get_by_text("Model report").count() >= 1
+    snap(page, "approval-request")

@@ -346,3 +346,23 @@ def test_publish_and_promotion_are_asset_events_with_the_version(stack, blessed_
     assert stored[("evaluate", "_link_ReportLink")] == f"/skewfree/models/taxi/runs/{END}/report"
     assert stored[("publish", "_link_VersionLink")] == "/skewfree/#taxi-v2026111000"
     assert stored[("publish", "_link_ModelServerLink")].endswith("/v1/models/taxi/versions/2026111000")
+
+
+def test_each_run_has_a_note_saying_what_it_shipped(stack, blessed_run):
+    """The run-note listener (skewfree.run_note) wrote what every finished run of this module shipped, or why
+    it shipped nothing, on the DagRun: the first line a person reads on the run's page."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(stack["home"] / "airflow" / "airflow.db")) as db:
+        notes = db.execute("SELECT dag_run.dag_id, dag_run.run_id, dag_run.state, dag_run_note.content FROM dag_run "
+                           "LEFT JOIN dag_run_note ON dag_run_note.dag_run_id = dag_run.id "
+                           "ORDER BY dag_run.id").fetchall()
+    finished = [n for n in notes if n[2] in ("success", "failed")]
+    assert finished and all(note for *_, note in finished), notes
+    texts = [note for *_, note in finished]
+    assert texts[0].startswith("published 2026111000, now stable (auc "), texts
+    assert any(t.startswith("not blessed: auc") and "below the minimum 0.999" in t for t in texts), texts
+    assert any(t.startswith("failed in validate: nothing published") for t in texts), texts
+    assert any(t.endswith("not promoted: Reject by tester") for t in texts), texts
+    assert any(t.endswith("not promoted: Reject at the deadline (nobody answered)") for t in texts), texts
+    assert any(t.startswith("rolled back: ") and "now stable (was " in t for t in texts), texts

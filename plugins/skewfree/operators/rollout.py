@@ -74,6 +74,7 @@ class RolloutOperator(BaseOperator):
             # skipped, not succeeded: the `stable` asset event (which schedules other DAGs) means a promotion
             reason = result.skipped_reason or f"version {result.stable} already serves as stable"
             self.log.warning("promotion skipped, nothing changed on the model server: %s", reason)
+            context["ti"].xcom_push(key="skipped", value=reason)  # for the run note (skewfree.run_note)
             raise AirflowSkipException(f"nothing promoted: {reason}")
         self.log.info("%s version %s is stable (previous %s); loaded %s; canary %s", result.model,
                       result.stable, result.previous_stable, result.loaded_versions, result.canary)

@@ -1,0 +1,56 @@
+"""The run note says what a run shipped, from its task states, results and the approval's answer."""
+
+from __future__ import annotations
+
+from skewfree.run_note import answer_text, summary
+
+DONE = {"validate": "success", "transform": "success", "train": "success", "evaluate": "success",
+        "is_blessed": "success", "publish": "success", "needs_approval": "success"}
+EVALUATION = {"blessed": True, "metrics": {"auc": 0.8643, "examples": 100.0},
+              "baseline": {"version": 2026112300, "metrics": {"auc": 0.8625}}, "reasons": []}
+
+
+def test_a_promotion_names_the_version_its_metric_and_the_approval():
+    results = {"evaluate": EVALUATION, "publish": {"version": 2026112400, "reused": False}}
+    states = DONE | {"approve_promotion": "skipped", "rollout": "success"}
+    assert summary(states, results, None) == "published 2026112400, now stable (auc 0.8643 vs 0.8625 of 2026112300)"
+    approved = {"chosen": ["Approve"], "by": "alice", "at": "2026-11-25T06:00:00+00:00", "pending": False}
+    assert summary(states | {"approve_promotion": "success"}, results, approved).endswith(
+        ", now stable (auc 0.8643 vs 0.8625 of 2026112300), approved: Approve by alice")
+
+
+def test_runs_that_promote_nothing_say_why():
+    results = {"evaluate": EVALUATION, "publish": {"version": 2026112400, "reused": False}}
+    rejected = {"chosen": ["Reject"], "by": "bob", "at": "2026-11-25T06:00:00+00:00", "pending": False}
+    states = DONE | {"approve_promotion": "success", "rollout": "skipped"}
+    assert summary(states, results, rejected) == "published 2026112400, not promoted: Reject by bob"
+    timed_out = rejected | {"by": None}
+    assert summary(states, results, timed_out) == \
+        "published 2026112400, not promoted: Reject at the deadline (nobody answered)"
+    same = results | {"rollout_skipped": "version 2026112400 already serves as stable"}
+    assert summary(DONE | {"rollout": "skipped"}, same, None) == \
+        "published 2026112400, not promoted: version 2026112400 already serves as stable"
+    failed_rollout = DONE | {"rollout": "failed"}
+    assert "rollout failed and was undone" in summary(failed_rollout, results, None)
+
+
+def test_a_failed_gate_or_step_is_named_with_its_reasons():
+    unblessed = {"evaluate": EVALUATION | {"blessed": False, "reasons": ["auc 0.80 is below the minimum 0.85"]}}
+    states = DONE | {"is_blessed": "failed", "publish": "upstream_failed", "rollout": "upstream_failed"}
+    assert summary(states, unblessed, None) == \
+        "not blessed: auc 0.80 is below the minimum 0.85. Nothing published, what serves is unchanged"
+    states = {"validate": "failed", "transform": "upstream_failed", "publish": "upstream_failed"}
+    assert summary(states, {}, None).startswith("failed in validate: nothing published")
+    evaluated_only = DONE | {"publish": "skipped", "rollout": "skipped"}
+    assert summary(evaluated_only, {"evaluate": EVALUATION}, None).endswith("not published (publish=false)")
+
+
+def test_a_rollback_says_which_version_serves_now():
+    done = {"rollback": {"stable": 2026112300, "previous_stable": 2026112400}}
+    assert summary({"rollback": "success"}, done, None) == "rolled back: 2026112300 now stable (was 2026112400)"
+    assert summary({"rollback": "failed"}, {}, None).startswith("rollback failed: what served before still serves")
+
+
+def test_an_unanswered_request_reads_as_waiting():
+    assert answer_text(None) == "not asked"
+    assert answer_text({"chosen": [], "by": None, "at": None, "pending": True}) == "waiting for an answer"
