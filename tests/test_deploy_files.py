@@ -82,6 +82,18 @@ def test_services_reference_each_other():
     assert env["SKEWFREE_K8S_S3_SECRET"] and env["SKEWFREE_S3_ENDPOINT_URL"].startswith("${")
 
 
+def test_tensorboard_reads_the_artifact_root_the_train_link_points_at():
+    env = SERVICES["airflow-scheduler"]["environment"]
+    board = SERVICES["tensorboard"]
+    logdir = board["command"][board["command"].index("--logdir") + 1]
+    assert logdir == env["SKEWFREE_ARTIFACT_ROOT"]  # TensorBoard names runs by their path under it
+    assert urlparse(board["environment"]["S3_ENDPOINT"]).hostname == "minio"
+    port = urlparse(env["SKEWFREE_TENSORBOARD_URL"]).port
+    assert f"127.0.0.1:{port}:6006" in board["ports"]
+    dockerfile = (ROOT / "docker" / "tensorboard.Dockerfile").read_text()
+    assert '"tensorboard==2.21.0"' in dockerfile and "tensorflow==" not in dockerfile  # TF has no s3:// reader
+
+
 def test_secrets_have_no_defaults():
     text = (ROOT / "docker-compose.yaml").read_text()
     references = re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)([^}]*)\}", text)  # $${X} is the container's, not compose's

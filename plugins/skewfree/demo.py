@@ -156,9 +156,9 @@ def demo_logical_date(interval: dt.date) -> dt.datetime:
 
 
 def summarize(dag_run) -> list[tuple[str, str, float | None]]:
-    order = ["validate", "transform", "train", "evaluate", "is_blessed", "publish", "needs_approval",
-             "approve_promotion", "rollout"]
-    tis = sorted(dag_run.get_task_instances(), key=lambda ti: order.index(ti.task_id) if ti.task_id in order else 99)
+    from skewfree.run_note import ORDER
+
+    tis = sorted(dag_run.get_task_instances(), key=lambda ti: ORDER.index(ti.task_id) if ti.task_id in ORDER else 99)
     return [(ti.task_id, str(ti.state), ti.duration) for ti in tis]
 
 
@@ -248,6 +248,12 @@ def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
     if states.get("publish") == "success" and (result := output("publish")):
         note = " (identical model already published)" if result["reused"] else ""
         print(f"    published version {result['version']}{note}: {result['path']}")
+    from airflow.models.dagrun import DagRunNote
+    from airflow.utils.session import create_session
+
+    with create_session() as session:  # what the run-note listener wrote (skewfree.run_note)
+        if run_note := session.get(DagRunNote, dag_run.id):
+            print(f"    run note: {run_note.content}")
     return str(dag_run.state)
 
 
