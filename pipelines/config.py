@@ -147,6 +147,7 @@ class DataConfig:
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,9 @@ class TrainConfig:
     # arrays with no per-example ops (benchmarks/train_input.py: ~2.9x the TFRecord stream); larger data,
     # and multi_worker (each worker reads its shard), stream from the TFRecords
     in_memory_max_mb: int = 2048
+    # pods training together on the kubernetes backend (an Indexed Job, MultiWorkerMirroredStrategy); the
+    # local backend trains in one process
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -429,6 +433,11 @@ def _parse(raw: dict[str, Any], source: Path) -> ModelConfig:
     if train.strategy not in STRATEGIES or not isinstance(train.mixed_precision, bool):
         raise ConfigError(f"{source}: [train] strategy must be one of {STRATEGIES} and mixed_precision a "
                           f"boolean (got {train.strategy!r}, {train.mixed_precision!r})")
+    if not isinstance(train.workers, int) or not 1 <= train.workers <= MAX_WORKERS:
+        raise ConfigError(f"{source}: [train] workers must be an integer 1..{MAX_WORKERS}, got {train.workers!r}")
+    if train.workers > 1 and train.strategy != "multi_worker":
+        raise ConfigError(f"{source}: [train] workers = {train.workers} trains on {train.workers} pods, which needs "
+                          f"strategy = \"multi_worker\" (got {train.strategy!r})")
     beam_args = _section(raw, "transform", source).get("beam_args", [])
     if not isinstance(beam_args, list) or not all(isinstance(a, str) and a.startswith("--") for a in beam_args):
         raise ConfigError(f"{source}: [transform] beam_args must be a list of '--option=value' strings")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.cluster import WORKERS_ENV
+from pipelines.cluster import configure as configure_cluster
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig, TrainConfig
 from pipelines.lineage import cached_result, input_digest, step_inputs
 from pipelines.runs import Run, StepError, write_result
@@ -254,6 +256,13 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     # TensorFlow runs any op ("Collective ops must be configured at program startup").
     if params.mixed_precision:
         tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    if params.strategy == "multi_worker":
+        cluster = configure_cluster()
+        if cluster:
+            log.info("multi-worker cluster: worker %s of %s", cluster["task"]["index"], cluster["cluster"]["worker"])
+        else:  # e.g. the local backend: [train] workers pods exist only as a Kubernetes Indexed Job
+            log.warning("strategy multi_worker without a cluster (no TF_CONFIG or %s): training as one worker",
+                        WORKERS_ENV)
     strategy = distribution_strategy(params.strategy)
     chief = strategy.extended.should_checkpoint  # False only on a multi-worker worker that is not the chief
     log.info("strategy %s with %d replica(s), mixed precision %s%s", params.strategy,

@@ -17,26 +17,14 @@ XCOM_RETURN = "/airflow/xcom/return.json"  # read by KubernetesPodOperator's XCo
 NON_ROOT_UID = 1000
 
 
-class StepPodOperator(KubernetesPodOperator):
-    """KubernetesPodOperator for one pipeline step.
+class StepPod(KubernetesPodOperator):
+    """The pod of one pipeline step (alone, or as the template of the train Job's pods).
 
     Trigger params reach the pod like the local task: flags that render empty are dropped from the
     argv, and a run's ``gpus`` param overrides the configured ``nvidia.com/gpu`` limit of ``train``.
     """
 
     gpu_scheduling: tuple[dict, tuple] = ({}, ())  # the model config's GPU node selector and tolerations
-
-    def execute(self, context: Any) -> Any:
-        return self._published(context, super().execute(context))
-
-    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
-        # deferrable: the pod's result comes back here, not from execute
-        return self._published(context, super().trigger_reentry(context, event))
-
-    def _published(self, context: Any, result: Any) -> Any:
-        if self.task_id == "publish" and isinstance(result, dict) and "version" in result:
-            emit_publication(context, result["model"], result)
-        return result
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         self.arguments = [arg for arg in self.arguments if arg]
@@ -55,6 +43,22 @@ class StepPodOperator(KubernetesPodOperator):
         return pod
 
 
+class StepPodOperator(StepPod):
+    """KubernetesPodOperator for one pipeline step."""
+
+    def execute(self, context: Any) -> Any:
+        return self._published(context, super().execute(context))
+
+    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
+        # deferrable: the pod's result comes back here, not from execute
+        return self._published(context, super().trigger_reentry(context, event))
+
+    def _published(self, context: Any, result: Any) -> Any:
+        if self.task_id == "publish" and isinstance(result, dict) and "version" in result:
+            emit_publication(context, result["model"], result)
+        return result
+
+
 def image_ref(settings: Settings) -> str:
     """The trainer image a run uses (templated: a run's ``image_tag`` param overrides the default tag); the
     pod runs it and publish records it in the version's manifest."""
@@ -70,10 +74,17 @@ SCRATCH = "/scratch"  # the one writable place in a step container (emptyDir): t
 
 
 def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, interval: str,
-             extra_args: list[str], **kwargs: Any) -> StepPodOperator:
+             extra_args: list[str], **kwargs: Any) -> StepPod:
     """The pod for ``step``: pinned trainer image, resources from the model config, timed out; non-root with
     a read-only root filesystem (scratch on an emptyDir), the runtime's default seccomp profile, no service
-    account token; the volume claims of ``SKEWFREE_K8S_VOLUME_CLAIMS`` mounted where the roots are."""
+    account token; the volume claims of ``SKEWFREE_K8S_VOLUME_CLAIMS`` mounted where the roots are. ``train``
+    with ``[train] workers`` > 1 is an Indexed Job of that many such pods (``skewfree.operators.train_job``)."""
+    operator_class: type[StepPod] = StepPodOperator
+    if step == "train" and config.train.workers > 1:
+        from skewfree.operators.train_job import TrainJobOperator
+
+        operator_class = TrainJobOperator
+        kwargs.update(TrainJobOperator.job_arguments(config))
     argv = step_argv(step, model=model, interval=interval, roots=settings.roots, extra=tuple(extra_args))
     resources = config.kubernetes.for_step(step)
     limits = {"cpu": resources.cpu, "memory": resources.memory}
@@ -88,7 +99,7 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
         volumes.append(k8s.V1Volume(name=f"claim-{i}", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
             claim_name=claim)))
         mounts.append(k8s.V1VolumeMount(name=f"claim-{i}", mount_path=mount))
-    operator = StepPodOperator(
+    operator = operator_class(
         task_id=step,
         name=f"skewfree-{config.name}-{step}".replace("_", "-"),
         namespace=settings.namespace,
