@@ -338,8 +338,17 @@ def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_featu
         example.features.feature[name].float_list.value[:] = values
         return {"b64": base64.b64encode(example.SerializeToString()).decode()}
 
+    def retyped(name: str) -> dict:
+        example = tf.train.Example.FromString(good)
+        del example.features.feature[name]
+        example.features.feature[name].int64_list.value[:] = [3]
+        return {"b64": base64.b64encode(example.SerializeToString()).decode()}
+
     for bad, says in ((edited("trip_miles", [float("nan")]), "feature 'trip_miles' is [nan]: NaN and infinity"),
-                      (edited("fare", [1.0, 2.0]), "feature 'fare' has 2 values; the model takes one value")):
+                      (edited("fare", [1.0, 2.0]), "feature 'fare' has 2 values; the model takes one value"),
+                      (edited("fare_amount", [1.0]), "unknown feature 'fare_amount' in the tf.Example"),
+                      (retyped("trip_miles"), "feature 'trip_miles' is a int64_list but the model expects float32"),
+                      ({"b64": "bm90IGFuIGV4YW1wbGU="}, "'b64' is not a serialized tf.Example")):
         for before in (1, 40):  # a small batch (checked example by example) and one the fast check takes
             rows = [{"b64": r["b64"]} for r in (canary * 50)[:before]] + [bad] + [{"b64": canary[1]["b64"]}]
             status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict", {"instances": rows})
