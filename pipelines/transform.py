@@ -90,6 +90,66 @@ def pipeline_options(beam_args: list[str]):
     return PipelineOptions(beam_args)
 
 
+# Runners whose workers are threads or processes of this one: they read and write this machine's paths
+LOCAL_RUNNERS = {None, "", "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _on_loopback(endpoint: str | None) -> bool:
+    return bool(endpoint) and endpoint.rsplit(":", 1)[0] in LOOPBACK_HOSTS
+
+
+def workers_reach(beam_args: list[str]) -> str:
+    """Where the pipeline's workers run: ``local`` (in or beside this process), ``this-machine`` (Beam's portable
+    path with its job service and SDK workers on loopback: a local job server plus an external worker pool)
+    or ``remote`` (Dataflow, Flink, Spark, or a portable job service elsewhere)."""
+    from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
+
+    options = pipeline_options(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    if name in LOCAL_RUNNERS:
+        return "local"
+    portable = options.view_as(PortableOptions)
+    environment = (portable.environment_type or "").upper()
+    if (name == "PortableRunner" and _on_loopback(portable.job_endpoint)
+            and (environment == "LOOPBACK" or (environment == "EXTERNAL"
+                                               and _on_loopback(portable.environment_config)))):
+        return "this-machine"
+    return "remote"
+
+
+def check_workers_reach(beam_args: list[str], inputs: list[str], output: Path) -> None:
+    """Refuse, before anything is submitted, a runner whose workers cannot read the inputs or write the output.
+
+    Transform reads the partitions and writes TFT's temp files and its outputs under the step's staged directory
+    on this machine's file system. Workers elsewhere see those paths only when they mount the same volume at the
+    same path (Flink or Spark on Kubernetes with the roots on a ReadWriteMany claim); never on Dataflow, never a
+    pod's own scratch (``SKEWFREE_STAGING_DIR``, where S3 roots are mirrored)."""
+    import os
+
+    reach = workers_reach(beam_args)
+    if reach != "remote":
+        return
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = pipeline_options(beam_args).view_as(StandardOptions).runner
+    local = [p for p in [*inputs, str(output)] if "://" not in p]
+    if runner == "DataflowRunner" and local:
+        raise StepError(f"--runner=DataflowRunner: Dataflow's workers cannot read or write this machine's files, "
+                        f"and transform reads {local[0]} and writes {output} ({len(local)} local paths). This "
+                        f"version runs transform on local paths only: use the local runner (no --runner), or a "
+                        f"Flink/Spark runner whose workers mount the data and artifact roots at the same paths")
+    scratch = os.environ.get("SKEWFREE_STAGING_DIR")
+    private = [p for p in local if scratch and Path(p).is_relative_to(scratch)]
+    if private:
+        raise StepError(f"{beam_args[0]}: transform would read {private[0]}, a copy in this pod's own scratch "
+                        f"({scratch}: the S3 roots are mirrored there), which the runner's workers cannot see. Use "
+                        f"the local runner, or put the roots on a volume the workers mount at the same path")
+    log.warning("%s runs the pipeline's workers elsewhere: they must see %s and %s at these same paths (a shared "
+                "volume mounted alike); otherwise they fail reading the first file", runner, local[0], output)
+
+
 def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
     """Append the RAW_EXAMPLE_KEY passthrough column to every batch (and to the adapter's schema)."""
     import apache_beam as beam
@@ -164,6 +224,7 @@ def transform(
         for split, split_files in files.items():
             log.info("%s split: reading %d file(s), %.1f MB (%s)", split, len(split_files),
                      sum(Path(f).stat().st_size for f in split_files) / 1e6, beam_args[0] if beam_args else "")
+        check_workers_reach(beam_args, [f for fs in files.values() for f in fs], out)
         pipeline = beam.Pipeline(options=pipeline_options(beam_args))
         with tft_beam.Context(temp_dir=str(out / "tmp"), passthrough_keys={RAW_EXAMPLE_KEY}):
             raw = {}

@@ -1,0 +1,129 @@
+"""Transform on Beam's portable path (a local job service plus an external SDK worker pool in other processes:
+the architecture Flink and Spark runners use) gives the FnApiRunner's outputs; a runner whose workers cannot
+reach the step's paths is refused before anything is submitted."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import glob
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.runs import StepError
+from pipelines.transform import check_workers_reach, workers_reach
+from tests.conftest import END, ROOT, free_port
+
+PORTABLE = ["--runner=PortableRunner", "--job_endpoint=localhost:{job}", "--environment_type=EXTERNAL",
+            "--environment_config=localhost:{pool}"]
+
+
+def test_where_the_workers_run_is_read_from_the_options():
+    assert workers_reach(["--runner=FnApiRunner"]) == workers_reach([]) == "local"
+    assert workers_reach([a.format(job=1, pool=2) for a in PORTABLE]) == "this-machine"
+    assert workers_reach(["--runner=PortableRunner", "--job_endpoint=flink-jobserver:8099",
+                          "--environment_type=EXTERNAL", "--environment_config=localhost:50000"]) == "remote"
+    assert workers_reach(["--runner=DataflowRunner", "--project=p", "--region=r"]) == "remote"
+
+
+def test_a_runner_that_cannot_reach_the_paths_is_refused_naming_one(monkeypatch, tmp_path):
+    data = str(tmp_path / "data" / "dt=2026-11-10" / "part-00000.csv")
+    with pytest.raises(StepError, match=f"Dataflow's workers cannot read or write this machine's files, and "
+                                        f"transform reads {data} and writes {tmp_path / 'out'}"):
+        check_workers_reach(["--runner=DataflowRunner", "--project=p"], [data], tmp_path / "out")
+    monkeypatch.setenv("SKEWFREE_STAGING_DIR", str(tmp_path / "data"))  # a pod's scratch mirror of S3 roots
+    with pytest.raises(StepError, match=f"transform would read {data}, a copy in this pod's own scratch"):
+        check_workers_reach(["--runner=FlinkRunner", "--flink_master=flink:8081"], [data], tmp_path / "out")
+    check_workers_reach(["--runner=FnApiRunner"], [data], tmp_path / "out")  # local: nothing to refuse
+
+
+@contextlib.contextmanager
+def portable_services(logs: Path):
+    """Beam's local job service and an external worker pool (its SDK workers are `python` processes: this
+    interpreter's directory first on PATH), as a Flink or Spark deployment would run them."""
+    import os
+
+    job, pool = free_port(), free_port()
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                        "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
+    services = [subprocess.Popen([sys.executable, "-m", module, flag, str(port)], env=env, cwd=ROOT,
+                                 stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+                for name, module, flag, port in (
+                    ("job-service", "apache_beam.runners.portability.local_job_service_main", "--port", job),
+                    ("worker-pool", "apache_beam.runners.worker.worker_pool_main", "--service_port", pool))]
+    try:
+        deadline = time.monotonic() + 60
+        for port in (job, pool):
+            while subprocess.run([sys.executable, "-c", f"import socket; socket.create_connection(('127.0.0.1', "
+                                  f"{port}), 1)"], capture_output=True).returncode:
+                assert time.monotonic() < deadline and all(s.poll() is None for s in services), \
+                    (logs / "job-service.log").read_text()[-2000:] + (logs / "worker-pool.log").read_text()[-2000:]
+                time.sleep(0.5)
+        yield [a.format(job=job, pool=pool) for a in PORTABLE]
+    finally:
+        for service in services:
+            service.terminate()
+            service.wait(timeout=30)
+
+
+def columns(transform_dir: Path, split: str) -> dict[str, collections.Counter]:
+    """Each transformed feature's values as a multiset (a runner may order rows, and features in a serialized
+    tf.Example, differently)."""
+    import tensorflow as tf
+
+    found: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for path in sorted(glob.glob(str(transform_dir / split / "part-*.tfrecord"))):
+        for record in tf.data.TFRecordDataset(path):
+            example = tf.train.Example.FromString(record.numpy())
+            for name, feature in example.features.feature.items():
+                kind = feature.WhichOneof("kind")
+                values = tuple(getattr(feature, kind).value) if kind else ()
+                if name == "__raw_example__":  # the raw row, serialized: compare its features, not its bytes
+                    raw = tf.train.Example.FromString(values[0]).features.feature
+                    values = tuple(sorted((k, str(v)) for k, v in raw.items()))
+                found[name][values] += 1
+    return found
+
+
+@pytest.mark.slow
+def test_transform_through_the_portable_runner_equals_the_fn_api_runner(trained_run, taxi_config, tmp_path):
+    import json
+
+    import numpy as np
+
+    from pipelines.models.taxi.features import BUCKET_FEATURES, transformed_name
+    from pipelines.transform import transform
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    local = trained_run["run"].step_dir("transform")  # made by the default runner (FnApiRunner)
+    with portable_services(tmp_path) as beam_args:
+        result = transform(taxi_config, interval=END, artifact_root=art, beam_args=beam_args, force=True)
+    portable = Path(result.transform_fn).parent
+    assert result.beam_args == beam_args and result.rows["train"] > 0
+    assert result.rows == json.loads((local / "result.json").read_text())["rows"]
+    for vocabulary in (local / "transform_fn" / "transform_fn" / "assets").iterdir():
+        assert (portable / "transform_fn" / "transform_fn" / "assets" / vocabulary.name).read_bytes() == \
+            vocabulary.read_bytes()
+    buckets = {transformed_name(f) for f in BUCKET_FEATURES}
+    for split in ("train", "eval"):
+        want, got = columns(local, split), columns(portable, split)
+        assert set(want) == set(got)
+        for name in set(want) - buckets:
+            if all(isinstance(v, float) for values in want[name] for v in values):
+                # means and variances summed in another order: equal up to float rounding
+                a, b = (np.sort(np.array([v for values in c.elements() for v in values])) for c in (want[name], got[name]))
+                assert a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-5), f"{split} {name}"
+            else:
+                assert want[name] == got[name], f"{split} {name}"
+        # approximate quantiles (TFT's epsilon 0.01) depend on how rows were bundled: the FnApiRunner itself
+        # moves a few rows between neighbouring buckets from run to run. Each bucket holds the same rows +- 1%.
+        rows = sum(want[next(iter(buckets))].values())
+        for name in buckets:
+            for bucket in set(want[name]) | set(got[name]):
+                assert abs(want[name][bucket] - got[name][bucket]) <= 0.01 * rows, (split, name, bucket)
