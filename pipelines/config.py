@@ -170,7 +170,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class TransformConfig:
     # Beam pipeline options, passed to the pipeline unchanged; empty: the local FnApiRunner in memory.
-    # e.g. ["--runner=DataflowRunner", "--project=...", "--region=...", "--temp_location=gs://..."]
+    # e.g. ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL", ...];
+    # transform refuses a runner whose workers cannot reach its paths (transform.check_workers_reach)
     beam_args: tuple[str, ...] = ()
 
 
