@@ -3,7 +3,7 @@
 usage: python benchmarks/transform_runners.py [--rows 200000 1000000] [--settings default multi_processing ...]
 Generates taxi data (7 partitions) per size, validates once, then runs ``python -m pipelines transform --force``
 in a fresh process per runner setting and reads the process tree's CPU time and peak RSS from the kernel
-(``getrusage(RUSAGE_CHILDREN)``). ``cores used`` = CPU seconds / wall seconds: 1.0 means one core did the work.
+(``getrusage(RUSAGE_CHILDREN)`` in an intermediate process per run). ``cores used`` = CPU seconds / wall seconds: 1.0 means one core did the work.
 Issue 14 target: >= 1.5x the default's rows/s at 1M rows on 2 cores, with the same outputs.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,20 +30,31 @@ SETTINGS = {
 }
 
 
+# each run in its own intermediate process, so getrusage(RUSAGE_CHILDREN) covers that run's process tree only
+MEASURE = """
+import json, resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": code.returncode, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kib": usage.ru_maxrss,
+                  "stderr": code.stderr[-3000:]}))
+"""
+
+
 def run(setting: str, art: Path, end: dt.date) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds and peak RSS (GiB) of one transform in its own process tree."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Wall seconds, CPU seconds and peak RSS (GiB, the largest process of the tree) of one transform."""
+    import json
+
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pipelines", "transform", "--model", "taxi", "--interval", str(end),
-                          "--artifact-root", str(art), "--force", *(f"--beam-arg={a}" for a in SETTINGS[setting])],
+    out = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-m", "pipelines", "transform", "--model",
+                          "taxi", "--interval", str(end), "--artifact-root", str(art), "--force",
+                          *(f"--beam-arg={a}" for a in SETTINGS[setting])],
                          cwd=ROOT, capture_output=True, text=True,
                          env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - started
-    if out.returncode:
-        raise SystemExit(f"{setting}: transform failed\n{out.stderr[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, after.ru_maxrss / 2**20  # ru_maxrss is KiB on Linux: the largest process so far
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    if measured["rc"]:
+        raise SystemExit(f"{setting}: transform failed\n{measured['stderr']}")
+    return wall, measured["cpu"], measured["maxrss_kib"] / 2**20
 
 
 def main() -> None:
@@ -60,7 +70,7 @@ def main() -> None:
     config = load_model_config("taxi")
     end = dt.date(2026, 11, 22)
     days = config.data.lookback_days + 1
-    print(f"{os.cpu_count()} cores; one fresh process per run; peak RSS is the largest process seen so far")
+    print(f"{os.cpu_count()} cores; one fresh process tree per run; peak = its largest process's RSS")
     print(f"{'rows':>9} {'setting':<17} {'wall s':>7} {'rows/s':>9} {'vs default':>10} {'cores used':>10} "
           f"{'peak GiB':>8}")
     for rows in args.rows:

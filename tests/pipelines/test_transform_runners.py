@@ -90,29 +90,22 @@ def columns(transform_dir: Path, split: str) -> dict[str, collections.Counter]:
     return found
 
 
-@pytest.mark.slow
-def test_transform_through_the_portable_runner_equals_the_fn_api_runner(trained_run, taxi_config, tmp_path):
+def assert_same_outputs(local: Path, other: Path) -> None:
+    """Two transform outputs of the same data agree: row counts, vocabularies, every transformed feature (floats
+    up to rounding), and quantile buckets within TFT's approximation."""
     import json
 
     import numpy as np
 
     from pipelines.models.taxi.features import BUCKET_FEATURES, transformed_name
-    from pipelines.transform import transform
 
-    art = tmp_path / "artifacts"
-    shutil.copytree(trained_run["artifact_root"], art)
-    local = trained_run["run"].step_dir("transform")  # made by the default runner (FnApiRunner)
-    with portable_services(tmp_path) as beam_args:
-        result = transform(taxi_config, interval=END, artifact_root=art, beam_args=beam_args, force=True)
-    portable = Path(result.transform_fn).parent
-    assert result.beam_args == beam_args and result.rows["train"] > 0
-    assert result.rows == json.loads((local / "result.json").read_text())["rows"]
+    assert json.loads((other / "result.json").read_text())["rows"] == json.loads((local / "result.json").read_text())["rows"]
     for vocabulary in (local / "transform_fn" / "transform_fn" / "assets").iterdir():
-        assert (portable / "transform_fn" / "transform_fn" / "assets" / vocabulary.name).read_bytes() == \
+        assert (other / "transform_fn" / "transform_fn" / "assets" / vocabulary.name).read_bytes() == \
             vocabulary.read_bytes()
     buckets = {transformed_name(f) for f in BUCKET_FEATURES}
     for split in ("train", "eval"):
-        want, got = columns(local, split), columns(portable, split)
+        want, got = columns(local, split), columns(other, split)
         assert set(want) == set(got)
         for name in set(want) - buckets:
             if all(isinstance(v, float) for values in want[name] for v in values):
@@ -127,3 +120,29 @@ def test_transform_through_the_portable_runner_equals_the_fn_api_runner(trained_
         for name in buckets:
             for bucket in set(want[name]) | set(got[name]):
                 assert abs(want[name][bucket] - got[name][bucket]) <= 0.01 * rows, (split, name, bucket)
+
+
+@pytest.mark.slow
+def test_transform_through_the_portable_runner_equals_the_fn_api_runner(trained_run, taxi_config, tmp_path):
+    from pipelines.transform import transform
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    with portable_services(tmp_path) as beam_args:
+        result = transform(taxi_config, interval=END, artifact_root=art, beam_args=beam_args, force=True)
+    assert result.beam_args == beam_args and result.rows["train"] > 0
+    # the trained run's transform ran on the default runner (FnApiRunner, one process)
+    assert_same_outputs(trained_run["run"].step_dir("transform"), Path(result.transform_fn).parent)
+
+
+@pytest.mark.slow
+def test_transform_on_worker_processes_equals_one_process(trained_run, taxi_config, tmp_path):
+    """The setting large inputs get (one FnApiRunner worker process per core) gives one process's outputs."""
+    from pipelines.transform import MULTI_PROCESS_MIN_BYTES, local_beam_args, transform
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    beam_args = local_beam_args(MULTI_PROCESS_MIN_BYTES, cores=2)
+    assert "--direct_running_mode=multi_processing" in beam_args
+    result = transform(taxi_config, interval=END, artifact_root=art, beam_args=beam_args, force=True)
+    assert_same_outputs(trained_run["run"].step_dir("transform"), Path(result.transform_fn).parent)
