@@ -7,7 +7,6 @@ stores it as the XCom ``_link_<class>``; the UI shows it. The classes are regist
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.sdk import BaseOperatorLink
@@ -26,17 +25,16 @@ def _result(ti_key) -> dict[str, Any]:
 
 
 class TensorBoardLink(BaseOperatorLink):
-    """The run's training curves in the TensorBoard ``./dev airflow`` starts (``SKEWFREE_TENSORBOARD_URL``)."""
+    """The run's training curves: the Models page redirects to the TensorBoard its Airflow names
+    (``SKEWFREE_TENSORBOARD_URL``) when clicked, so the link outlives the process that made it."""
 
     name = "TensorBoard"
 
     def get_link(self, operator, *, ti_key) -> str:
-        base = os.environ.get("SKEWFREE_TENSORBOARD_URL", "")
-        result = _result(ti_key) if base else {}
-        if not result.get("tensorboard"):
+        result = _result(ti_key)
+        if not result.get("tensorboard") or not result.get("interval"):
             return ""
-        # TensorBoard names runs by their path under its --logdir (the artifact root)
-        return f"{base.rstrip('/')}/#timeseries&regexInput={_model(ti_key)}/runs/{result.get('interval', '')}"
+        return f"{PREFIX}/models/{_model(ti_key)}/runs/{result['interval']}/tensorboard"
 
 
 class ReportLink(BaseOperatorLink):
@@ -65,18 +63,14 @@ class VersionLink(BaseOperatorLink):
 
 
 class ModelServerLink(BaseOperatorLink):
-    """The version's status on the model server's REST API."""
+    """The version's status on the model server, fetched by the api-server (the browser may not reach the
+    server's own address)."""
 
     name = "Model server"
 
     def get_link(self, operator, *, ti_key) -> str:
-        from skewfree.hooks.model_server import ModelServerHook
-
         version = _version(ti_key)
-        if not version:
-            return ""
-        url = ModelServerHook().get_conn().url
-        return f"{url}/v1/models/{_model(ti_key)}/versions/{version}"
+        return f"{PREFIX}/models/{_model(ti_key)}/versions/{version}/server" if version else ""
 
 
 STEP_LINKS = {"train": (TensorBoardLink(),), "evaluate": (ReportLink(),),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from skewfree.links import PREFIX
 
@@ -222,20 +222,61 @@ def version_report(model: str, version: int, user: User) -> str:
 def run_report(model: str, interval: str, user: User) -> str:
     """The model report of one run (evaluate's report.html under the artifact root), published or not."""
     readable(user, model)
-    import datetime as dt
-
     from skewfree.hooks.artifacts import open_root
     from skewfree.settings import Settings
 
-    try:
-        day = dt.date.fromisoformat(interval)
-    except ValueError:
-        raise HTTPException(400, f"interval {interval!r} is not a date (YYYY-MM-DD)") from None
+    day = _interval(interval)
     settings = Settings.from_env()
     store = open_root(settings.artifact_root, settings.aws_conn_id)
     name = model_config(model).name  # not the version listing: one report is one read
-    parts = (name, "runs", day.isoformat(), "evaluate", "report.html")
+    parts = (name, "runs", day, "evaluate", "report.html")
     payload = store.read_bytes(*parts)
     if payload is None:
         raise HTTPException(404, f"{store.url(*parts)} does not exist: evaluate has not run for {name} {day}")
     return payload.decode()
+
+
+def _interval(interval: str) -> str:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(interval).isoformat()
+    except ValueError:
+        raise HTTPException(400, f"interval {interval!r} is not a date (YYYY-MM-DD)") from None
+
+
+@app.get("/models/{model}/runs/{interval}/tensorboard")
+def run_tensorboard(model: str, interval: str, user: User) -> RedirectResponse:
+    """The run's training curves in the TensorBoard this Airflow names (``SKEWFREE_TENSORBOARD_URL``, the address
+    a browser reaches it at); resolved when clicked, so a link made by an earlier run (or ``./dev demo``) works."""
+    import os
+
+    readable(user, model)
+    day = _interval(interval)
+    name = model_config(model).name
+    base = os.environ.get("SKEWFREE_TENSORBOARD_URL", "").rstrip("/")
+    if not base:
+        from skewfree.settings import Settings
+
+        raise HTTPException(404, f"no TensorBoard is configured for this Airflow (SKEWFREE_TENSORBOARD_URL): "
+                                 f"`./dev airflow` starts one; the run's logs are under "
+                                 f"{Settings.from_env().artifact_root}/{name}/runs/{day}/train/tensorboard")
+    # TensorBoard names runs by their path under its --logdir (the artifact root)
+    return RedirectResponse(f"{base}/#timeseries&regexInput={name}/runs/{day}", status_code=307)
+
+
+@app.get("/models/{model}/versions/{version}/server")
+def version_on_server(model: str, version: int, user: User) -> JSONResponse:
+    """The version's status on the model server, fetched by the api-server through the ``model_server_default``
+    connection (the browser may not reach the server's address, e.g. ``tf-serving:8501`` in the compose stack)."""
+    from skewfree.hooks.model_server import ModelServerHook
+
+    readable(user, model)
+    name = model_config(model).name
+    client = ModelServerHook(timeout=10).get_conn()
+    path = client.model_path(name, version=version)
+    try:
+        status, body = client.request("GET", path)
+    except OSError as exc:
+        raise HTTPException(502, f"the model server at {client.url} did not answer: {exc}") from None
+    return JSONResponse({"model_server": client.url + path, **body}, status_code=status)

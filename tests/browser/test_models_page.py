@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,7 @@ def published(trained_run, tmp_path_factory, taxi_config):
     return {"home": home, "versions": (first.version, second), "evaluation": evaluation}
 
 
+TENSORBOARD = "http://127.0.0.1:16006"  # where the api-server says TensorBoard is (nothing needs to listen)
 FIRST_RUN, PENDING_RUN = "scheduled__2026-11-11T00:00:00+00:00", "manual__2026-11-12T06:30:00+00:00"
 
 # Airflow's metadata DB as two retraining runs leave it: the DAG serialized, the first run's approval answered
@@ -118,11 +120,19 @@ def airflow_ui(published, tmp_path_factory):
     from tests.conftest import airflow_env
 
     passwords = published["home"] / "passwords.json"
+    serving = published["home"] / "serving"
+    server_port = free_port()
+    model_server = subprocess.Popen([sys.executable, "-m", "pipelines", "serve", "--model-config-file",
+                                     str(serving / "models.config"), "--port", str(server_port)],
+                                    env=airflow_env(published["home"]), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=open(published["home"] / "serve.log", "w"))
     passwords.write_text(json.dumps({"reader": "browser-test-password"}))
     env = airflow_env(published["home"]) | {
         "AIRFLOW__API_AUTH__JWT_SECRET": "browser-test-only",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "reader:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW_CONN_MODEL_SERVER_DEFAULT": f"http://127.0.0.1:{server_port}",
+        "SKEWFREE_TENSORBOARD_URL": TENSORBOARD,
     }
     versions = [[FIRST_RUN, published["versions"][0]], [PENDING_RUN, published["versions"][1]]]
     setup = subprocess.run([sys.executable, "-c", SETUP, json.dumps(published["evaluation"]), json.dumps(versions)],
@@ -145,8 +155,9 @@ def airflow_ui(published, tmp_path_factory):
     with urllib.request.urlopen(login, timeout=30) as answer:
         token = json.loads(answer.read())["access_token"]
     yield {"url": url, "token": token}
-    server.terminate()
-    server.wait(timeout=30)
+    for process in (server, model_server):
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +222,15 @@ def test_a_versions_report_opens_with_its_plots(airflow_ui, published, page):
     assert missing.status == 404 and "does not exist" in page.content()
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 def test_the_extra_links_targets_resolve(airflow_ui, published, page, monkeypatch):
     """What the evaluate and publish links point at (skewfree.links) opens: the run's report with its plots,
     and the version's row on the Models page."""
+    import urllib.error
     from types import SimpleNamespace
 
     from skewfree import links
@@ -227,6 +244,26 @@ def test_the_extra_links_targets_resolve(airflow_ui, published, page, monkeypatc
     assert page.locator("#plots svg").count() >= 2 and "2026-11-10" in page.title()
     page.goto(airflow_ui["url"] + version)
     assert page.locator(f"tr#taxi-v{older}").is_visible()
+
+    # train -> TensorBoard: a redirect to the TensorBoard this Airflow names, at the run's curves
+    results["train"] = {"interval": str(END), "tensorboard": "/runs/train/tensorboard"}  # train's result
+    board = links.TensorBoardLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="train"))
+    request = urllib.request.Request(airflow_ui["url"] + board, headers={"Authorization": f"Bearer {airflow_ui['token']}"})
+    with pytest.raises(urllib.error.HTTPError) as redirect:  # not followed: nothing listens there
+        urllib.request.build_opener(NoRedirect).open(request, timeout=30)
+    assert redirect.value.code == 307
+    assert redirect.value.headers["Location"] == f"{TENSORBOARD}/#timeseries&regexInput=taxi/runs/{END}"
+
+    # publish -> model server: the version's status, fetched by the api-server from the model server
+    server = links.ModelServerLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="publish"))
+    deadline = time.monotonic() + 120
+    while True:  # the model server loads the versions in the background
+        status = json.loads(page.goto(airflow_ui["url"] + server).text())
+        if status.get("model_version_status", [{}])[0].get("state") == "AVAILABLE" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status["model_version_status"][0]["version"] == str(older), status
+    assert status["model_server"].endswith(f"/v1/models/taxi/versions/{older}")
 
 
 def test_each_version_shows_its_approval_baseline_and_lineage(airflow_ui, published, page):

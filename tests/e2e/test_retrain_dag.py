@@ -345,7 +345,9 @@ def test_publish_and_promotion_are_asset_events_with_the_version(stack, blessed_
             "AND run_id = ?", (stable[0][1],)).fetchall()}
     assert stored[("evaluate", "_link_ReportLink")] == f"/skewfree/models/taxi/runs/{END}/report"
     assert stored[("publish", "_link_VersionLink")] == "/skewfree/#taxi-v2026111000"
-    assert stored[("publish", "_link_ModelServerLink")].endswith("/v1/models/taxi/versions/2026111000")
+    assert stored[("publish", "_link_ModelServerLink")] == "/skewfree/models/taxi/versions/2026111000/server"
+    # resolved when clicked (skewfree.ui): the demo's run links to whatever TensorBoard `./dev airflow` starts
+    assert stored[("train", "_link_TensorBoardLink")] == f"/skewfree/models/taxi/runs/{END}/tensorboard"
 
 
 def test_each_run_has_a_note_saying_what_it_shipped(stack, blessed_run):
