@@ -201,6 +201,19 @@ def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
     return batches | f"AttachRawExamples{label}" >> beam.Map(attach), config
 
 
+PROGRESS_ROWS = 100_000  # transform logs each time a worker process has read this many more rows of a split
+_rows_read: dict[str, int] = {}  # per process: Beam runs the counting step in its worker processes
+
+
+def progress(split: str, rows: int) -> None:
+    """Log the rows of ``split`` this process has read so far, every ``PROGRESS_ROWS``: a long transform shows it
+    is moving (each worker process counts its own rows; the total is logged when the pipeline ends)."""
+    before = _rows_read.get(split, 0)
+    _rows_read[split] = before + rows
+    if _rows_read[split] // PROGRESS_ROWS > before // PROGRESS_ROWS:
+        log.info("%s split: %d rows read so far (this worker process)", split, _rows_read[split])
+
+
 def check_dense_outputs(transform_fn: Path, config: ModelConfig) -> None:
     """Every transformed feature must be dense: a sparse one is a nullable raw column passed through
     without its missing values filled, which the model cannot take (train would fail with a TypeError)."""
@@ -247,6 +260,7 @@ def transform(
 
             def count(batch):
                 counter.inc(batch.num_rows)
+                progress(split, batch.num_rows)
                 return batch
 
             return count

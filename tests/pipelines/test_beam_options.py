@@ -48,3 +48,17 @@ def test_large_inputs_get_one_worker_process_per_core():
     assert local_beam_args(MULTI_PROCESS_MIN_BYTES, cores=1) == list(DEFAULT_BEAM_ARGS)
     assert local_beam_args(MULTI_PROCESS_MIN_BYTES, cores=4) == [
         "--runner=FnApiRunner", "--direct_num_workers=4", "--direct_running_mode=multi_processing"]
+
+
+def test_transform_logs_progress_every_so_many_rows(caplog, monkeypatch):
+    import logging
+
+    from pipelines import transform
+
+    monkeypatch.setattr(transform, "_rows_read", {})
+    with caplog.at_level(logging.INFO, logger="pipelines.transform"):
+        for _ in range(5):
+            transform.progress("train", transform.PROGRESS_ROWS // 2)
+    said = [r.getMessage() for r in caplog.records if "so far" in r.getMessage()]
+    assert said == [f"train split: {n * transform.PROGRESS_ROWS} rows read so far (this worker process)"
+                    for n in (1, 2)]
