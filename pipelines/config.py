@@ -159,7 +159,7 @@ class TrainConfig:
     strategy: str = "default"  # default | mirrored (all local GPUs) | multi_worker (TF_CONFIG)
     mixed_precision: bool = False
     # transformed data up to this size (TFRecord bytes) is trained from memory: fit() shuffles and slices
-    # arrays with no per-example ops (benchmarks/train_input.py: ~2.9x the TFRecord stream); larger data,
+    # arrays with no per-example ops (benchmarks/train_input.py: ~1.2x the TFRecord stream); larger data,
     # and multi_worker (each worker reads its shard), stream from the TFRecords
     in_memory_max_mb: int = 2048
     # pods training together on the kubernetes backend (an Indexed Job, MultiWorkerMirroredStrategy); the
