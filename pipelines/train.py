@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import shutil
 import tempfile
@@ -253,6 +254,8 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     if (hit := cached_result(run, "train", digest, force=force)) is not None:
         return TrainResult(**hit)
 
+    log.info("training %s %s with params %s", config.name, interval, json.dumps(dataclasses.asdict(params),
+                                                                               sort_keys=True))
     devices = gpu_preflight(gpus)
     import tensorflow as tf
     import tensorflow_transform as tft

@@ -110,10 +110,34 @@ def test_extra_links_point_at_the_report_the_version_and_tensorboard(monkeypatch
         return {link.name: link.get_link(task, ti_key=key) for link in task.operator_extra_links}
 
     assert shown("evaluate") == {"Model report": "/skewfree/models/taxi/runs/2026-11-10/report"}
+    # resolved by the Models page when clicked (skewfree.ui): the model server's and TensorBoard's addresses are
+    # the api-server's, not those of the process that ran the task
     assert shown("publish") == {"Version in Skewfree": "/skewfree/#taxi-v2026111000",
-                                "Model server": "http://127.0.0.1:8501/v1/models/taxi/versions/2026111000"}
+                                "Model server": "/skewfree/models/taxi/versions/2026111000/server"}
     assert shown("rollout")["Version in Skewfree"] == "/skewfree/#taxi-v2026111001"
-    assert shown("train") == {"TensorBoard": ""}  # no TensorBoard configured: no link
-    monkeypatch.setenv("SKEWFREE_TENSORBOARD_URL", "http://127.0.0.1:6006")
-    assert shown("train")["TensorBoard"] == "http://127.0.0.1:6006/#timeseries&regexInput=taxi/runs/2026-11-10"
+    assert shown("train") == {"TensorBoard": "/skewfree/models/taxi/runs/2026-11-10/tensorboard"}
+    results["train"].pop("tensorboard")  # a result without TensorBoard logs: no link
+    assert shown("train") == {"TensorBoard": ""}
     assert shown("validate") == {}
+
+
+def test_the_result_json_is_the_xcom_not_a_log_line(tmp_path, monkeypatch, caplog):
+    """The step's last line (its result, kilobytes of JSON) becomes the XCom and stays out of the INFO log."""
+    import json
+    import logging
+    import sys
+
+    result = {"model": "taxi", "metrics": {"auc": 0.86}, "slices": ["..."] * 50}
+    step = tmp_path / "python"
+    step.write_text("#!/bin/sh\necho '2026-11-25 06:00:00,000 WARNING pipelines.train: slow disk'\n"
+                    f"echo '{json.dumps(result)}'\n")
+    step.chmod(0o755)
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(step))
+    op = PipelineStepOperator(task_id="train", step="train", model="taxi", interval="2026-11-10")
+    monkeypatch.setattr(PipelineStepOperator, "log", property(lambda self: logging.getLogger("test.step")))
+    with caplog.at_level(logging.DEBUG, logger="test.step"):
+        assert op.execute(context={}) == result
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert "pipelines.train: slow disk" in info and not any('"slices"' in m for m in info), info
+    assert any("its result (" in m and "is this task's XCom return_value" in m for m in info), info

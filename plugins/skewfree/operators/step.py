@@ -67,12 +67,20 @@ class PipelineStepOperator(BaseOperator):
             for line in self._process.stdout:
                 line = line.rstrip("\n")
                 if line.strip():
-                    relog(line, self.log)
+                    if last:  # one line behind: the last one may be the result
+                        relog(last, self.log)
                     last = line
             exit_code = self._process.wait()
         except BaseException:
             self.on_kill()  # never leave the step running beside a retry
             raise
+        if exit_code == 0 and last.startswith("{"):
+            # the result JSON (kilobytes on one line) is the XCom; the step logged its summary already
+            self.log.debug("%s", last)
+            self.log.info("step %s done: its result (%d bytes of JSON) is this task's XCom return_value",
+                          self.step, len(last))
+        elif last:
+            relog(last, self.log)
         if exit_code != 0:
             if last.startswith(f"error: {self.step}:"):
                 # an expected failure (bad data, a refused publish): retrying cannot help, so it fails at once
