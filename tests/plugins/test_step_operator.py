@@ -75,6 +75,10 @@ def test_a_steps_lines_keep_their_level_and_tensorflow_noise_is_turned_down(capl
                      "E0000 00:00:1795577971.671994   21856 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR",
                      "2026-11-25 03:39:31,450 INFO absl: Feature pickup_hour has a shape . Setting to DenseTensor.",
                      "W0000 00:00:1795577971.671994   21856 op_kernel.cc:1] a real TensorFlow warning",
+                     "E0000 00:00:1795577972.1   21856 graph.cc:1] NodeDef mentions attribute use_unbounded_threadpool"
+                     " which is not in the op definition: Op<name=MapDataset>",
+                     "2026-11-25 03:39:32,001 INFO apache_beam.transforms.util: BatchElements statistics: "
+                     "element_count=20000 batch_count=31",
                      '{"model": "taxi"}'):
             relog(line, log)
     got = [(r.levelname, r.getMessage()) for r in caplog.records]
@@ -85,6 +89,10 @@ def test_a_steps_lines_keep_their_level_and_tensorflow_noise_is_turned_down(capl
         ("DEBUG", "E0000 00:00:1795577971.671994   21856 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR"),
         ("DEBUG", "2026-11-25 03:39:31,450 INFO absl: Feature pickup_hour has a shape . Setting to DenseTensor."),
         ("WARNING", "tensorflow: a real TensorFlow warning"),
+        ("DEBUG", "E0000 00:00:1795577972.1   21856 graph.cc:1] NodeDef mentions attribute use_unbounded_threadpool"
+                  " which is not in the op definition: Op<name=MapDataset>"),
+        ("DEBUG", "2026-11-25 03:39:32,001 INFO apache_beam.transforms.util: BatchElements statistics: "
+                  "element_count=20000 batch_count=31"),
         ("INFO", '{"model": "taxi"}'),
     ]
 

@@ -26,6 +26,17 @@ NOISE = (
     "Could not find cuda drivers",
     "TF-TRT Warning",
     "cache key varies on repeated tracing",  # TFT: "safe to ignore" when analyzers run in a fixed order (ours do)
+    "has no shape. Setting to varlen_sparse_tensor",  # tfx_bsl: how it reads every nullable column
+    "is not available.",  # TFT probing optional op libraries (struct2tensor, decision forests, text)
+    "Assets written to:",  # TF, for every SavedModel TFT writes in its temp dir
+    "BatchElements statistics",  # Beam's batch-size tuning, one long line per bundle
+    "WriteImpl min_shards undef",  # Beam: one shard per bundle, as transform asks
+    "Creating state cache with size",  # Beam's worker start-up
+    "Renamed 1 shards in",  # Beam's sink finalising (transform logs what it wrote)
+    "Sharding callback duration",  # tf.data, once per epoch
+    "contains input name(s)",  # SavedModel export renaming captured resources (absl, harmless)
+    "use_unbounded_threadpool which is not in the op definition",  # tf.data graph attribute: TF logs it as an
+    # ERROR, though the op runs; an internal mismatch of TF 2.21's own ops (nothing for the user to do)
 )
 
 
