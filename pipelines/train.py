@@ -51,35 +51,71 @@ class TrainResult:
     curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # per epoch, for the report
 
 
-SHUFFLE_RECORDS = 20_000  # the streamed input's shuffle buffer, in records
-SHUFFLE_RUN = 8  # ... shuffled as runs of this many consecutive records
+PARSE_BLOCK = 16_384  # records parsed per tf.io.parse_example call: the streamed input's unit of caching and shuffling
+SHUFFLE_BLOCKS = 64  # the streamed input shuffles the order of this many parsed blocks (1M rows) each epoch
 
 
 def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_size: int,
-                 shuffle_seed: int | None = None):
-    """Batched (features, label) from transformed tf.Example TFRecords: read, shuffle, parse in batches,
-    prefetch. The shuffle moves runs of ``SHUFFLE_RUN`` consecutive records: one dataset op per record made the
-    input the bottleneck (benchmarks/train_input.py: 0.32x the in-memory fit's examples/s; runs of 8: 0.82x,
-    runs of 16 or 32 no faster), while a batch of 256 still draws from 32 places in a 20,000-record window."""
+                 shuffle_seed: int | None = None, cache_file: str | None = None):
+    """Batched (features, label) from transformed tf.Example TFRecords, for data that does not fit in memory.
+
+    Records are parsed ``PARSE_BLOCK`` at a time. Reading a TFRecord file costs a dataset op per record (0.64 s
+    of the 2.2 s an epoch of 120,000 rows took here: the input, not the model, was the limit), so with
+    ``cache_file`` the parsed blocks are written to that file during the first epoch and read back whole in the
+    next ones, which then run at the in-memory fit's speed (benchmarks/train_input.py). With ``shuffle_seed``,
+    each epoch visits the blocks in a new order (``SHUFFLE_BLOCKS`` at a time) and permutes the rows inside each
+    block; ``rebatch`` then slices blocks into batches without a per-example op."""
     import tensorflow as tf
 
     files = tf.data.Dataset.list_files(file_pattern, shuffle=False)
-    # read in sequence: a parallel interleave of the files costs an op per record too (0.67x instead of 0.83x)
-    ds = tf.data.TFRecordDataset(files)
-    if shuffle_seed is not None:
-        ds = (ds.batch(SHUFFLE_RUN).shuffle(SHUFFLE_RECORDS // SHUFFLE_RUN, seed=shuffle_seed,
-                                            reshuffle_each_iteration=True).unbatch())
 
     def parse(serialized):
         features = tf.io.parse_example(serialized, feature_spec)
         return features, features.pop(label)
 
-    ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.TFRecordDataset(files).batch(PARSE_BLOCK).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache_file is not None:
+        ds = ds.cache(cache_file)
+    if shuffle_seed is not None:
+        def permute(features, labels):
+            order = tf.random.shuffle(tf.range(tf.shape(labels)[0]), seed=shuffle_seed)
+            return {name: tf.gather(values, order) for name, values in features.items()}, tf.gather(labels, order)
+
+        ds = ds.shuffle(SHUFFLE_BLOCKS, seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.map(permute)  # sequential: a seeded random op stays deterministic (op determinism is on)
+    ds = ds.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
     # Under MultiWorkerMirroredStrategy each worker keeps its share of the batches. The default (shard
     # by file) fails when transform wrote fewer files than there are workers, as it does for small data.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
+
+
+def parsed_bytes(feature_spec: dict, rows: int) -> int:
+    """About how many bytes ``rows`` parsed rows of ``feature_spec`` take (a string or variable-length feature
+    counted as 64 bytes)."""
+    import math
+
+    import tensorflow as tf
+
+    per_row = 0
+    for feature in feature_spec.values():
+        if isinstance(feature, tf.io.FixedLenFeature) and feature.dtype != tf.string:
+            per_row += math.prod(feature.shape or [1]) * feature.dtype.size
+        else:
+            per_row += 64
+    return per_row * rows
+
+
+def input_cache_file(cache_dir: Path, name: str, needed: int) -> str | None:
+    """A file for make_dataset's cache of parsed blocks in ``cache_dir``, or None (stream every epoch) when the
+    disk there has less than twice the ``needed`` bytes free."""
+    free = shutil.disk_usage(cache_dir).free
+    if free < 2 * needed:
+        log.warning("streaming %s from the TFRecords every epoch: its parsed cache needs about %.1f GB and %s has "
+                    "%.1f GB free (set TMPDIR to a larger disk to cache it)", name, needed / 1e9, cache_dir, free / 1e9)
+        return None
+    return str(cache_dir / name)
 
 
 def in_memory_arrays(file_pattern: str, feature_spec: dict, label: str, *, parse_batch: int = 8192):
@@ -243,6 +279,34 @@ def checkpoint_callbacks(backup_dir: Path) -> list:
     return [PushCheckpoints()]
 
 
+def training_data(params: TrainConfig, transformed: dict, spec: dict, label: str, cache_dir: Path) -> dict:
+    """``model.fit`` arguments for the transformed data: numpy arrays when the TFRecords fit in
+    ``[train] in_memory_max_mb`` (and one worker trains), else datasets streamed from the TFRecords with their
+    parsed blocks cached in ``cache_dir``."""
+    import tensorflow as tf
+
+    train_bytes = sum(Path(f).stat().st_size for f in tf.io.gfile.glob(transformed["train_files"]))
+    if params.strategy != "multi_worker" and train_bytes <= params.in_memory_max_mb * 2**20:
+        x, y = in_memory_arrays(transformed["train_files"], spec, label)
+        data = {"x": x, "y": y, "batch_size": params.batch_size, "shuffle": True,
+                "validation_data": in_memory_arrays(transformed["eval_files"], spec, label),
+                "validation_batch_size": 4096}
+        log.info("training from memory: %d rows, %.1f MB of TFRecords (<= [train] in_memory_max_mb %d)",
+                 len(y), train_bytes / 2**20, params.in_memory_max_mb)
+    else:
+        data = {"x": make_dataset(transformed["train_files"], spec, label, batch_size=params.batch_size,
+                                  shuffle_seed=params.seed, cache_file=input_cache_file(
+                                      cache_dir, "train", parsed_bytes(spec, transformed["rows"]["train"]))),
+                "validation_data": make_dataset(transformed["eval_files"], spec, label, batch_size=4096,
+                                                cache_file=input_cache_file(
+                                                    cache_dir, "eval", parsed_bytes(spec, transformed["rows"]["eval"])))}
+        log.info("training streamed from TFRecords (%.1f MB%s), parsed blocks cached in %s after the first epoch",
+                 train_bytes / 2**20, "; multi_worker: each worker keeps its share of the batches"
+                 if params.strategy == "multi_worker" else f" > [train] in_memory_max_mb {params.in_memory_max_mb}",
+                 cache_dir)
+    return data
+
+
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
           overrides: dict[str, Any] | None = None, force: bool = False, gpus: int = 0) -> TrainResult:
     started = time.monotonic()
@@ -287,29 +351,14 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     tft_output = tft.TFTransformOutput(transformed["transform_fn"])
     spec = tft_output.transformed_feature_spec()
     label = features.transformed_name(features.LABEL_KEY)
-    train_bytes = sum(Path(f).stat().st_size for f in tf.io.gfile.glob(transformed["train_files"]))
-    if params.strategy != "multi_worker" and train_bytes <= params.in_memory_max_mb * 2**20:
-        x, y = in_memory_arrays(transformed["train_files"], spec, label)
-        data = {"x": x, "y": y, "batch_size": params.batch_size, "shuffle": True,
-                "validation_data": in_memory_arrays(transformed["eval_files"], spec, label),
-                "validation_batch_size": 4096}
-        log.info("training from memory: %d rows, %.1f MB of TFRecords (<= [train] in_memory_max_mb %d)",
-                 len(y), train_bytes / 2**20, params.in_memory_max_mb)
-    else:
-        data = {"x": make_dataset(transformed["train_files"], spec, label, batch_size=params.batch_size,
-                                  shuffle_seed=params.seed),
-                "validation_data": make_dataset(transformed["eval_files"], spec, label, batch_size=4096)}
-        log.info("training streamed from TFRecords (%.1f MB%s)", train_bytes / 2**20,
-                 "; multi_worker reads per-worker shards" if params.strategy == "multi_worker" else
-                 f" > [train] in_memory_max_mb {params.in_memory_max_mb}")
-
     # Checkpoints live outside the staged output so a killed attempt resumes from its last epoch;
     # keyed by the input digest, so an attempt with other params or data never restores them.
     backup_dir = run.run_dir / "train_checkpoints" / digest[:16]
     # every worker saves (the save may run collectives), but only the chief into the run directory
     output = staged_dir(run.step_dir("train")) if chief else tempfile.TemporaryDirectory(prefix="skewfree-worker-")
-    with output as out:
+    with output as out, tempfile.TemporaryDirectory(prefix="skewfree-train-input-") as cache_dir:
         out = Path(out)
+        data = training_data(params, transformed, spec, label, Path(cache_dir))
         with strategy.scope():
             model = module.build_model(tft_output, learning_rate=params.learning_rate)
         history = model.fit(
