@@ -36,8 +36,10 @@ def _range(values: np.ndarray, fixed: tuple[float, float] | None) -> tuple[float
     return low, high if high > low else low + 1
 
 
-def _frame(plot_id: str, title: str, xr: tuple[float, float], yr: tuple[float, float], x_label: str, y_label: str):
-    """An SVG's opening, axes, ticks and labels, and the functions mapping data to pixels."""
+def _frame(plot_id: str, title: str, xr: tuple[float, float], yr: tuple[float, float], x_label: str, y_label: str,
+           x_ticks: list[tuple[float, str]] | None = None):
+    """An SVG's opening, axes, ticks and labels, and the functions mapping data to pixels. ``x_ticks``: labelled
+    positions instead of five numeric ticks (at most six of them shown, evenly picked, the last always)."""
     (x0, x1), (y0, y1) = xr, yr
 
     def px(x: float) -> float:
@@ -54,9 +56,15 @@ def _frame(plot_id: str, title: str, xr: tuple[float, float], yr: tuple[float, f
              f'<text x="{W / 2}" y="{H - 6}" text-anchor="middle" class="k">{_e(x_label)}</text>',
              f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle" class="k">'
              f"{_e(y_label)}</text>"]
+    if x_ticks:
+        step = max(1, math.ceil(len(x_ticks) / 6))
+        shown = x_ticks[::-1][::step][::-1]  # counted from the newest, which is always labelled
+    else:
+        shown = [(x0 + (x1 - x0) * k / 4, f"{x0 + (x1 - x0) * k / 4:.3g}") for k in range(5)]
+    for xv, label in shown:
+        parts.append(f'<text x="{px(xv):.1f}" y="{H - PAD + 14}" text-anchor="middle" class="k">{_e(label)}</text>')
     for k in range(5):
-        xv, yv = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
-        parts.append(f'<text x="{px(xv):.1f}" y="{H - PAD + 14}" text-anchor="middle" class="k">{xv:.3g}</text>')
+        yv = y0 + (y1 - y0) * k / 4
         parts.append(f'<text x="{PAD - 4}" y="{py(yv) + 4:.1f}" text-anchor="end" class="k">{yv:.3g}</text>')
     return parts, px, py
 
@@ -65,13 +73,15 @@ COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
 def line_plot(plot_id: str, title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], x_label: str,
-              y_label: str, *, diagonal: bool = False, unit_square: bool = False) -> str:
-    """Lines (and a dashed y = x) in one SVG with axes, ticks and a legend."""
+              y_label: str, *, diagonal: bool = False, unit_square: bool = False,
+              x_ticks: list[tuple[float, str]] | None = None, point_titles: list[str] | None = None) -> str:
+    """Lines (and a dashed y = x) in one SVG with axes, ticks and a legend. ``x_ticks`` label the x axis at
+    given positions; ``point_titles`` mark the first series' points with dots that show them on hover."""
     xs = np.concatenate([np.asarray(x, float) for x, _ in series.values()]) if series else np.zeros(0)
     ys = np.concatenate([np.asarray(y, float) for _, y in series.values()]) if series else np.zeros(0)
     xr = _range(xs, (0.0, 1.0) if unit_square else None)
     yr = _range(ys, (0.0, 1.0) if unit_square else None)
-    parts, px, py = _frame(plot_id, title, xr, yr, x_label, y_label)
+    parts, px, py = _frame(plot_id, title, xr, yr, x_label, y_label, x_ticks)
     if diagonal:
         top = min(xr[1], yr[1])
         parts.append(f'<line x1="{px(xr[0]):.1f}" y1="{py(yr[0]):.1f}" x2="{px(top):.1f}" y2="{py(top):.1f}" class="diag"/>')
@@ -82,6 +92,9 @@ def line_plot(plot_id: str, title: str, series: dict[str, tuple[np.ndarray, np.n
         colour = COLOURS[i % len(COLOURS)]
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
         parts.append(f'<text x="{W - PAD}" y="{PAD + 14 * i}" text-anchor="end" class="k" fill="{colour}">{_e(name)}</text>')
+        if i == 0 and point_titles:
+            parts += [f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{colour}"><title>{_e(t)}</title></circle>'
+                      for a, b, t in zip(x, y, point_titles, strict=True) if math.isfinite(a) and math.isfinite(b)]
     return "".join(parts) + "</svg>"
 
 

@@ -103,7 +103,9 @@ def history_chart(model: str, headline: str, rows: list[dict]) -> str:
         return "<p>No metrics recorded yet.</p>"
     x = np.arange(len(points), dtype=float)
     chart = line_plot(f"history-{model}", f"{headline} by version ({points[0][0]} .. {points[-1][0]})",
-                      {headline: (x, np.array([m for _, m in points], float))}, "version (oldest to newest)", headline)
+                      {headline: (x, np.array([m for _, m in points], float))}, "version (oldest to newest)", headline,
+                      x_ticks=[(i, str(v)) for i, (v, _) in enumerate(points)],
+                      point_titles=[f"{v}: {headline} {m:.4g}" for v, m in points])
     return f'<div class="chart">{chart}</div>'
 
 

@@ -205,6 +205,11 @@ def test_the_models_page_lists_versions_with_labels_metrics_and_history(airflow_
     assert link.get_attribute("href") == "/dags/taxi_retrain/runs/scheduled__2026-11-11T00:00:00+00:00"
     chart = section.locator(".chart svg polyline")
     assert chart.count() == 1 and len(chart.get_attribute("points").split()) == 2  # one point per version
+    ticks = section.locator(".chart svg text.k").all_text_contents()
+    assert str(older) in ticks and str(newer) in ticks  # the x axis names the versions
+    assert section.locator(".chart svg circle title").all_text_contents() == [
+        f"{older}: auc {manifest['metrics']['auc']:.4g}",
+        f"{newer}: auc {json.loads((published['home'] / 'serving' / 'taxi' / str(newer) / 'manifest.json').read_text())['metrics']['auc']:.4g}"]
     # the other example models have sections too (no versions yet)
     assert page.locator("#model-penguins").inner_text().count("No published versions yet") == 1
 
