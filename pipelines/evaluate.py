@@ -129,9 +129,15 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, f
     import tf_keras
 
     label_mean, prediction_mean = float(labels.mean()), float(probabilities.mean())
+    positives = int((labels > 0.5).sum())
+    # ROC AUC needs both classes and PR AUC a positive; Keras answers 0.0 where they are undefined, which a
+    # report would show as a terrible model: NaN says "undefined" (and a gate on it refuses, naming NaN)
+    both_classes = 0 < positives < len(labels)
     return {
-        "auc": _keras(tf_keras.metrics.AUC(num_thresholds=2000), labels, probabilities),
-        "pr_auc": _keras(tf_keras.metrics.AUC(num_thresholds=2000, curve="PR"), labels, probabilities),
+        "auc": _keras(tf_keras.metrics.AUC(num_thresholds=2000), labels, probabilities) if both_classes
+        else float("nan"),
+        "pr_auc": _keras(tf_keras.metrics.AUC(num_thresholds=2000, curve="PR"), labels, probabilities) if positives
+        else float("nan"),
         "log_loss": _keras(tf_keras.metrics.BinaryCrossentropy(), labels, probabilities),
         "accuracy": _keras(tf_keras.metrics.BinaryAccuracy(threshold=0.5), labels, probabilities),
         # TFMA's calibration: mean prediction / mean label (1.0 is calibrated on average)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -196,10 +197,22 @@ def index(user: User) -> str:
             f"</head><body><h1>Skewfree models</h1>{sections or '<p>No models found.</p>'}</body></html>")
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` as strict JSON: NaN and infinity (an undefined metric, e.g. the AUC of one class) become null,
+    anything else JSON lacks becomes its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
 @app.get("/api/models/{model}/versions")
 def versions_json(model: str, user: User) -> JSONResponse:
     readable(user, model)
-    return JSONResponse(json.loads(json.dumps(model_versions(model), default=str)))
+    return JSONResponse(json_safe(model_versions(model)))
 
 
 @app.get("/models/{model}/versions/{version}/report", response_class=HTMLResponse)

@@ -124,6 +124,21 @@ def test_nan_predictions_refuse_the_model():
     assert nan_prediction_reason(np.array([[0.5, 0.5], [np.nan, 0.1]])).startswith("1 of 2 eval rows")
 
 
+def test_auc_of_one_class_is_undefined_and_refused_not_zero():
+    """Keras answers 0.0 for the AUC of one-class labels: a report would show a terrible model where the metric
+    does not exist. It is NaN, and a threshold on it refuses naming NaN."""
+    from pipelines.config import Bound
+    from pipelines.evaluate import binary_metrics
+
+    two = binary_metrics(np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.1, 0.9, 0.2, 0.8]))
+    assert two["auc"] == pytest.approx(1.0) and two["pr_auc"] == pytest.approx(1.0, abs=1e-3)
+    negatives = binary_metrics(np.zeros(4), np.array([0.1, 0.9, 0.2, 0.8]))
+    assert math.isnan(negatives["auc"]) and math.isnan(negatives["pr_auc"])
+    positives = binary_metrics(np.ones(4), np.array([0.1, 0.9, 0.2, 0.8]))
+    assert math.isnan(positives["auc"]) and positives["pr_auc"] == pytest.approx(1.0, abs=1e-3)
+    assert "nan" in Bound("auc", min=0.7).violation(negatives["auc"]).lower()
+
+
 def test_nan_predictions_never_pass_the_skew_gate():
     from pipelines.evaluate import skew_reason
     from pipelines.serving.client import encode_example
