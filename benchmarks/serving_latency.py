@@ -3,7 +3,8 @@
 usage: python benchmarks/serving_latency.py [--serving-root .work/serving] [--model taxi] [--requests 500]
 Uses the newest complete version under the serving root (run ``./dev demo`` first). The server runs as
 ``python -m pipelines serve`` in its own process; one client keeps its connection open (keep-alive) and
-posts serialized tf.Example rows from the version's canary.json to ``serving_default``, at batch 1 and 256; then 4 clients at once.
+posts serialized tf.Example rows from the version's canary.json to ``serving_default``, at batch 1 and 256; then 4 clients at once;
+then where a batch of 256 spends its time (each part timed alone, in this process).
 Targets (issue 14): p50 and p99 at batch 1 within ~1 ms of in-process, at most 1.3x at batch 256.
 """
 
@@ -43,6 +44,52 @@ def in_process(version_dir: Path, rows: list[dict], requests: int) -> list[float
         {k: v.numpy().tolist() for k, v in signature(**tensors).items()}
         times.append(time.perf_counter() - started)
     return times
+
+
+def timed(call, requests: int) -> list[float]:
+    for _ in range(20):
+        call()
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def breakdown(serving_root: str, model: str, rows: list[dict], requests: int) -> None:
+    """Where a request's time goes, each part timed on its own in this process with the server's functions."""
+    import base64
+
+    import tensorflow as tf
+
+    from pipelines.serving import rest
+    from pipelines.serving.models import ModelManager, ModelSpec
+
+    manager = ModelManager([ModelSpec(model, str(Path(serving_root, model)))])
+    manager.poll_once()
+    servable = manager.servable(model)
+    signature = servable.loaded.signatures["serving_default"]
+    body = json.dumps({"instances": rows}).encode()
+    parsed = json.loads(body)
+    examples = [base64.b64decode(row["b64"]) for row in rows]
+    answer = rest.predict(servable, parsed)
+    parts = {
+        "json.loads(request body)": lambda: json.loads(body),
+        "predict(): b64, checks, model, outputs": lambda: rest.predict(servable, parsed),
+        "  of which the signature alone": lambda: {k: v.numpy().tolist() for k, v in signature(
+            examples=tf.constant(examples)).items()},
+        "  of which a no-op tf.function call": lambda: noop(tf.constant(examples)),
+        "json.dumps(response)": lambda: json.dumps(answer),
+    }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def noop(batch):
+        return tf.size(batch)
+
+    print(f"batch {len(rows)}, {len(body):,} bytes of JSON, parts timed in-process (p50 ms):")
+    for name, call in parts.items():
+        print(f"  {name:<44} {statistics.median(timed(call, requests)) * 1e3:>7.2f}")
 
 
 def over_http(port: int, model: str, rows: list[dict], requests: int) -> list[float]:
@@ -115,6 +162,7 @@ def main() -> None:
         p50, p99 = percentiles([t for r in results for t in r])
         print(f"4 concurrent clients, batch 1: {sum(map(len, results)) / wall:.0f} requests/s, "
               f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms")
+        breakdown(args.serving_root, args.model, batches[256], args.requests)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -111,6 +111,9 @@ def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
     if not instances:
         raise ServingError(400, "'instances' is an empty list: send at least one instance")
     names = sorted(specs)
+    if len(names) == 1 and all(type(i) is dict and len(i) == 1 and "b64" in i for i in instances) and names != ["b64"]:
+        # the usual tf.Example batch: every row is {"b64": ...} for the one input
+        return {names[0]: _convert(instances, specs[names[0]].dtype, f"instances: named input '{names[0]}'")}
     columns: dict[str, list] = {n: [] for n in names}
     for i, instance in enumerate(instances):
         where = f"instances[{i}]"
