@@ -29,8 +29,8 @@ RAW_EXAMPLE_KEY = "__raw_example__"
 # FnApiRunner, named: "DirectRunner" first tries to download the Prism runner from GitHub, then falls back to it
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
 # Inputs this large run on one FnApiRunner worker process per usable core. benchmarks/transform_runners.py on
-# 2 cores: 1M taxi rows (~85 MB of CSV) 1.23x (1.56 cores busy), 200k rows (~17 MB) 0.92x (worker start-up
-# dominates); multi_threading was slower at both (0.69x, 0.79x: the GIL).
+# 2 cores: 1M taxi rows (~85 MB of CSV) 1.23x and 1.36x in two runs (a bare TFT script: 1.31x), 200k rows
+# (~17 MB) 0.92x (worker start-up dominates); multi_threading was slower at both (0.69x, 0.79x: the GIL).
 MULTI_PROCESS_MIN_BYTES = 48 << 20
 
 
