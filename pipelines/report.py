@@ -33,7 +33,10 @@ def _range(values: np.ndarray, fixed: tuple[float, float] | None) -> tuple[float
         return fixed
     finite = np.asarray(values, float)[np.isfinite(np.asarray(values, float))]
     low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    return low, high if high > low else low + 1
+    if high > low:
+        return low, high
+    pad = abs(low) * 0.05 or 0.5  # one value (a single version's metric): centred, not at the bottom of [v, v+1]
+    return low - pad, high + pad
 
 
 def _frame(plot_id: str, title: str, xr: tuple[float, float], yr: tuple[float, float], x_label: str, y_label: str,

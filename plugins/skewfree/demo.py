@@ -131,7 +131,11 @@ def run_dag(dag_id: str, interval: dt.date, conf: dict | None = None):
                          + (f"; import errors:{errors}" if errors else ""))
     dag = bag.dags[dag_id]
     started = dt.datetime.now(dt.UTC)
-    dag_run = dag.test(logical_date=demo_logical_date(interval), run_conf=conf)
+    from skewfree.task_logs import TaskLogCapture
+
+    with TaskLogCapture() as task_logs:  # dag.test() writes no task log files: the UI would show none
+        dag_run = dag.test(logical_date=demo_logical_date(interval), run_conf=conf)
+    task_logs.write(dag_run)
     # dag.test() records the logical date as the run's start: for an interval in the past the UI would show
     # a duration of days. The run started now.
     from airflow.models.dagrun import DagRun

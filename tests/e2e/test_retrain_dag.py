@@ -368,3 +368,42 @@ def test_each_run_has_a_note_saying_what_it_shipped(stack, blessed_run):
     assert any(t.endswith("not promoted: Reject by tester") for t in texts), texts
     assert any(t.endswith("not promoted: Reject at the deadline (nobody answered)") for t in texts), texts
     assert any(t.startswith("rolled back: ") and "now stable (was " in t for t in texts), texts
+
+
+READ_LOGS = """
+import json, sys
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.log.log_reader import TaskLogReader
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+dag_id, states = sys.argv[1], json.loads(sys.argv[2])
+found = {}
+with create_session() as session:
+    for ti in session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id)):
+        if ti.state not in states.get(ti.task_id, ()):
+            continue
+        chunks, _ = TaskLogReader().read_log_chunks(ti, ti.try_number, {})
+        found.setdefault(ti.task_id, []).append(
+            [{"level": getattr(m, "level", None), "event": m.event} for m in chunks if hasattr(m, "event")])
+print(json.dumps(found))
+"""
+
+
+def test_the_demos_task_logs_open_in_airflow(stack, blessed_run):
+    """dag.test() writes no task log files; the demo files each task's lines where Airflow's log reader (the UI's
+    log view) finds them, with the levels the step logged."""
+    wanted = {"train": ["success"], "evaluate": ["success"], "validate": ["failed"],
+              "approve_promotion": ["success", "failed"]}
+    out = subprocess.run([sys.executable, "-c", READ_LOGS, "taxi_retrain", json.dumps(wanted)], env=stack["env"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    logs = json.loads(out.stdout.strip().splitlines()[-1])
+    train = [m["event"] for m in logs["train"][0]]
+    assert any("pipelines.train: training taxi" in e for e in train), train[:40]
+    assert any("pipelines.evaluate: BLESSED" in m["event"] for run in logs["evaluate"] for m in run)
+    # a validate that failed: its error is an error in the log view, naming the missing partition
+    assert any(m["level"] == "error" and "missing partition" in m["event"] for run in logs["validate"] for m in run)
+    # the approval task deferred and resumed under one try: its log has both halves
+    approvals = logs["approve_promotion"]
+    assert approvals and all(run for run in approvals), approvals

@@ -81,3 +81,16 @@ def test_evaluate_writes_the_report_and_publish_ships_it(trained_run, tmp_path):
                         interval=trained_run["run"].interval, artifact_root=trained_run["artifact_root"],
                         serving_root=str(tmp_path / "serving"))
     assert (tmp_path / "serving" / "taxi" / str(published.version) / "report.html").read_text() == open(report).read()
+
+
+def test_a_single_value_sits_inside_its_axis():
+    """One version's metric: the axis is centred on it (it sat at the bottom of [v, v + 1] before)."""
+    import re
+
+    from pipelines.report import line_plot
+
+    svg = line_plot("h", "auc by version", {"auc": (np.array([0.0]), np.array([0.86]))}, "version", "auc",
+                    x_ticks=[(0.0, "2026120600")], point_titles=["2026120600: auc 0.86"])
+    ticks = [float(t) for t in re.findall(r'text-anchor="end" class="k">([\d.]+)</text>', svg)]
+    assert min(ticks) < 0.86 < max(ticks) and max(ticks) - min(ticks) < 0.2, ticks
+    assert "2026120600</text>" in svg and "<title>2026120600: auc 0.86</title>" in svg

@@ -68,6 +68,7 @@ def test_a_steps_lines_keep_their_level_and_tensorflow_noise_is_turned_down(capl
     from skewfree.operators.child_log import relog
 
     log = logging.getLogger("test.step")
+    level = None
     with caplog.at_level(logging.DEBUG, logger="test.step"):
         for line in ("2026-11-25 03:39:33,820 WARNING pipelines.validate: 3 rows have no fare",
                      "2026-11-25 03:39:33,821 ERROR pipelines.rollout: canary mismatch on row 4",
@@ -79,8 +80,14 @@ def test_a_steps_lines_keep_their_level_and_tensorflow_noise_is_turned_down(capl
                      " which is not in the op definition: Op<name=MapDataset>",
                      "2026-11-25 03:39:32,001 INFO apache_beam.transforms.util: BatchElements statistics: "
                      "element_count=20000 batch_count=31",
-                     '{"model": "taxi"}'):
-            relog(line, log)
+                     '{"model": "taxi"}',
+                     "error: validate: data for taxi failed validation: 1 problem(s), most severe first:",
+                     "  1. [error missing_partition] missing partition for 2026-11-07",
+                     "Traceback (most recent call last):",
+                     '  File "x.py", line 1, in <module>',
+                     "ValueError: boom",
+                     "plain output"):
+            level = relog(line, log, level)
     got = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert got == [
         ("WARNING", "pipelines.validate: 3 rows have no fare"),
@@ -94,6 +101,13 @@ def test_a_steps_lines_keep_their_level_and_tensorflow_noise_is_turned_down(capl
         ("DEBUG", "2026-11-25 03:39:32,001 INFO apache_beam.transforms.util: BatchElements statistics: "
                   "element_count=20000 batch_count=31"),
         ("INFO", '{"model": "taxi"}'),
+        # the CLI's failure message and its numbered problems, and a crash's traceback, are errors
+        ("ERROR", "error: validate: data for taxi failed validation: 1 problem(s), most severe first:"),
+        ("ERROR", "  1. [error missing_partition] missing partition for 2026-11-07"),
+        ("ERROR", "Traceback (most recent call last):"),
+        ("ERROR", '  File "x.py", line 1, in <module>'),
+        ("ERROR", "ValueError: boom"),
+        ("INFO", "plain output"),
     ]
 
 

@@ -40,16 +40,27 @@ NOISE = (
 )
 
 
-def relog(line: str, log: logging.Logger) -> None:
-    """Log one line of a step's output at its own level (noise at DEBUG)."""
+ERROR_START = ("error: ", "Traceback (most recent call last):")  # the CLI's failure message; a crash
+EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b")  # a traceback's last line
+
+
+def relog(line: str, log: logging.Logger, previous: int | None = None) -> int:
+    """Log one line of a step's output at its own level (noise at DEBUG) and return that level. A line that
+    continues an error (after ``previous`` was ERROR: the CLI's indented problems, a traceback's frames and its
+    exception line) is an error too, as is the CLI's ``error: <step>: ...`` line itself."""
     if any(marker in line for marker in NOISE):
         log.debug("%s", line)
-        return
+        return logging.DEBUG
     if match := STEP_LINE.match(line):
         level, name, message = match.groups()
         log.log(logging.getLevelName(level), "%s: %s", name, message)
-        return
+        return logging.getLevelName(level)
     if match := CPP_LINE.match(line):
         log.log(CPP_LEVELS[match.group(1)], "tensorflow: %s", match.group(2))
-        return
+        return CPP_LEVELS[match.group(1)]
+    if line.startswith(ERROR_START) or (previous == logging.ERROR and (line[:1].isspace()
+                                                                       or EXCEPTION_LINE.match(line))):
+        log.error("%s", line)
+        return logging.ERROR
     log.info("%s", line)
+    return logging.INFO

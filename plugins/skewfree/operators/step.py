@@ -63,12 +63,13 @@ class PipelineStepOperator(BaseOperator):
                                          encoding="utf-8", errors="backslashreplace", env=dict(os.environ),
                                          start_new_session=True, bufsize=1)
         last = ""
+        level = None
         try:
             for line in self._process.stdout:
                 line = line.rstrip("\n")
                 if line.strip():
                     if last:  # one line behind: the last one may be the result
-                        relog(last, self.log)
+                        level = relog(last, self.log, level)
                     last = line
             exit_code = self._process.wait()
         except BaseException:
@@ -80,7 +81,7 @@ class PipelineStepOperator(BaseOperator):
             self.log.info("step %s done: its result (%d bytes of JSON) is this task's XCom return_value",
                           self.step, len(last))
         elif last:
-            relog(last, self.log)
+            relog(last, self.log, level)
         if exit_code != 0:
             if last.startswith(f"error: {self.step}:"):
                 # an expected failure (bad data, a refused publish): retrying cannot help, so it fails at once
