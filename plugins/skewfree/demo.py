@@ -135,7 +135,11 @@ def run_dag(dag_id: str, interval: dt.date, conf: dict | None = None):
 
     with TaskLogCapture() as task_logs:  # dag.test() writes no task log files: the UI would show none
         dag_run = dag.test(logical_date=demo_logical_date(interval), run_conf=conf)
-    task_logs.write(dag_run)
+    try:
+        task_logs.write(dag_run)
+    except Exception as exc:  # noqa: BLE001 - the run's outcome stands; only the UI's copy of its logs is missing
+        print(f"    warning: the run's task logs were not filed for the Airflow UI ({type(exc).__name__}: {exc}); "
+              "they are in this output above", flush=True)
     # dag.test() records the logical date as the run's start: for an interval in the past the UI would show
     # a duration of days. The run started now.
     from airflow.models.dagrun import DagRun

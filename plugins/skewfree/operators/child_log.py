@@ -27,7 +27,9 @@ NOISE = (
     "TF-TRT Warning",
     "cache key varies on repeated tracing",  # TFT: "safe to ignore" when analyzers run in a fixed order (ours do)
     "has no shape. Setting to varlen_sparse_tensor",  # tfx_bsl: how it reads every nullable column
-    "is not available.",  # TFT probing optional op libraries (struct2tensor, decision forests, text)
+    "struct2tensor is not available.",  # TFT probing optional op libraries
+    "tensorflow_decision_forests is not available.",
+    "tensorflow_text is not available.",
     "Assets written to:",  # TF, for every SavedModel TFT writes in its temp dir
     "BatchElements statistics",  # Beam's batch-size tuning, one long line per bundle
     "WriteImpl min_shards undef",  # Beam: one shard per bundle, as transform asks
