@@ -29,23 +29,6 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
 
 
-def in_process(version_dir: Path, rows: list[dict], requests: int) -> list[float]:
-    import base64
-
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    tensors = {"examples": tf.constant([base64.b64decode(row["b64"]) for row in rows])}
-    for _ in range(20):
-        signature(**tensors)
-    times = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        {k: v.numpy().tolist() for k, v in signature(**tensors).items()}
-        times.append(time.perf_counter() - started)
-    return times
-
-
 def timed(call, requests: int) -> list[float]:
     for _ in range(20):
         call()
@@ -55,6 +38,16 @@ def timed(call, requests: int) -> list[float]:
         call()
         times.append(time.perf_counter() - started)
     return times
+
+
+def in_process(version_dir: Path, rows: list[dict], requests: int) -> list[float]:
+    import base64
+
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    tensors = {"examples": tf.constant([base64.b64decode(row["b64"]) for row in rows])}
+    return timed(lambda: {k: v.numpy().tolist() for k, v in signature(**tensors).items()}, requests)
 
 
 def breakdown(serving_root: str, model: str, rows: list[dict], requests: int) -> None:
