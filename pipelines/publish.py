@@ -32,6 +32,7 @@ CANARY = "canary.json"
 REPORT = "report.html"
 MODEL_CONFIG = "models.config"  # TF Serving's model config file, in its default place under the serving root
 MAX_VERSIONS_PER_DAY = 100
+PUBLISH_ATTEMPTS = 5  # numbers tried when concurrent publishes of one model and day take them first
 
 
 class NotBlessedError(ValueError):
@@ -90,55 +91,72 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     store = open_store(serving_root)
 
     day = day_versions(interval)
-    complete = [v for v in store.complete_versions(config.name) if v in day]  # partial ones are logged
-    for version in complete:
-        manifest = store.read_json(config.name, str(version), MANIFEST)
-        if manifest is not None and manifest.get("content_digest") == digest:
-            log.info("version %d already holds this model (digest %s); nothing to publish", version, digest[:12])
-            return _finish(run, config, interval, version, store, digest, reused=True)
-    version = next_version(day, complete, taken=store.version_dirs(config.name))
-    if version is None:
-        raise ValueError(f"{config.name} has no version number left for {interval}: {len(complete)} complete "
-                         f"version(s) of that day, the highest {max(complete, default='none')}, and directories "
-                         f"up to {day[-1]} are taken (partial ones: "
-                         f"{sorted(v for v in store.partial_versions(config.name) if v in day)})")
     with tempfile.TemporaryDirectory(prefix="skewfree-publish-") as tmp:
-        build = Path(tmp) / str(version)
+        build = Path(tmp) / "version"
         shutil.copytree(source, build)
         # real eval rows and their offline predictions travel with the version: any rollout or
         # rollback to it can canary-check it, even after its run directory is gone
         shutil.copy(evaluation["canary"], build / CANARY)
         if evaluation.get("report") and Path(evaluation["report"]).is_file():  # the evidence travels with it
             shutil.copy(evaluation["report"], build / REPORT)
-        manifest = {
-            "model": config.name,
-            "version": version,
-            "interval": interval.isoformat(),
-            "content_digest": digest,
-            "input_digests": validation["file_digests"],
-            # drift-like data anomalies this run accepted (trigger param accept_anomalies)
-            "accepted_anomalies": validation.get("accepted", []),
-            "code_version": code_version(config),
-            "image": image,
-            "params": trained["params"],
-            "metrics": evaluation["metrics"],
-            "classes": evaluation.get("classes"),
-            "model_fingerprint": evaluation.get("model_fingerprint"),
-            "evaluated_against": evaluation.get("baseline", {}),
-            "baseline_version": baseline_version(store, config.name),
-            "run_id": run_id,
-            "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "source": str(source),
-        }
-        # with roots on S3 the step ran on a local mirror: lineage names the S3 objects, not the copies
-        manifest = mirror.to_urls(manifest) if (mirror := active_mirror()) else manifest
-        manifest["files"] = manifest_files(build)  # what makes the version complete (Store.version_problem)
-        write_json(build / MANIFEST, manifest)
-        # renamed into place locally; on S3 saved_model.pb then the manifest go last; an existing
-        # version (even a partial one) is never overwritten (FileExistsError)
-        store.put_dir(build, config.name, str(version), last=VERSION_ORDER)
+        files = manifest_files(build)
+        for _attempt in range(PUBLISH_ATTEMPTS):
+            complete = [v for v in store.complete_versions(config.name) if v in day]  # partial ones are logged
+            for version in complete:
+                manifest = store.read_json(config.name, str(version), MANIFEST)
+                if manifest is not None and manifest.get("content_digest") == digest:
+                    log.info("version %d already holds this model (digest %s); nothing to publish", version,
+                             digest[:12])
+                    return _finish(run, config, interval, version, store, digest, reused=True)
+            version = next_version(day, complete, taken=store.version_dirs(config.name))
+            if version is None:
+                raise ValueError(f"{config.name} has no version number left for {interval}: {len(complete)} complete "
+                                 f"version(s) of that day, the highest {max(complete, default='none')}, and "
+                                 f"directories up to {day[-1]} are taken (partial ones: "
+                                 f"{sorted(v for v in store.partial_versions(config.name) if v in day)})")
+            write_json(build / MANIFEST, _manifest(config, interval, version, files, digest, store, run_id, image,
+                                                   evaluation, trained, validation, source))
+            try:
+                # renamed into place locally; on S3 saved_model.pb then the manifest go last; an existing
+                # version (even a partial one) is never overwritten (FileExistsError)
+                store.put_dir(build, config.name, str(version), last=VERSION_ORDER)
+                break
+            except FileExistsError:
+                log.warning("version %d of %s was taken by another publish meanwhile; looking again", version,
+                            config.name)
+        else:
+            raise RuntimeError(f"{config.name}: {PUBLISH_ATTEMPTS} version numbers for {interval} were each taken "
+                               "by another publish while this one wrote; nothing was overwritten. Retry the task")
     log.info("published %s version %d to %s", config.name, version, store.url(config.name, str(version)))
     return _finish(run, config, interval, version, store, digest, reused=False)
+
+
+def _manifest(config: ModelConfig, interval: dt.date, version: int, files: dict, digest: str, store: Store,
+              run_id: str, image: str, evaluation: dict, trained: dict, validation: dict, source: Path) -> dict:
+    manifest = {
+        "model": config.name,
+        "version": version,
+        "interval": interval.isoformat(),
+        "content_digest": digest,
+        "input_digests": validation["file_digests"],
+        # drift-like data anomalies this run accepted (trigger param accept_anomalies)
+        "accepted_anomalies": validation.get("accepted", []),
+        "code_version": code_version(config),
+        "image": image,
+        "params": trained["params"],
+        "metrics": evaluation["metrics"],
+        "classes": evaluation.get("classes"),
+        "model_fingerprint": evaluation.get("model_fingerprint"),
+        "evaluated_against": evaluation.get("baseline", {}),
+        "baseline_version": baseline_version(store, config.name),
+        "run_id": run_id,
+        "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "source": str(source),
+    }
+    # with roots on S3 the step ran on a local mirror: lineage names the S3 objects, not the copies
+    manifest = mirror.to_urls(manifest) if (mirror := active_mirror()) else manifest
+    manifest["files"] = files  # what makes the version complete (Store.version_problem)
+    return manifest
 
 
 def _finish(run: Run, config: ModelConfig, interval: dt.date, version: int, store: Store, digest: str,

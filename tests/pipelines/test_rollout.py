@@ -304,3 +304,65 @@ def test_publish_ignores_partial_versions_and_never_reuses_a_broken_one(trained_
     assert "PARTIAL 2026111099: not a complete version" in out and "no saved_model.pb" in out
     assert "PARTIAL 2026111000" in out and "its manifest.json says" in out
     assert "PARTIAL 2026111001" in out and "missing, e.g. variables/" in out
+
+
+def test_a_publish_that_loses_the_race_for_a_number_takes_the_next_one(trained_run, tmp_path, taxi_config,
+                                                                      monkeypatch):
+    """Two publishes of one model and day pick the same free number; the one whose rename comes second gets
+    FileExistsError. It must neither fail the task nor touch the winner's version: it looks again and takes
+    the next number, or reuses the winner's version when that holds the same model."""
+    from pipelines import publish as publish_module
+    from pipelines.publish import publish
+    from tests.conftest import END
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    serving = tmp_path / "serving"
+    base = serving / MODEL
+    real_put_dir = LocalStore.put_dir
+    raced: list[str] = []
+
+    def another_publish_wins(winner_manifest: dict):
+        def put_dir(self, source, *parts, last=()):
+            if not raced:  # the other writer renames its copy into this number first
+                raced.append(parts[-1])
+                shutil.copytree(source, tmp_path / "winner")
+                manifest = json.loads((tmp_path / "winner" / "manifest.json").read_text()) | winner_manifest
+                (tmp_path / "winner" / "manifest.json").write_text(json.dumps(manifest))
+                real_put_dir(self, tmp_path / "winner", *parts, last=last)
+            return real_put_dir(self, source, *parts, last=last)
+        return put_dir
+
+    # the winner published another model (another digest): the loser takes the next number
+    monkeypatch.setattr(LocalStore, "put_dir", another_publish_wins({"content_digest": "another model",
+                                                                     "run_id": "the winner"}))
+    result = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    assert raced == ["2026111000"] and result.version == 2026111001 and not result.reused
+    winner = json.loads((base / "2026111000" / "manifest.json").read_text())
+    assert winner["run_id"] == "the winner"  # untouched
+    assert json.loads((base / "2026111001" / "manifest.json").read_text())["version"] == 2026111001
+    assert LocalStore(serving).complete_versions(MODEL) == [2026111000, 2026111001]
+
+    # the winner published the same model: the loser reuses its version instead of copying it again
+    raced.clear()
+    shutil.rmtree(serving)
+    shutil.rmtree(tmp_path / "winner")
+    monkeypatch.setattr(LocalStore, "put_dir", another_publish_wins({"run_id": "the winner"}))
+    result = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    assert raced == ["2026111000"] and result.version == 2026111000 and result.reused
+    assert LocalStore(serving).version_dirs(MODEL) == [2026111000]
+
+    # every number taken while it writes: it gives up naming the cause, and overwrote nothing
+    monkeypatch.setattr(publish_module, "PUBLISH_ATTEMPTS", 2)
+
+    def always_taken(self, source, *parts, last=()):
+        (self.path(*parts)).mkdir(parents=True)
+        (self.path(*parts) / "saved_model.pb").write_bytes(b"someone else's")
+        return real_put_dir(self, source, *parts, last=last)
+
+    monkeypatch.setattr(LocalStore, "put_dir", always_taken)
+    shutil.rmtree(serving)
+    with pytest.raises(RuntimeError, match="2 version numbers for 2026-11-10 were each taken by another publish"):
+        publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    assert all((base / str(v) / "saved_model.pb").read_bytes() == b"someone else's"
+               for v in (2026111000, 2026111001))
