@@ -16,7 +16,6 @@ import math
 import re
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,15 +40,23 @@ def _json_type(value: Any) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def _b64_values(values: list) -> np.ndarray | None:
+    """The usual tf.Example batch, every value ``{"b64": ...}``: one strict decode per value, no per-value
+    dispatch; None for anything else (``_convert``'s loop then names the value at fault)."""
+    if not all(type(v) is dict and len(v) == 1 for v in values):
+        return None
+    try:
+        return np.array([binascii.a2b_base64(v["b64"], strict_mode=True) for v in values], dtype=object)
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        return None
+
+
 def _convert(values: list, dtype, where: str) -> np.ndarray:
     """JSON values for one input -> numpy, refusing anything TF Serving would refuse."""
     import tensorflow as tf
 
-    if dtype == tf.string and all(type(v) is dict and len(v) == 1 and "b64" in v for v in values):
-        try:  # the usual tf.Example batch: one strict decode per row, no per-value dispatch below
-            return np.array([binascii.a2b_base64(v["b64"], strict_mode=True) for v in values], dtype=object)
-        except (binascii.Error, ValueError, TypeError):
-            pass  # the loop below names the row
+    if dtype == tf.string and (decoded := _b64_values(values)) is not None:
+        return decoded
     out = []
     for value in values:
         if isinstance(value, dict) and set(value) == {"b64"} and dtype == tf.string:
@@ -111,9 +118,9 @@ def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
     if not instances:
         raise ServingError(400, "'instances' is an empty list: send at least one instance")
     names = sorted(specs)
-    if len(names) == 1 and all(type(i) is dict and len(i) == 1 and "b64" in i for i in instances) and names != ["b64"]:
-        # the usual tf.Example batch: every row is {"b64": ...} for the one input
-        return {names[0]: _convert(instances, specs[names[0]].dtype, f"instances: named input '{names[0]}'")}
+    if (len(names) == 1 and names != ["b64"] and specs[names[0]].dtype.name == "string"
+            and (decoded := _b64_values(instances)) is not None):
+        return {names[0]: decoded}  # the usual tf.Example batch: every row is {"b64": ...} for the one input
     columns: dict[str, list] = {n: [] for n in names}
     for i, instance in enumerate(instances):
         where = f"instances[{i}]"
@@ -153,21 +160,20 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
 
 FAST_CHECK_MIN_ROWS = 32
 _fast_calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded model -> {signature: call}
-_SCAN_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="model-call")
 
 
 def _fast_call(servable: Servable, name: str, signature):
-    """A checked call of a tf.Example signature for a large batch: the model and the batch's check run in one
-    compiled graph, side by side (a VarLen parse of every feature the model takes: of its type, at most one
-    value a row, floats finite), while this thread scans the examples' keys for features the model does not
-    take (protobuf parse; TensorFlow releases the GIL meanwhile). ``call(serialized)`` returns the outputs, or
-    raises a ServingError that names the problem (``_check_each_example``); outputs of a batch that failed a
-    check are never returned. None when the model has no raw signature to check against."""
+    """A checked call of a tf.Example signature for a large batch: the batch's checks and the model run in one
+    compiled graph, side by side, with no Python pass over the rows. The checks: every key is a feature the model
+    takes (``decode_proto`` lists the keys of every row's feature map at once), and a VarLen parse of each feature the model takes says
+    it is of its type, has at most one value a row and, for floats, is finite. ``call(serialized)`` returns the
+    outputs, or None when any check failed or raised (then the caller checks example by example, which names
+    the row and the feature, as for a small batch); outputs of a batch that failed a check are never returned.
+    None when the model has no raw signature to check against."""
     import tensorflow as tf
-    from tensorflow.core.example import example_pb2
 
     raw = servable.loaded.signatures.get(RAW_SIGNATURE)
-    if raw is None:
+    if raw is None or not raw.structured_input_signature[1]:
         return None
     calls = _fast_calls.setdefault(servable.loaded, {})
     if (call := calls.get(name)) is not None:
@@ -175,42 +181,41 @@ def _fast_call(servable: Servable, name: str, signature):
     specs = raw.structured_input_signature[1]
     parse_dtype = {n: tf.string if s.dtype == tf.string else tf.float32 if s.dtype.is_floating else tf.int64
                    for n, s in specs.items()}
-    expected = frozenset(specs)
+    expected = tf.constant(sorted(specs), dtype=tf.string)
+
+    def known_keys(batch):
+        # Example is field 1 (Features) and Features is field 1 repeated (map entries): the batch's Examples
+        # concatenated, read as a message whose field 1 is repeated bytes, give every row's Features; those
+        # concatenated read as one Features give every row's entries. (Read as one Example, decode_proto
+        # would keep only the last row's Features.)
+        one = tf.strings.reduce_join(batch)[None]
+        _, (features,) = tf.io.decode_proto(one, "tensorflow.BytesList", ["value"], [tf.string])
+        _, (entries,) = tf.io.decode_proto(tf.strings.reduce_join(features)[None], "tensorflow.Features",
+                                           ["feature"], [tf.string])
+        _, (keys,) = tf.io.decode_proto(tf.reshape(entries, [-1]), "tensorflow.Features.FeatureEntry", ["key"],
+                                        [tf.string])
+        keys, _ = tf.unique(tf.reshape(keys, [-1]))
+        return tf.reduce_all(tf.reduce_any(tf.equal(keys[:, None], expected[None, :]), axis=1))
+
+    def values_fit(batch):
+        parsed = tf.io.parse_example(batch, {n: tf.io.VarLenFeature(d) for n, d in parse_dtype.items()})
+        # a VarLen parse's dense width is the most values any row has: at most one
+        ok = tf.reduce_max(tf.stack([sparse.dense_shape for sparse in parsed.values()])[:, 1]) <= 1
+        floats = [sparse.values for n, sparse in parsed.items() if parse_dtype[n] == tf.float32]
+        if floats:
+            ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(tf.concat(floats, axis=0))))
+        return ok
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def checked(batch):
-        parsed = tf.io.parse_example(batch, {n: tf.io.VarLenFeature(d) for n, d in parse_dtype.items()})
-        ok = tf.constant(True)
-        for feature, sparse in parsed.items():
-            # a VarLen parse's dense width is the most values any row has: at most one
-            ok = tf.logical_and(ok, sparse.dense_shape[1] <= 1)
-            if parse_dtype[feature] == tf.float32:
-                ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(sparse.values)))
-        return ok, signature(examples=batch)
-
-    def known_keys(serialized: np.ndarray) -> bool:
-        try:
-            return all(expected.issuperset(example_pb2.Example.FromString(p).features.feature) for p in serialized)
-        except Exception:  # noqa: BLE001 - undecodable: the precise check says which row
-            return False
+        return tf.logical_and(known_keys(batch), values_fit(batch)), signature(examples=batch)
 
     def call(serialized: np.ndarray):
-        pending = _SCAN_POOL.submit(checked, tf.constant(serialized, dtype=tf.string))
-        keys = known_keys(serialized)
-        failure = None
         try:
-            ok, outputs = pending.result()
-            ok = bool(ok)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            ok, failure = False, exc
-        if ok and keys:
-            return outputs
-        _check_each_example(servable, serialized)  # raises naming the first problem
-        if failure is not None:
-            log.warning("version %s rejected a request: %s", servable.number, failure)
-            raise ServingError(400, f"the model rejected the request: {model_error(failure)}")
-        raise ServingError(400, "the tf.Examples do not match the features the model takes (its 'serving_raw' "
-                                "signature lists them)")  # fail closed: the precise check found nothing
+            ok, outputs = checked(tf.constant(serialized, dtype=tf.string))
+        except (tf.errors.OpError, ValueError, TypeError):
+            return None  # a malformed row, or the model refused: the example-by-example path says which
+        return outputs if bool(ok) else None
 
     calls[name] = call
     return call
@@ -220,11 +225,8 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
     """tf.Example requests get the same 400s as named inputs: an unknown feature, a value of the wrong type
     or more than one value is named with what the model expects (``parse_example`` would ignore the
     first and answer the others with a bare 'Graph execution error'). Batches of ``FAST_CHECK_MIN_ROWS`` or
-    more are checked inside the model's call (``_fast_call``); smaller ones example by example (~15 us each)."""
-    _check_each_example(servable, serialized)
-
-
-def _check_each_example(servable: Servable, serialized: np.ndarray) -> None:
+    more are first checked inside the model's call (``_fast_call``); smaller ones, and a large one that failed
+    that check, example by example (~15 us each)."""
     import tensorflow as tf
 
     raw = servable.loaded.signatures.get(RAW_SIGNATURE)
@@ -328,9 +330,8 @@ def predict(servable: Servable, body: dict) -> dict:
     examples = set(columns) == {"examples"} and specs["examples"].dtype == tf.string
     fast = (_fast_call(servable, body.get("signature_name") or DEFAULT_SIGNATURE, signature)
             if examples and len(columns["examples"]) >= FAST_CHECK_MIN_ROWS else None)
-    if fast is not None:
-        outputs = fast(columns["examples"])
-    else:
+    outputs = fast(columns["examples"]) if fast is not None else None
+    if outputs is None:
         if examples:
             check_examples(servable, columns["examples"])
         try:

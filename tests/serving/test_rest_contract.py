@@ -349,10 +349,63 @@ def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_featu
                       (edited("fare_amount", [1.0]), "unknown feature 'fare_amount' in the tf.Example"),
                       (retyped("trip_miles"), "feature 'trip_miles' is a int64_list but the model expects float32"),
                       ({"b64": "bm90IGFuIGV4YW1wbGU="}, "'b64' is not a serialized tf.Example")):
-        for before in (1, 40):  # a small batch (checked example by example) and one the fast check takes
-            rows = [{"b64": r["b64"]} for r in (canary * 50)[:before]] + [bad] + [{"b64": canary[1]["b64"]}]
+        # a small batch (checked example by example) and large ones the compiled check takes, the bad row first,
+        # in the middle and last (a check that reads only one row's features would pass some of these)
+        for before, after in ((1, 1), (40, 1), (0, 40), (20, 20), (40, 0)):
+            rows = ([{"b64": r["b64"]} for r in (canary * 50)[:before]] + [bad]
+                    + [{"b64": r["b64"]} for r in (canary * 50)[1:after + 1]])
             status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict", {"instances": rows})
-            assert status == 400 and f"instances[{before}]: {says}" in body["error"], body
+            assert status == 400 and f"instances[{before}]: {says}" in body["error"], (before, after, body)
     status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
                         {"instances": [{"b64": row["b64"]} for row in canary[:256]]})
     assert status == 200 and len(body["predictions"]) == min(256, len(canary)), body
+
+
+def test_the_compiled_batch_check_passes_valid_rows_and_refuses_each_fault(target, canary):
+    """The large-batch path (``rest._fast_call``) returns the model's outputs only for a batch that passes every
+    check; valid rows with missing features and empty value lists must pass it (else every large request
+    pays for the row-by-row check), and each planted fault anywhere in the batch must fail it."""
+    if not target.local:
+        pytest.skip("the local server's own check")
+    import base64
+
+    import tensorflow as tf
+
+    from pipelines.serving import rest
+    from pipelines.serving.models import ModelManager, ModelSpec
+
+    manager = ModelManager([ModelSpec(MODEL, str(target.base_path))])
+    manager.poll_once()
+    servable = manager.servable(MODEL)
+    signature = servable.loaded.signatures["serving_default"]
+    call = rest._fast_call(servable, "serving_default", signature)
+    good = [base64.b64decode(row["b64"]) for row in canary]
+    assert any(len(row["features"]) < 11 for row in canary)  # rows with missing features are among them
+    emptied = tf.train.Example.FromString(good[0])
+    del emptied.features.feature["trip_miles"]
+    emptied.features.feature["trip_miles"].float_list.value[:] = []  # a missing value sent as an empty list
+    valid = (good * 40)[:40] + [emptied.SerializeToString()]
+    outputs = call(np.array(valid, dtype=object))
+    assert outputs is not None
+    np.testing.assert_allclose(outputs["probability"].numpy(),
+                               signature(examples=tf.constant(valid))["probability"].numpy(), atol=1e-6)
+
+    def changed(edit) -> bytes:
+        example = tf.train.Example.FromString(good[0])
+        edit(example.features.feature)
+        return example.SerializeToString()
+
+    faults = {
+        "unknown key": changed(lambda f: f["fare_amount"].float_list.value.append(1.0)),
+        "NaN": changed(lambda f: f["fare"].float_list.value.__setitem__(0, float("nan"))),
+        "infinity": changed(lambda f: f["fare"].float_list.value.__setitem__(0, float("inf"))),
+        "two values": changed(lambda f: f["fare"].float_list.value.append(2.0)),
+        "wrong type": changed(lambda f: (f.__delitem__("company"), f["company"].int64_list.value.append(3))),
+        "not an Example": b"not an example",
+        "truncated": good[0][:-3],
+    }
+    for name, bad in faults.items():
+        for position in (0, 20, 40):
+            batch = list(valid)
+            batch.insert(position, bad)
+            assert call(np.array(batch, dtype=object)) is None, (name, position)
