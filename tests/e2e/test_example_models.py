@@ -49,3 +49,31 @@ def test_example_model_is_blessed_published_and_served(home, model):
         assert prediction == pytest.approx(offline(out.stdout), abs=1e-4)
         metrics = json.loads(out.stdout.split("eval metrics (serving signature, raw rows): ")[1].splitlines()[0])
         assert metrics["r2"] >= 0.8 and "mean_absolute_percentage_error" in metrics
+    large_batch_is_served_as_offline(home / "serving" / model, 2026111000)
+
+
+def large_batch_is_served_as_offline(base_path, version: int) -> None:
+    """A batch large enough for the local server's compiled check (``rest._fast_call``), with this model's own
+    outputs (class scores and names, or a value): the check passes its real eval rows, including those with
+    missing features, and every row's answer equals the offline prediction."""
+    import base64
+
+    import numpy as np
+
+    from pipelines.rollout import _as_list, canary_difference, served_values
+    from pipelines.serving import rest
+    from pipelines.serving.models import ModelManager, ModelSpec
+
+    canary = json.loads((base_path / str(version) / "canary.json").read_text())
+    rows = (canary * rest.FAST_CHECK_MIN_ROWS)[:max(rest.FAST_CHECK_MIN_ROWS + 8, len(canary))]
+    manager = ModelManager([ModelSpec(base_path.name, str(base_path))])
+    manager.poll_once()
+    servable = manager.servable(base_path.name, version)
+    call = rest._fast_call(servable, "serving_default", servable.loaded.signatures["serving_default"])
+    assert call(np.array([base64.b64decode(r["b64"]) for r in rows], dtype=object)) is not None
+    answer = rest.predict(servable, {"instances": [{"b64": r["b64"]} for r in rows]})
+    assert len(answer["predictions"]) == len(rows)
+    for i, row in enumerate(rows):
+        served = served_values({"predictions": [answer["predictions"][i]]}, row)
+        offline = _as_list(row["prediction"])
+        assert canary_difference(served, offline) <= 1e-4, (i, served, offline)
