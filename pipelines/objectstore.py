@@ -16,6 +16,7 @@ for MinIO or a moto server, instance roles); the Airflow side passes the client 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -257,6 +258,11 @@ class LocalStore(Store):
             shutil.copytree(source, tmp)
             # rename() onto an existing non-empty directory fails: nothing is ever overwritten
             os.rename(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another writer renamed its copy in first
+                raise FileExistsError(f"{final} already exists; it is never overwritten") from None
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -293,9 +299,10 @@ class S3Store(Store):
         return {"Size": head["ContentLength"], "ETag": head["ETag"]}
 
     def exists(self, *parts: str) -> bool:
+        """An object at ``parts`` or any under ``parts/`` (not ``parts-x/`` or ``parts.bak/``, which sort first)."""
         key = self.key(*parts)
-        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=2)
-        return any(o["Key"] == key or o["Key"].startswith(key + "/") for o in listed.get("Contents", []))
+        under = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key + "/", MaxKeys=1)
+        return bool(under.get("Contents")) or self.read_head(*parts) is not None
 
     def list_dirs(self, *parts: str) -> list[str]:
         prefix = self.key(*parts)
@@ -349,7 +356,16 @@ class S3Store(Store):
         written = []
         try:
             for rel in [f for f in files if f not in last] + list(last):
-                self.put_bytes((Path(source) / rel).read_bytes(), *parts, rel, exclusive=True)
+                payload = (Path(source) / rel).read_bytes()
+                try:
+                    self.put_bytes(payload, *parts, rel, exclusive=True)
+                except FileExistsError:
+                    # botocore retries a PUT whose answer was lost; when the first try had landed, the retry
+                    # gets 412. Once this upload has written objects here, every rival has stopped at its
+                    # first 412 (all write in one order), so an object with these very bytes is our own.
+                    head = self.read_head(*parts, rel) if written else None
+                    if head is None or head["ETag"].strip('"') != hashlib.md5(payload).hexdigest():  # noqa: S324
+                        raise
                 written.append(self.key(*parts, rel))
         except BaseException:
             try:

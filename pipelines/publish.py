@@ -100,6 +100,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
         if evaluation.get("report") and Path(evaluation["report"]).is_file():  # the evidence travels with it
             shutil.copy(evaluation["report"], build / REPORT)
         files = manifest_files(build)
+        lost: list[int] = []  # numbers another writer took first (a file there is no version directory)
         for _attempt in range(PUBLISH_ATTEMPTS):
             complete = [v for v in store.complete_versions(config.name) if v in day]  # partial ones are logged
             for version in complete:
@@ -108,7 +109,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
                     log.info("version %d already holds this model (digest %s); nothing to publish", version,
                              digest[:12])
                     return _finish(run, config, interval, version, store, digest, reused=True)
-            version = next_version(day, complete, taken=store.version_dirs(config.name))
+            version = next_version(day, complete, taken=[*store.version_dirs(config.name), *lost])
             if version is None:
                 raise ValueError(f"{config.name} has no version number left for {interval}: {len(complete)} complete "
                                  f"version(s) of that day, the highest {max(complete, default='none')}, and "
@@ -122,6 +123,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
                 store.put_dir(build, config.name, str(version), last=VERSION_ORDER)
                 break
             except FileExistsError:
+                lost.append(version)
                 log.warning("version %d of %s was taken by another publish meanwhile; looking again", version,
                             config.name)
         else:

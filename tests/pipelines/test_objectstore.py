@@ -281,3 +281,68 @@ def test_leftovers_of_killed_writers_are_swept_once_stale(tmp_path, monkeypatch)
         ".hidden", ".publishing-2026111001-5e6f7a8b", "2026110900", "2026111002"]
     assert sorted(p.name for p in sweep_leftovers(run_dir)) == [".result.json.tmp-deadbeef", ".train.tmp-0badc0de"]
     assert list(run_dir.iterdir()) == []
+
+
+def test_a_local_publish_that_loses_the_rename_race_gets_file_exists_and_leaves_the_winner(tmp_path, monkeypatch):
+    """Both writers passed the existence check; the second rename meets the winner's non-empty directory
+    (ENOTEMPTY): FileExistsError, so publish takes the next number; its copy is removed, the winner's kept."""
+    import shutil
+
+    from pipelines import objectstore
+
+    store = LocalStore(tmp_path / "root")
+    real_copytree = shutil.copytree
+
+    def copy_then_lose(source, target, *args, **kwargs):
+        result = real_copytree(source, target, *args, **kwargs)
+        winner = store.path("taxi", "1")  # the other writer renames its copy in meanwhile
+        winner.mkdir(parents=True)
+        (winner / "saved_model.pb").write_bytes(b"the winner's")
+        return result
+
+    monkeypatch.setattr(objectstore.shutil, "copytree", copy_then_lose)
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        store.put_dir(make_version(tmp_path), "taxi", "1")
+    assert store.read_bytes("taxi", "1", "saved_model.pb") == b"the winner's"
+    assert sorted(p.name for p in store.path("taxi").iterdir()) == ["1"]  # no hidden copy left behind
+
+
+def test_s3_exists_is_not_hidden_by_sibling_prefixes(s3):
+    store = S3Store(s3["url"] + "/serving", s3["client"])
+    for key in ("1-x/a", "1.bak/b", "1.old/c"):  # sort before "1/" in a listing
+        store.put_bytes(b"x", "taxi", *key.split("/"))
+    assert not store.exists("taxi", "1")
+    store.put_bytes(b"graph", "taxi", "1", "saved_model.pb")
+    assert store.exists("taxi", "1")
+    store.put_bytes(b"a file, not a directory", "taxi", "2")
+    assert store.exists("taxi", "2") and not store.exists("taxi", "3")
+
+
+def test_s3_put_dir_survives_its_own_retried_put_and_stops_at_a_rivals_object(s3, tmp_path, monkeypatch):
+    """botocore retries a PUT whose answer was lost; if the first try had landed, the retry gets 412. That
+    object is this upload's own (same bytes): the upload goes on and the version is complete, not a lone
+    saved_model.pb. An object a rival wrote there (other bytes) stops the upload, which then removes only its
+    own objects."""
+    store = S3Store(s3["url"] + "/serving", s3["client"])
+    real_put = S3Store.put_bytes
+
+    def answer_lost_once(self, payload, *parts, exclusive=False):
+        real_put(self, payload, *parts, exclusive=exclusive)
+        if parts[-1] == "saved_model.pb":
+            real_put(self, payload, *parts, exclusive=exclusive)  # the retry: 412 -> FileExistsError
+
+    monkeypatch.setattr(S3Store, "put_bytes", answer_lost_once)
+    store.put_dir(make_version(tmp_path), "taxi", "1", last=("saved_model.pb", "manifest.json"))
+    assert store.version_problem("taxi", "1") is None
+    assert set(store.files("taxi", "1")) == {"variables/variables.index", "variables/variables.data-00000-of-00001",
+                                             "manifest.json", "saved_model.pb"}
+
+    def rival_first(self, payload, *parts, exclusive=False):
+        if parts[-1] == "saved_model.pb":
+            real_put(self, b"the rival's graph", *parts)
+        real_put(self, payload, *parts, exclusive=exclusive)
+
+    monkeypatch.setattr(S3Store, "put_bytes", rival_first)
+    with pytest.raises(FileExistsError):
+        store.put_dir(make_version(tmp_path / "two"), "taxi", "2", last=("saved_model.pb", "manifest.json"))
+    assert store.files("taxi", "2") == {"saved_model.pb": len(b"the rival's graph")}

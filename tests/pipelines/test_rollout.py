@@ -356,13 +356,17 @@ def test_a_publish_that_loses_the_race_for_a_number_takes_the_next_one(trained_r
     monkeypatch.setattr(publish_module, "PUBLISH_ATTEMPTS", 2)
 
     def always_taken(self, source, *parts, last=()):
-        (self.path(*parts)).mkdir(parents=True)
-        (self.path(*parts) / "saved_model.pb").write_bytes(b"someone else's")
+        if parts[-1] == "2026111000":  # a file, not a directory: not a version, but the number is taken
+            self.path(*parts).parent.mkdir(parents=True, exist_ok=True)
+            self.path(*parts).write_bytes(b"someone else's")
+        else:
+            (self.path(*parts)).mkdir(parents=True)
+            (self.path(*parts) / "saved_model.pb").write_bytes(b"someone else's")
         return real_put_dir(self, source, *parts, last=last)
 
     monkeypatch.setattr(LocalStore, "put_dir", always_taken)
     shutil.rmtree(serving)
     with pytest.raises(RuntimeError, match="2 version numbers for 2026-11-10 were each taken by another publish"):
         publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
-    assert all((base / str(v) / "saved_model.pb").read_bytes() == b"someone else's"
-               for v in (2026111000, 2026111001))
+    assert (base / "2026111000").read_bytes() == b"someone else's"
+    assert (base / "2026111001" / "saved_model.pb").read_bytes() == b"someone else's"
