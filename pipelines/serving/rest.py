@@ -169,7 +169,13 @@ def _fast_call(servable: Servable, name: str, signature):
     it is of its type, has at most one value a row and, for floats, is finite. ``call(serialized)`` returns the
     outputs, or None when any check failed or raised (then the caller checks example by example, which names
     the row and the feature, as for a small batch); outputs of a batch that failed a check are never returned.
-    None when the model has no raw signature to check against."""
+    None when the model has no raw signature to check against.
+
+    The value checks read each row with TensorFlow's Example parser, the model's own, so they check exactly the
+    values the model will use. For canonical encodings (every protobuf library's output) that parser and
+    protobuf agree. For encodings none emits (a list split over several packed blocks, two lists in one
+    Feature, an over-long field tag) the parser reads the first part where protobuf merges all: a large batch
+    is then answered by what the model reads, as TF Serving would, and a small one refused by the row check."""
     import tensorflow as tf
 
     raw = servable.loaded.signatures.get(RAW_SIGNATURE)

@@ -409,3 +409,23 @@ def test_the_compiled_batch_check_passes_valid_rows_and_refuses_each_fault(targe
             batch = list(valid)
             batch.insert(position, bad)
             assert call(np.array(batch, dtype=object)) is None, (name, position)
+
+    # An encoding no protobuf library emits: 'fare' as two packed blocks, [value] then [NaN]. Protobuf merges
+    # them (the row-by-row check refuses the NaN); TensorFlow's Example parser, the model's own, reads only the
+    # first block. A large batch is judged by what the model reads, as TF Serving would: the NaN never
+    # reaches the model, and the row is answered as the row with that one value.
+    import struct
+
+    canonical = tf.train.Example.FromString(good[0])
+    value = canonical.features.feature["fare"].float_list.value[0]
+    del canonical.features.feature["fare"]
+    blocks = b"\x0a\x04" + struct.pack("<f", value) + b"\x0a\x04" + struct.pack("<f", float("nan"))
+    feature = b"\x12" + bytes([len(blocks)]) + blocks  # Feature.float_list
+    entry = b"\x0a\x04fare\x12" + bytes([len(feature)]) + feature  # map entry: key, value
+    crafted = canonical.SerializeToString() + b"\x0a" + bytes([len(entry) + 2]) + b"\x0a" + bytes([len(entry)]) + entry
+    with pytest.raises(rest.ServingError, match="feature 'fare' is .*nan"):
+        rest.check_examples(servable, np.array([crafted], dtype=object))
+    outputs = call(np.array([crafted, *valid], dtype=object))
+    assert outputs is not None
+    assert outputs["probability"].numpy()[0] == pytest.approx(
+        signature(examples=tf.constant([good[0]]))["probability"].numpy()[0], abs=1e-6)
