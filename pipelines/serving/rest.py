@@ -223,7 +223,7 @@ def _fast_call(servable: Servable, name: str, signature):
             return None  # a malformed row, or the model refused: the example-by-example path says which
         return outputs if bool(ok) else None
 
-    calls[name] = call
+    calls[name] = call  # weakly keyed by the model: nothing cached here may refer to servable or the model
     return call
 
 

@@ -429,3 +429,12 @@ def test_the_compiled_batch_check_passes_valid_rows_and_refuses_each_fault(targe
     assert outputs is not None
     assert outputs["probability"].numpy()[0] == pytest.approx(
         signature(examples=tf.constant([good[0]]))["probability"].numpy()[0], abs=1e-6)
+
+    # the cached check keeps no version alive once the server has dropped it (it loads a new one every day)
+    import gc
+    import weakref
+
+    model = weakref.ref(servable.loaded)
+    del servable, signature, call, outputs, manager
+    gc.collect()
+    assert model() is None
