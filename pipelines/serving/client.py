@@ -35,6 +35,9 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
     """A serialized tf.Example of one row of raw features: ``None`` (or an absent key) is a missing
     feature, as a sparse row needs. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
@@ -54,11 +57,15 @@ def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
         elif kind == "DT_FLOAT":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"feature {name!r}: {value!r} is not a number")
+            if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+                raise ValueError(f"feature {name!r}: {value!r} is out of the range of float32")
             feature = _field(2, _field(1, struct.pack("<f", value)))
         elif kind == "DT_INT64":
             if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float)
                                                                           and math.isfinite(value) and value.is_integer())):
                 raise ValueError(f"feature {name!r}: {value!r} is not an integer")
+            if not -(2**63) <= value < 2**63:  # a wider varint would be cut to its low 64 bits
+                raise ValueError(f"feature {name!r}: {value!r} is out of the range of int64")
             feature = _field(3, _field(1, _varint(int(value))))
         else:
             raise ValueError(f"feature {name!r} has type {kind}, which a tf.Example cannot carry")

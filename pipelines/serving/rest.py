@@ -289,21 +289,27 @@ def _missing_as_examples(servable: Servable, body: dict, specs: dict) -> dict | 
 
     if "instances" in body and isinstance(body["instances"], list) and all(isinstance(r, dict)
                                                                            for r in body["instances"]):
-        rows = body["instances"]
+        rows, where = body["instances"], "instances"
     elif "inputs" in body and isinstance(body["inputs"], dict) and all(isinstance(v, list)
                                                                         for v in body["inputs"].values()):
         names = list(body["inputs"])
         rows = [dict(zip(names, values, strict=False)) for values in zip(*body["inputs"].values(), strict=False)]
+        where = "inputs"
     else:
         return None
     if not any(_is_missing(v) for row in rows for v in row.values()):
         return None
+    if where == "inputs" and len(lengths := {len(v) for v in body["inputs"].values()}) > 1:
+        raise ServingError(400, f"inputs: named inputs have different batch sizes {sorted(lengths)}")
     for i, row in enumerate(rows):
-        _check_names(row, sorted(specs), f"instances[{i}]")
+        _check_names(row, sorted(specs), f"{where}[{i}]")
         for name, value in row.items():
             if _is_missing(value) and (servable.nullable is None or name not in servable.nullable):
-                raise ServingError(400, f"instances[{i}]: feature {name!r} is {value!r}, but the model needs a value "
-                                        "for it (its raw schema does not let it be missing)")
+                raise ServingError(400, f"{where}[{i}]: feature {name!r} is {json.dumps(value)}, but the model needs "
+                                        "a value for it (its raw schema does not let it be missing)")
+    for name, spec in specs.items():  # the values given pass the checks a request without missing ones gets
+        _convert([row[name] for row in rows if not _is_missing(row[name])], spec.dtype,
+                 f"{where}: named input '{name}'")
     types = {n: "DT_STRING" if spec.dtype.name == "string" else "DT_FLOAT" if spec.dtype.is_floating else "DT_INT64"
              for n, spec in specs.items()}
     try:
