@@ -51,45 +51,55 @@ def _b64_values(values: list) -> np.ndarray | None:
         return None
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A JSON value as the client wrote it (true, null, {"a": 1}), cut to ``limit`` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _convert(values: list, dtype, where: str) -> np.ndarray:
-    """JSON values for one input -> numpy, refusing anything TF Serving would refuse."""
+    """JSON values for one input -> numpy, refusing anything TF Serving would refuse; an error names the row."""
     import tensorflow as tf
 
     if dtype == tf.string and (decoded := _b64_values(values)) is not None:
         return decoded
     out = []
-    for value in values:
+    for i, value in enumerate(values):
+        at = f"{where}, row {i}"
         if isinstance(value, dict) and set(value) == {"b64"} and dtype == tf.string:
             try:
                 out.append(base64.b64decode(value["b64"], validate=True))
             except (ValueError, TypeError):
-                raise ServingError(400, f"{where}: 'b64' value is not valid base64") from None
+                raise ServingError(400, f"{at}: 'b64' value is not valid base64") from None
         elif value is None:
-            raise ServingError(400, f"{where}: null is not allowed; send the row as a serialized tf.Example "
+            raise ServingError(400, f"{at}: null is not allowed; send the row as a serialized tf.Example "
                                     f"(serving_default) to leave a feature missing")
         elif dtype == tf.string:
             if not isinstance(value, str):
-                raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type string")
+                hint = ("; this input takes serialized tf.Examples as {\"b64\": ...}: to send named raw features, "
+                        "add \"signature_name\": \"serving_raw\"") if isinstance(value, dict) else ""
+                raise ServingError(400, f"{at}: JSON {_json_type(value)} {_shown(value)} is not of expected type "
+                                        f"string{hint}")
             out.append(value.encode())
         elif dtype.is_integer:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type "
+                raise ServingError(400, f"{at}: JSON {_json_type(value)} {_shown(value)} is not of expected type "
                                         f"{dtype.name}")
             if not dtype.min <= value <= dtype.max:
-                raise ServingError(400, f"{where}: {value} is out of the range of {dtype.name}")
+                raise ServingError(400, f"{at}: {value} is out of the range of {dtype.name}")
             out.append(value)
         elif dtype.is_floating:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ServingError(400, f"{where}: JSON {_json_type(value)} {value!r} is not of expected type "
+                raise ServingError(400, f"{at}: JSON {_json_type(value)} {_shown(value)} is not of expected type "
                                         f"{dtype.name}")
             if not math.isfinite(value):
-                raise ServingError(400, f"{where}: {value!r} is not a value the model was trained on; to send a "
+                raise ServingError(400, f"{at}: {_shown(value)} is not a value the model was trained on; to send a "
                                         "missing value, leave the feature out of a tf.Example (serving_default)")
             if abs(value) > dtype.max:
-                raise ServingError(400, f"{where}: {value!r} is out of the range of {dtype.name}")
+                raise ServingError(400, f"{at}: {value!r} is out of the range of {dtype.name}")
             out.append(value)
         else:
-            raise ServingError(400, f"{where}: unsupported input dtype {dtype.name}")
+            raise ServingError(400, f"{at}: unsupported input dtype {dtype.name}")
     return np.array(out, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
 
 
@@ -245,7 +255,8 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
         try:
             example = tf.train.Example.FromString(payload)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError and friends
-            raise ServingError(400, f"instances[{i}]: 'b64' is not a serialized tf.Example") from None
+            raise ServingError(400, f"instances[{i}]: 'b64' is not a serialized tf.Example"
+                                    + _bare_base64_hint(payload)) from None
         for name, feature in example.features.feature.items():
             if name not in expected:
                 raise ServingError(400, f"instances[{i}]: unknown feature {name!r} in the tf.Example; the model "
@@ -263,6 +274,17 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
             if len(getattr(feature, kind).value) > 1:
                 raise ServingError(400, f"instances[{i}]: feature {name!r} has {len(getattr(feature, kind).value)}"
                                         " values; the model takes one value per row (or none: missing)")
+
+
+def _bare_base64_hint(payload: bytes) -> str:
+    """When a row is base64 text of a tf.Example sent without its {"b64": ...} wrapper, say so."""
+    import tensorflow as tf
+
+    try:
+        tf.train.Example.FromString(binascii.a2b_base64(payload, strict_mode=True))
+    except Exception:  # noqa: BLE001 - not that either
+        return ""
+    return "; it is base64 text of one: send it as {\"b64\": \"...\"}"
 
 
 def model_error(exc: Exception) -> str:
@@ -484,6 +506,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._route("POST")
+
+    def _other_method(self) -> None:  # a JSON 405 rather than http.server's HTML 501
+        self._route(self.command)
+
+    do_PUT = do_DELETE = do_PATCH = _other_method
 
 
 class ModelHTTPServer(ThreadingHTTPServer):

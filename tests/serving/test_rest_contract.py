@@ -171,6 +171,29 @@ def _row(canary) -> dict:
     return dict(next(row for row in canary if len(row["features"]) == 11)["features"])
 
 
+def test_errors_name_the_row_and_say_what_to_send_instead(target, canary):
+    """What a client integrating against the server gets wrong first: the message names the row among many and
+    says what the server takes (the local server's wording)."""
+    if not target.local:
+        pytest.skip("the local server's wording")
+    url = f"{target.url}/v1/models/{MODEL}:predict"
+    rows = [_row(canary)] * 5
+    rows[3] = {**rows[3], "trip_miles": True}
+    status, body = http("POST", url, {"signature_name": "serving_raw", "instances": rows})
+    assert status == 400 and "named input 'trip_miles', row 3: JSON boolean true is not of expected type float32" \
+        in body["error"], body
+    # named raw features sent to serving_default
+    status, body = http("POST", url, {"instances": [_row(canary)]})
+    assert status == 400 and '"signature_name": "serving_raw"' in body["error"], body
+    # a tf.Example's base64 text without its {"b64": ...} wrapper
+    status, body = http("POST", url, {"instances": [canary[0]["b64"]]})
+    assert status == 400 and 'it is base64 text of one: send it as {"b64": "..."}' in body["error"], body
+    # methods the API does not have answer in JSON, like every other error
+    for method in ("PUT", "DELETE"):
+        status, body = http(method, url, {"instances": [{"b64": canary[0]["b64"]}]})
+        assert status == 405 and f"Malformed request: {method} " in body["error"], body
+
+
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
@@ -248,8 +271,8 @@ def test_a_request_with_missing_values_gets_every_other_check(target, canary):
             body = ({"signature_name": "serving_raw", "instances": [row, bad]} if rows_format else
                     {"signature_name": "serving_raw", "inputs": {k: [row[k], bad[k]] for k in row}})
             status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict", body)
-            assert status == 400 and f"named input '{feature}': " in answer["error"] and says in answer["error"], (
-                feature, value, answer)
+            assert status == 400 and f"named input '{feature}', row 1: " in answer["error"], (feature, value, answer)
+            assert says in answer["error"], (feature, value, answer)
     columns = {k: [v, v, v] for k, v in row.items()} | {"fare": [1.0, 2.0]}
     status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
                           {"signature_name": "serving_raw", "inputs": columns})
