@@ -57,8 +57,9 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _convert(values: list, dtype, where: str) -> np.ndarray:
-    """JSON values for one input -> numpy, refusing anything TF Serving would refuse; an error names the row."""
+def _convert(values: list, dtype, where: str, *, examples: bool = False) -> np.ndarray:
+    """JSON values for one input -> numpy, refusing anything TF Serving would refuse; an error names the row.
+    ``examples``: the input is a signature's serialized tf.Examples (a JSON object there is a likely mistake)."""
     import tensorflow as tf
 
     if dtype == tf.string and (decoded := _b64_values(values)) is not None:
@@ -77,7 +78,7 @@ def _convert(values: list, dtype, where: str) -> np.ndarray:
         elif dtype == tf.string:
             if not isinstance(value, str):
                 hint = ("; this input takes serialized tf.Examples as {\"b64\": ...}: to send named raw features, "
-                        "add \"signature_name\": \"serving_raw\"") if isinstance(value, dict) else ""
+                        "add \"signature_name\": \"serving_raw\"") if isinstance(value, dict) and examples else ""
                 raise ServingError(400, f"{at}: JSON {_json_type(value)} {_shown(value)} is not of expected type "
                                         f"string{hint}")
             out.append(value.encode())
@@ -143,7 +144,8 @@ def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
         _check_names(instance, names, where)
         for n in names:
             columns[n].append(instance[n])
-    return {n: _convert(columns[n], specs[n].dtype, f"instances: named input '{n}'") for n in names}
+    return {n: _convert(columns[n], specs[n].dtype, f"instances: named input '{n}'", examples=n == "examples")
+            for n in names}
 
 
 def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
@@ -159,7 +161,7 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
         values = inputs[n] if isinstance(inputs[n], list) else [inputs[n]]
         if not values:
             raise ServingError(400, f"inputs: named input '{n}' is an empty list")
-        out[n] = _convert(values, specs[n].dtype, f"inputs: named input '{n}'")
+        out[n] = _convert(values, specs[n].dtype, f"inputs: named input '{n}'", examples=n == "examples")
         lengths.add(len(values))
     if len(lengths) > 1:
         raise ServingError(400, f"inputs: named inputs have different batch sizes {sorted(lengths)}")

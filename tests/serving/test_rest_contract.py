@@ -185,6 +185,9 @@ def test_errors_name_the_row_and_say_what_to_send_instead(target, canary):
     # named raw features sent to serving_default
     status, body = http("POST", url, {"instances": [_row(canary)]})
     assert status == 400 and '"signature_name": "serving_raw"' in body["error"], body
+    status, body = http("POST", url, {"signature_name": "serving_raw", "instances": [{**_row(canary), "company": {}}]})
+    assert status == 400 and "JSON object {} is not of expected type string" in body["error"], body
+    assert "serving_raw" not in body["error"]  # the hint is for the tf.Example input only
     # a tf.Example's base64 text without its {"b64": ...} wrapper
     status, body = http("POST", url, {"instances": [canary[0]["b64"]]})
     assert status == 400 and 'it is base64 text of one: send it as {"b64": "..."}' in body["error"], body
