@@ -57,7 +57,7 @@ def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
         elif kind == "DT_FLOAT":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"feature {name!r}: {value!r} is not a number")
-            if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            if abs(value) > FLOAT32_MAX and value not in (math.inf, -math.inf):  # exact for any int too
                 raise ValueError(f"feature {name!r}: {value!r} is out of the range of float32")
             feature = _field(2, _field(1, struct.pack("<f", value)))
         elif kind == "DT_INT64":

@@ -93,11 +93,11 @@ def _convert(values: list, dtype, where: str, *, examples: bool = False) -> np.n
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ServingError(400, f"{at}: JSON {_json_type(value)} {_shown(value)} is not of expected type "
                                         f"{dtype.name}")
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # (math.isfinite overflows on a huge int)
                 raise ServingError(400, f"{at}: {_shown(value)} is not a value the model was trained on; to send a "
                                         "missing value, leave the feature out of a tf.Example (serving_default)")
-            if abs(value) > dtype.max:
-                raise ServingError(400, f"{at}: {value!r} is out of the range of {dtype.name}")
+            if abs(value) > float(dtype.max):  # a Python float: exact against any int (numpy overflows)
+                raise ServingError(400, f"{at}: {_shown(value)} is out of the range of {dtype.name}")
             out.append(value)
         else:
             raise ServingError(400, f"{at}: unsupported input dtype {dtype.name}")
