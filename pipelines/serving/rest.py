@@ -57,16 +57,17 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _convert(values: list, dtype, where: str, *, examples: bool = False) -> np.ndarray:
-    """JSON values for one input -> numpy, refusing anything TF Serving would refuse; an error names the row.
-    ``examples``: the input is a signature's serialized tf.Examples (a JSON object there is a likely mistake)."""
+def _convert(values: list, dtype, where: str, *, examples: bool = False, rows: list[int] | None = None) -> np.ndarray:
+    """JSON values for one input -> numpy, refusing anything TF Serving would refuse; an error names the row
+    (``rows``: each value's row, when not every row gave one). ``examples``: the input is a signature's
+    serialized tf.Examples (a JSON object there is a likely mistake)."""
     import tensorflow as tf
 
     if dtype == tf.string and (decoded := _b64_values(values)) is not None:
         return decoded
     out = []
     for i, value in enumerate(values):
-        at = f"{where}, row {i}"
+        at = f"{where}, row {i if rows is None else rows[i]}"
         if isinstance(value, dict) and set(value) == {"b64"} and dtype == tf.string:
             try:
                 out.append(base64.b64decode(value["b64"], validate=True))
@@ -332,14 +333,14 @@ def _missing_as_examples(servable: Servable, body: dict, specs: dict) -> dict | 
                 raise ServingError(400, f"{where}[{i}]: feature {name!r} is {json.dumps(value)}, but the model needs "
                                         "a value for it (its raw schema does not let it be missing)")
     for name, spec in specs.items():  # the values given pass the checks a request without missing ones gets
-        _convert([row[name] for row in rows if not _is_missing(row[name])], spec.dtype,
-                 f"{where}: named input '{name}'")
+        given = [i for i, row in enumerate(rows) if not _is_missing(row[name])]
+        _convert([rows[i][name] for i in given], spec.dtype, f"{where}: named input '{name}'", rows=given)
     types = {n: "DT_STRING" if spec.dtype.name == "string" else "DT_FLOAT" if spec.dtype.is_floating else "DT_INT64"
              for n, spec in specs.items()}
     try:
         examples = [encode_example({k: v for k, v in row.items() if not _is_missing(v)}, types) for row in rows]
     except ValueError as exc:
-        raise ServingError(400, f"instances: {exc}") from None
+        raise ServingError(400, f"{where}: {exc}") from None
     return {"instances": [{"b64": base64.b64encode(e).decode()} for e in examples]}
 
 

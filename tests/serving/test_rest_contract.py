@@ -277,6 +277,10 @@ def test_a_request_with_missing_values_gets_every_other_check(target, canary):
             status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict", body)
             assert status == 400 and f"named input '{feature}', row 1: " in answer["error"], (feature, value, answer)
             assert says in answer["error"], (feature, value, answer)
+    # the row named is the request's row, also when earlier rows left that feature out
+    status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict", {
+        "signature_name": "serving_raw", "instances": [{**row, "fare": None}, row, {**row, "fare": 1e39}]})
+    assert status == 400 and "named input 'fare', row 2: 1e+39 is out of the range of float32" in answer["error"], answer
     columns = {k: [v, v, v] for k, v in row.items()} | {"fare": [1.0, 2.0]}
     status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
                           {"signature_name": "serving_raw", "inputs": columns})
