@@ -91,6 +91,8 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     store = open_store(serving_root)
 
     day = day_versions(interval)
+    if (held := _holding(store, config.name, day, digest)[1]) is not None:  # before copying anything
+        return _finish(run, config, interval, held, store, digest, reused=True)
     with tempfile.TemporaryDirectory(prefix="skewfree-publish-") as tmp:
         build = Path(tmp) / "version"
         shutil.copytree(source, build)
@@ -102,13 +104,9 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
         files = manifest_files(build)
         lost: list[int] = []  # numbers another writer took first (a file there is no version directory)
         for _attempt in range(PUBLISH_ATTEMPTS):
-            complete = [v for v in store.complete_versions(config.name) if v in day]  # partial ones are logged
-            for version in complete:
-                manifest = store.read_json(config.name, str(version), MANIFEST)
-                if manifest is not None and manifest.get("content_digest") == digest:
-                    log.info("version %d already holds this model (digest %s); nothing to publish", version,
-                             digest[:12])
-                    return _finish(run, config, interval, version, store, digest, reused=True)
+            complete, held = _holding(store, config.name, day, digest)  # again: a rival may have published it
+            if held is not None:
+                return _finish(run, config, interval, held, store, digest, reused=True)
             version = next_version(day, complete, taken=[*store.version_dirs(config.name), *lost])
             if version is None:
                 raise ValueError(f"{config.name} has no version number left for {interval}: {len(complete)} complete "
@@ -131,6 +129,17 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
                                "by another publish while this one wrote; nothing was overwritten. Retry the task")
     log.info("published %s version %d to %s", config.name, version, store.url(config.name, str(version)))
     return _finish(run, config, interval, version, store, digest, reused=False)
+
+
+def _holding(store: Store, model: str, day: range, digest: str) -> tuple[list[int], int | None]:
+    """The day's complete versions, and the one among them that already holds this model (its digest)."""
+    complete = [v for v in store.complete_versions(model) if v in day]  # partial ones are logged
+    for version in complete:
+        manifest = store.read_json(model, str(version), MANIFEST)
+        if manifest is not None and manifest.get("content_digest") == digest:
+            log.info("version %d already holds this model (digest %s); nothing to publish", version, digest[:12])
+            return complete, version
+    return complete, None
 
 
 def _manifest(config: ModelConfig, interval: dt.date, version: int, files: dict, digest: str, store: Store,

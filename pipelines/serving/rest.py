@@ -178,8 +178,8 @@ _fast_calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded m
 def _fast_call(servable: Servable, name: str, signature):
     """A checked call of a tf.Example signature for a large batch: the batch's checks and the model run in one
     compiled graph, side by side, with no Python pass over the rows. The checks: every key is a feature the model
-    takes (``decode_proto`` lists the keys of every row's feature map at once), and a VarLen parse of each feature the model takes says
-    it is of its type, has at most one value a row and, for floats, is finite. ``call(serialized)`` returns the
+    takes (``decode_proto`` lists the keys of every row's feature map at once), and a VarLen parse of each
+    feature the model takes says it is of its type, has at most one value a row and, for floats, is finite. ``call(serialized)`` returns the
     outputs, or None when any check failed or raised (then the caller checks example by example, which names
     the row and the feature, as for a small batch); outputs of a batch that failed a check are never returned.
     None when the model has no raw signature to check against.
