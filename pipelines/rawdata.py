@@ -1,8 +1,10 @@
 """Reading one raw partition file exactly as ``transform`` will, and saying precisely what is wrong.
 
-``transform`` reads CSV with TFXIO, for which only an empty cell is missing: ``NA`` and ``null``
-are strings, and ``nan``, ``NAN``, ``inf`` or ``1e400`` are floats. This reader parses the same
-way (pyarrow with ``null_values=[""]``), so what ``validate`` passes is what training gets.
+Both steps parse cells with ``csv_convert_options``, TFXIO's CSV rules (``tfxio.CsvTFXIO``, which
+``transform`` used to read with): only an empty cell is missing, so ``NA`` and ``null`` are strings,
+and ``nan``, ``NAN``, ``inf`` or ``1e400`` are floats; a float is parsed as a double (Python's
+``float()``) and rounded to float32. What ``validate`` passes is what training gets, and ``transform``
+reads only the bytes ``validate`` checked (``read_batches`` compares the file's sha256).
 Problems are ``Anomaly`` records naming the file, the column and the line numbers, and every
 problem of a file is reported, not just the first.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,87 @@ _NUMBER = {
     "int": r"^\s*[+-]?[0-9]+\s*$",
     "float": r"^\s*[+-]?([0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?|nan|inf|infinity)\s*$",
 }
+
+
+BLOCK_BYTES = 4 << 20  # transform's batches: one per 4 MiB of CSV (~50,000 taxi rows; TFXIO made 1,000)
+
+
+def csv_convert_options(schema: RawSchema, *, strings: bool = False) -> pacsv.ConvertOptions:
+    """The schema's columns, typed as TFXIO types CSV cells (``strings``: every column as text, to find the
+    cells that are not numbers). Floats come out as float64: ``typed`` rounds them to float32."""
+    types = {f.name: pa.string() if strings else pa.float64() if f.type == "float" else f.arrow_type
+             for f in schema.features}
+    return pacsv.ConvertOptions(column_types=types, include_columns=schema.names, null_values=[""],
+                                strings_can_be_null=True)
+
+
+def typed(data: pa.Table | pa.RecordBatch, schema: RawSchema) -> pa.Table | pa.RecordBatch:
+    """Columns parsed with ``csv_convert_options`` in the schema's order and types (floats to float32)."""
+    data = data.select(schema.names)
+    arrays = [column.cast(f.arrow_type) if f.type == "float" else column
+              for f, column in zip(schema.features, data.columns, strict=True)]
+    return type(data).from_arrays(arrays, names=schema.names)
+
+
+class _Sha256Reader(io.RawIOBase):
+    """A binary file that hashes what is read from it."""
+
+    def __init__(self, file) -> None:
+        self.file, self.sha256 = file, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.file.readinto(buffer)
+        self.sha256.update(memoryview(buffer)[:n])
+        return n
+
+
+def read_batches(path: str | Path, fmt: str, schema: RawSchema, digest: str, *,
+                 block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
+    """The rows of a partition file ``validate`` passed, in batches of about ``block_bytes``, typed as
+    ``validate`` read them (flat columns). Raises ``ValueError`` naming the file if it no longer reads or no
+    longer has the sha256 ``digest`` ``validate`` recorded: a run fails rather than train on rows that were never
+    validated (CSV is hashed as it streams, so that check comes after its last batch)."""
+    if fmt == "csv":
+        yield from _csv_batches(path, schema, digest, block_bytes)
+        return
+    data = Path(path).read_bytes()  # Parquet is read from its footer: hashed whole first
+    _check_digest(path, hashlib.sha256(data).hexdigest(), digest)
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=schema.names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _unreadable(path, exc) from exc
+    rows = max(1, block_bytes * table.num_rows // max(table.nbytes, 1))
+    yield from table.to_batches(max_chunksize=rows)
+
+
+def _csv_batches(path: str | Path, schema: RawSchema, digest: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
+    with open(path, "rb") as raw:
+        hashing = _Sha256Reader(raw)
+        try:
+            reader = pacsv.open_csv(pa.PythonFile(hashing, mode="r"),
+                                    read_options=pacsv.ReadOptions(block_size=block_bytes),
+                                    convert_options=csv_convert_options(schema))
+            for batch in reader:
+                yield typed(batch, schema)
+        except pa.ArrowInvalid as exc:
+            raise _unreadable(path, exc) from exc
+        while hashing.readinto(bytearray(1 << 20)):  # whatever the CSV reader left unread
+            pass
+    _check_digest(path, hashing.sha256.hexdigest(), digest)
+
+
+def _unreadable(path: str | Path, exc: Exception) -> ValueError:
+    return ValueError(f"{path}: no longer reads as the file validate passed: {exc}. Was it changed or replaced "
+                      "after validate? Run validate again on the partition")
+
+
+def _check_digest(path: str | Path, sha256: str, digest: str) -> None:
+    if sha256 != digest:
+        raise ValueError(f"{path}: its sha256 is {sha256}, not the {digest} validate checked: the file changed "
+                         "after validate. Run validate again on the partition")
 
 
 @dataclass
@@ -133,22 +217,20 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
         malformed.append((row.number or 0, row.actual_columns, row.text))
         return "skip"
 
-    def parse(types: dict[str, pa.DataType]) -> pa.Table:
+    def parse(strings: bool = False) -> pa.Table:
         malformed.clear()
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(use_threads=False),  # line numbers for malformed rows
             parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=schema.names,
-                                                 null_values=[""], strings_can_be_null=True),
+            convert_options=csv_convert_options(schema, strings=strings),
         )
 
-    typed = {f.name: f.arrow_type for f in schema.features}
     try:
-        table = parse(typed)
+        table = typed(parse(), schema)
     except pa.ArrowInvalid as exc:
         try:
-            strings = parse({f.name: pa.string() for f in schema.features})
+            strings = parse(strings=True)
         except pa.ArrowInvalid as exc2:
             problem("unreadable", f"not a readable CSV file: {exc2}")
             return
@@ -165,7 +247,7 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
                 f"(a truncated or corrupted file?): {examples}", value=len(malformed), lines=lines[:EXAMPLES])
         table = None
     if table is not None:
-        read.table = table.select(schema.names)
+        read.table = table
 
 
 def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) -> bool:

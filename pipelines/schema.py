@@ -126,10 +126,12 @@ def describe(features: tuple[Feature, ...]) -> list[dict]:
 
 
 def to_tfxio_batch(table: pa.Table | pa.RecordBatch, features: tuple[Feature, ...]) -> pa.RecordBatch:
-    """Flat, nullable columns -> TFXIO's list columns (null becomes an empty list).
+    """Flat, nullable columns -> TFXIO's list columns (a value becomes a one-value list, a missing value a
+    null list, as ``tfxio.CsvTFXIO`` decodes an empty cell).
 
     This is the form TFT, tfx_bsl's example encoder and the TFXIO tensor adapters
-    read, so Parquet input and evaluation rows enter TF exactly as CSV rows do.
+    read, so every input and evaluation row enters TF exactly as CsvTFXIO's CSV rows did (a missing value
+    is encoded as a tf.Example feature with no values list).
     """
     import numpy as np
     import pyarrow as pa
@@ -144,5 +146,7 @@ def to_tfxio_batch(table: pa.Table | pa.RecordBatch, features: tuple[Feature, ..
             column = column.cast(pa.large_binary())
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         offsets = pa.array(np.concatenate([[0], np.cumsum(valid)]), pa.int64())
-        arrays.append(pa.LargeListArray.from_arrays(offsets, column.drop_null()).cast(_tfxio_types()[f.type]))
+        missing = pa.array(~valid) if column.null_count else None
+        arrays.append(pa.LargeListArray.from_arrays(offsets, column.drop_null(), mask=missing)
+                      .cast(_tfxio_types()[f.type]))
     return pa.RecordBatch.from_arrays(arrays, names=[f.name for f in features])

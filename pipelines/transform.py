@@ -7,7 +7,6 @@ transformed tf.Example TFRecords per split, and row counts.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
 import shutil
@@ -26,13 +25,10 @@ log = logging.getLogger(__name__)
 # (TFT passes this column through untouched): the skew gate pairs both paths row by row.
 RAW_EXAMPLE_KEY = "__raw_example__"
 
-# FnApiRunner, named: "DirectRunner" first tries to download the Prism runner from GitHub, then falls back to it
+# FnApiRunner, named: "DirectRunner" first tries to download the Prism runner from GitHub, then falls back to it.
+# One process: benchmarks/transform_runners.py on 2 cores, with CSV read by pyarrow in 4 MiB batches, ran one
+# worker process per core at 0.73x (200k rows), 0.87x (1M) and 1.04x (3M) of this setting's speed.
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
-# Inputs this large run on one FnApiRunner worker process per usable core. benchmarks/transform_runners.py on
-# 2 cores: 1M taxi rows (~85 MB of CSV) 1.23x and 1.36x in two runs (a bare TFT script: 1.31x), 200k rows
-# (~17 MB) 0.92x (worker start-up dominates); multi_threading was slower at both (0.69x, 0.79x: the GIL).
-MULTI_PROCESS_MIN_BYTES = 48 << 20
-
 
 @dataclass
 class TransformResult:
@@ -47,70 +43,38 @@ class TransformResult:
     cached: bool = False
 
 
-def _csv_header(path: str) -> list[str]:
-    with open(path, newline="") as f:
-        return next(csv.reader(f))
+def read_raw(pipeline, label: str, files: list[str], fmt: str, schema: RawSchema, digests: dict[str, str]):
+    """Raw rows as TFXIO RecordBatches plus their TensorAdapterConfig.
 
-
-def read_raw(pipeline, label: str, files: list[str], fmt: str, schema: RawSchema):
-    """Raw rows as TFXIO RecordBatches plus their TensorAdapterConfig."""
+    Partition files are read with pyarrow as ``validate`` read them, and only the bytes it checked
+    (``pipelines.rawdata.read_batches``), into the RecordBatches TFXIO's CSV and Parquet sources make (their
+    format and tensor adapter, which are the same for both): by measurement (``benchmarks/transform_runners.py``)
+    ``tfxio.CsvTFXIO``'s per-line Python decoding and its 1,000-row batches were most of transform's time.
+    Workers share out the files (one file is read by one worker)."""
     import apache_beam as beam
     from tfx_bsl.public import tfxio
-    from tfx_bsl.tfxio.parquet_tfxio import ParquetTFXIO
 
     from pipelines.schema import to_tfxio_batch
     from pipelines.tf_schema import tfmd_schema
 
-    tfmd = tfmd_schema(schema)
-    if fmt == "csv":
-        sources = [
-            tfxio.CsvTFXIO(file_pattern=path, column_names=_csv_header(path), schema=tfmd, skip_header_lines=1)
-            for path in files
-        ]
-        batches = [pipeline | f"Read{label}[{i}]" >> s.BeamSource() for i, s in enumerate(sources)]
-        config = sources[0].TensorAdapterConfig()
-        batches = batches | f"Flatten{label}" >> beam.Flatten()
-    else:
-        source = ParquetTFXIO(file_pattern=files, column_names=schema.names, schema=tfmd)
-        config = source.TensorAdapterConfig()
-        arrow_schema = source.ArrowSchema()
-        batches = (
-            pipeline
-            | f"Read{label}" >> source.BeamSource()
-            # Parquet columns are flat; TFXIO wants list columns (missing value = empty list).
-            | f"ToTFXIO{label}" >> beam.Map(lambda b: to_tfxio_batch(b, schema.features).cast(arrow_schema))
-        )
-    return batches, config
+    source = tfxio.CsvTFXIO(file_pattern=files[0], column_names=schema.names, schema=tfmd_schema(schema))
+    config, arrow_schema = source.TensorAdapterConfig(), source.ArrowSchema()
+
+    def read(path: str):
+        from pipelines.rawdata import read_batches
+
+        for batch in read_batches(path, fmt, schema, digests[path]):
+            yield to_tfxio_batch(batch, schema.features).cast(arrow_schema)
+
+    return (pipeline
+            | f"Files{label}" >> beam.Create(files)
+            | f"ShareFiles{label}" >> beam.Reshuffle()
+            | f"Read{label}" >> beam.FlatMap(read)), config
 
 
-def usable_cpus() -> int:
-    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a pod's CPU limit)."""
-    import math
-    import os
-
-    cores = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
-
-
-def local_beam_args(input_bytes: int, cores: int | None = None) -> list[str]:
-    """The local runner setting for this much input: one process below ``MULTI_PROCESS_MIN_BYTES`` (or on one
-    core), else one FnApiRunner worker process per usable core."""
-    cores = usable_cpus() if cores is None else cores
-    if cores < 2 or input_bytes < MULTI_PROCESS_MIN_BYTES:
-        return list(DEFAULT_BEAM_ARGS)
-    return ["--runner=FnApiRunner", f"--direct_num_workers={cores}", "--direct_running_mode=multi_processing"]
-
-
-def resolve_beam_args(config: ModelConfig, cli_args: list[str] | None, input_bytes: int = 0) -> list[str]:
-    """Beam options: the CLI's, else the model config's [transform] beam_args, else the local runner setting
-    for ``input_bytes`` of input (``local_beam_args``)."""
-    return list(cli_args or config.transform.beam_args or local_beam_args(input_bytes))
+def resolve_beam_args(config: ModelConfig, cli_args: list[str] | None) -> list[str]:
+    """Beam options: the CLI's, else the model config's [transform] beam_args, else ``DEFAULT_BEAM_ARGS``."""
+    return list(cli_args or config.transform.beam_args or DEFAULT_BEAM_ARGS)
 
 
 def pipeline_options(beam_args: list[str]):
@@ -250,8 +214,7 @@ def transform(
     from tfx_bsl.coders.example_coder import RecordBatchToExamples
     schema: RawSchema = config.features_module().SCHEMA
     preprocessing_fn = config.model_module().preprocessing_fn
-    input_bytes = sum(Path(f).stat().st_size for fs in files.values() for f in fs)
-    beam_args = resolve_beam_args(config, beam_args, input_bytes)
+    beam_args = resolve_beam_args(config, beam_args)
     with staged_dir(run.step_dir("transform")) as out:
         counters = {split: Metrics.counter("skewfree", f"{split}_rows") for split in files}
 
@@ -273,7 +236,8 @@ def transform(
         with tft_beam.Context(temp_dir=str(out / "tmp"), passthrough_keys={RAW_EXAMPLE_KEY}):
             raw = {}
             for split, split_files in files.items():
-                batches, adapter_config = read_raw(pipeline, split.title(), split_files, config.data.format, schema)
+                batches, adapter_config = read_raw(pipeline, split.title(), split_files, config.data.format, schema,
+                                                   validation["file_digests"])
                 batches = batches | f"Count{split.title()}" >> beam.Map(counted(split))
                 if split == "eval":
                     batches, adapter_config = with_raw_examples(batches, adapter_config, schema, split.title())

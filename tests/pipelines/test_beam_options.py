@@ -9,8 +9,6 @@ import pytest
 from pipelines.config import TransformConfig
 from pipelines.transform import (
     DEFAULT_BEAM_ARGS,
-    MULTI_PROCESS_MIN_BYTES,
-    local_beam_args,
     pipeline_options,
     resolve_beam_args,
 )
@@ -40,14 +38,6 @@ def test_options_reach_the_pipeline_unchanged(args):
 
 def test_taxi_config_beam_args_are_used(taxi_config):
     assert resolve_beam_args(taxi_config, None)[0] == "--runner=FnApiRunner"  # never a Prism download
-
-
-def test_large_inputs_get_one_worker_process_per_core():
-    """By measurement (benchmarks/transform_runners.py): multi_processing pays off on large inputs only."""
-    assert local_beam_args(MULTI_PROCESS_MIN_BYTES - 1, cores=2) == list(DEFAULT_BEAM_ARGS)
-    assert local_beam_args(MULTI_PROCESS_MIN_BYTES, cores=1) == list(DEFAULT_BEAM_ARGS)
-    assert local_beam_args(MULTI_PROCESS_MIN_BYTES, cores=4) == [
-        "--runner=FnApiRunner", "--direct_num_workers=4", "--direct_running_mode=multi_processing"]
 
 
 def test_transform_logs_progress_every_so_many_rows(caplog, monkeypatch):
