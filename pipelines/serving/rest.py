@@ -417,10 +417,9 @@ def _json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     return depth
 
 
-def read_body(headers, rfile) -> dict:
-    """The request's JSON object, or a ServingError: 411/400 for a bad Content-Length, 413 above the size
-    limit, 408 when the client stops sending, 400 for malformed or too deeply nested JSON."""
-
+def read_body(headers, rfile) -> bytes:
+    """The request's body, or a ServingError: 411/400 for a bad Content-Length, 413 above the size limit, 408
+    when the client stops sending, 400 when it ends early."""
     declared = headers.get("Content-Length")
     if declared is None:
         raise ServingError(411, "Content-Length is required")
@@ -435,6 +434,11 @@ def read_body(headers, rfile) -> dict:
         raise ServingError(408, f"the request body did not arrive within {READ_TIMEOUT_SECONDS:g}s") from None
     if len(raw) < length:
         raise ServingError(400, f"the request body ended after {len(raw)} of {length} bytes")
+    return raw
+
+
+def parse_body(raw: bytes) -> dict:
+    """The body's JSON object, or a ServingError 400 for malformed or too deeply nested JSON."""
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -450,6 +454,7 @@ def read_body(headers, rfile) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     server: ModelHTTPServer
+    _unread = False  # the request declares a body not read yet: answered now, the connection must close
     protocol_version = "HTTP/1.1"
     timeout = READ_TIMEOUT_SECONDS  # socket timeout for every read: no connection hangs a thread forever
 
@@ -467,14 +472,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        if status >= 400 and status != 404:
-            self.send_header("Connection", "close")  # the rest of a bad request is not read
+        if self._unread:  # its bytes would be read as the next request
+            self.send_header("Connection", "close")
             self.close_connection = True
         self._headers_buffer.append(b"\r\n")  # end_headers(), but headers and body leave in one send
         self.wfile.write(b"".join(self._headers_buffer) + data)
         self._headers_buffer = []
 
     def _route(self, method: str) -> None:
+        self._unread = self.headers.get("Transfer-Encoding") is not None or \
+            self.headers.get("Content-Length", "0").strip() != "0"
         try:
             match = _PATH.match(self.path.split("?", 1)[0])
             if not match:
@@ -492,8 +499,9 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(200, {"model_version_status": manager.statuses(name, version, label)})
             elif method == "POST" and match["verb"] == "predict" and not match["metadata"]:
-                body = read_body(self.headers, self.rfile)
-                self._send(200, predict(manager.servable(name, version, label), body))
+                raw = read_body(self.headers, self.rfile)
+                self._unread = False  # a 4xx about this body keeps the connection
+                self._send(200, predict(manager.servable(name, version, label), parse_body(raw)))
             elif match["verb"] in ("classify", "regress"):
                 raise ServingError(400, f"this local server implements :predict only, not :{match['verb']}")
             else:

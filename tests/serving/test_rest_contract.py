@@ -327,6 +327,35 @@ def test_malformed_requests_get_a_4xx_at_once_and_the_server_keeps_serving(targe
     assert ok == 200, answer
 
 
+def test_a_4xx_about_a_read_body_keeps_the_connection_an_unread_body_closes_it(target, canary):
+    """A client's bad row or bad JSON costs no reconnect; a body the server did not read (an unknown path, a
+    size over the limit) ends the connection, else its bytes would be read as the next request."""
+    if not target.local:
+        pytest.skip("about the local server's connection handling")
+    import http.client
+
+    host, port = target.url.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    good = json.dumps({"instances": [{"b64": canary[0]["b64"]}]})
+    bad_row = json.dumps({"signature_name": "serving_raw", "instances": [{**_row(canary), "trip_miles": "far"}]})
+
+    def post(path: str, body: str) -> tuple[int, str | None]:
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Connection")
+
+    assert post(f"/v1/models/{MODEL}:predict", good) == (200, None)
+    sock = conn.sock
+    assert post(f"/v1/models/{MODEL}:predict", bad_row) == (400, None)
+    assert post(f"/v1/models/{MODEL}:predict", "{not json") == (400, None)
+    assert post("/v1/models/nope:predict", good) == (404, None)  # the body was read before the lookup
+    assert post(f"/v1/models/{MODEL}:predict", good) == (200, None)
+    assert conn.sock is sock  # five answers on one connection
+    assert post("/v2/elsewhere", good) == (404, "close")
+    conn.close()
+
+
 def test_responses_leave_in_one_send_without_nagle(target):
     """Headers and body in one write with TCP_NODELAY: no 40 ms delayed-ACK stall per request."""
     if not target.local:
