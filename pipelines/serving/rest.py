@@ -421,6 +421,8 @@ def read_body(headers, rfile) -> bytes:
     """The request's body, or a ServingError: 411/400 for a bad Content-Length, 413 above the size limit, 408
     when the client stops sending, 400 when it ends early."""
     declared = headers.get("Content-Length")
+    if len(set(headers.get_all("Content-Length") or [])) > 1:  # which one ends the body? (request smuggling)
+        raise ServingError(400, f"conflicting Content-Length headers: {', '.join(headers.get_all('Content-Length'))}")
     if declared is None:
         raise ServingError(411, "Content-Length is required")
     if not declared.strip().isdigit():

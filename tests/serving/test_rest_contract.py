@@ -327,6 +327,22 @@ def test_malformed_requests_get_a_4xx_at_once_and_the_server_keeps_serving(targe
     assert ok == 200, answer
 
 
+def test_two_content_lengths_are_refused_not_one_picked(target, canary):
+    """Which header ends the body decides where the next request starts (request smuggling behind a proxy)."""
+    if not target.local:
+        pytest.skip("the local server's request limits; TF Serving has its own")
+    import socket
+
+    body = json.dumps({"instances": [{"b64": canary[0]["b64"]}]}).encode()
+    host, port = target.url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                     f"Content-Length: {len(body) + 40}\r\n\r\n".encode() + body)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400") and b"Connection: close" in answer, answer[:200]
+    assert f"conflicting Content-Length headers: {len(body)}, {len(body) + 40}".encode() in answer
+
+
 def test_a_4xx_about_a_read_body_keeps_the_connection_an_unread_body_closes_it(target, canary):
     """A client's bad row or bad JSON costs no reconnect; a body the server did not read (an unknown path, a
     size over the limit) ends the connection, else its bytes would be read as the next request."""
