@@ -1,4 +1,4 @@
-"""transform: TFT AnalyzeAndTransformDataset on Beam with TFXIO (RecordBatch) input.
+"""transform: TFT AnalyzeDataset and TransformDataset on Beam with TFXIO (RecordBatch) input.
 
 Analyzes the training window only, transforms the train and eval splits with the
 same transform graph, and writes ``transform_fn/`` (TFTransformOutput layout),
@@ -243,16 +243,19 @@ def transform(
                     batches, adapter_config = with_raw_examples(batches, adapter_config, schema, split.title())
                 raw[split] = (batches, adapter_config)
 
-            (train_data, _), transform_fn = raw["train"] | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                preprocessing_fn, output_record_batches=True
-            )
-            eval_data, _ = (raw["eval"], transform_fn) | "TransformEval" >> tft_beam.TransformDataset(
-                output_record_batches=True
-            )
-            for split, data in (("train", train_data), ("eval", eval_data)):
+            # AnalyzeDataset, then TransformDataset on the train files read again (cheap with pyarrow) rather than
+            # AnalyzeAndTransformDataset on one read: a fifth less peak memory, measured at 3M rows 3.07 and 3.08 GiB
+            # against 3.84 GiB (1M rows: 1.59 and 1.77 against 1.99 GiB), in the same time up to this VM's noise
+            transform_fn = raw["train"] | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+            raw["train"] = read_raw(pipeline, "TrainAgain", files["train"], config.data.format, schema,
+                                    validation["file_digests"])
+            for split, dataset in raw.items():
+                transformed, _ = (dataset, transform_fn) | f"Transform{split.title()}" >> tft_beam.TransformDataset(
+                    output_record_batches=True)
                 _ = (
-                    data
-                    | f"Encode{split.title()}" >> beam.FlatMapTuple(lambda batch, _: RecordBatchToExamples(batch))
+                    transformed
+                    | f"Batches{split.title()}" >> beam.Keys()  # (batch, passthrough) pairs
+                    | f"Encode{split.title()}" >> beam.FlatMap(RecordBatchToExamples)
                     | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
                         str(out / split / "part"), file_name_suffix=".tfrecord"
                     )
