@@ -46,6 +46,12 @@ def csv_convert_options(schema: RawSchema, *, strings: bool = False) -> pacsv.Co
                                 strings_can_be_null=True)
 
 
+def csv_parse_options(**kw) -> pacsv.ParseOptions:
+    """How both steps split CSV into rows: a quoted value may hold a newline (without this, whether such a file
+    reads depends on where pyarrow's blocks end, which differs between the steps)."""
+    return pacsv.ParseOptions(newlines_in_values=True, **kw)
+
+
 def typed(data: pa.Table | pa.RecordBatch, schema: RawSchema) -> pa.Table | pa.RecordBatch:
     """Columns parsed with ``csv_convert_options`` in the schema's order and types (floats to float32)."""
     data = data.select(schema.names)
@@ -82,7 +88,7 @@ def read_batches(path: str | Path, fmt: str, schema: RawSchema, digest: str, *,
     _check_digest(path, hashlib.sha256(data).hexdigest(), digest)
     try:
         table = pq.read_table(pa.BufferReader(data), columns=schema.names)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise _unreadable(path, exc) from exc
     rows = max(1, block_bytes * table.num_rows // max(table.nbytes, 1))
     yield from table.to_batches(max_chunksize=rows)
@@ -94,10 +100,10 @@ def _csv_batches(path: str | Path, schema: RawSchema, digest: str, block_bytes: 
         try:
             reader = pacsv.open_csv(pa.PythonFile(hashing, mode="r"),
                                     read_options=pacsv.ReadOptions(block_size=block_bytes),
-                                    convert_options=csv_convert_options(schema))
+                                    parse_options=csv_parse_options(), convert_options=csv_convert_options(schema))
             for batch in reader:
                 yield typed(batch, schema)
-        except pa.ArrowInvalid as exc:
+        except pa.ArrowException as exc:  # ArrowInvalid, ArrowKeyError (a schema column no longer in the header)
             raise _unreadable(path, exc) from exc
         while hashing.readinto(bytearray(1 << 20)):  # whatever the CSV reader left unread
             pass
@@ -222,7 +228,7 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(use_threads=False),  # line numbers for malformed rows
-            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row),
+            parse_options=csv_parse_options(invalid_row_handler=invalid_row),
             convert_options=csv_convert_options(schema, strings=strings),
         )
 

@@ -26,7 +26,7 @@ def _arrow_types() -> dict[str, pa.DataType]:
 
 @functools.cache
 def _tfxio_types() -> dict[str, pa.DataType]:
-    """TFXIO's RecordBatch format: every column is a list; a missing value is an empty list."""
+    """TFXIO's RecordBatch format: every column is a list; a missing value is a null list."""
     import pyarrow as pa
 
     return {"int": pa.large_list(pa.int64()), "float": pa.large_list(pa.float32()),

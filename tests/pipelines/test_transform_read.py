@@ -130,3 +130,26 @@ def test_parquet_and_csv_partitions_of_the_same_rows_transform_alike(tmp_path, t
         validate(config, interval=END, data_root=str(data), artifact_root=art)
         outputs[fmt] = Path(transform(config, interval=END, artifact_root=art).transform_fn).parent
     assert_same_outputs(outputs["csv"], outputs["parquet"])
+
+
+def test_a_renamed_column_after_validate_is_refused_naming_the_file(tmp_path):
+    from pipelines.rawdata import read_batches
+
+    path = tmp_path / "part-00000.csv"
+    path.write_text(CSV.replace("fare,extra", "fares,extra", 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=f"{path}: no longer reads as the file validate passed: .*'fare'"):
+        list(read_batches(path, "csv", SCHEMA, "0" * 64))
+
+
+@pytest.mark.parametrize("block_bytes", [40, 64, 4 << 20])  # 40: a block ends inside "Blue\nCab"
+def test_a_quoted_newline_reads_alike_in_validate_and_transform_wherever_blocks_end(tmp_path, block_bytes):
+    from pipelines.rawdata import read_batches, read_partition_file
+
+    path = tmp_path / "part-00000.csv"
+    path.write_text('fare,trips,company,tips,label\n1.5,2,"Blue\nCab",0.5,1\n2.5,3,"Red ""Cab""",,0\n', encoding="utf-8")
+    read = read_partition_file(path, "csv", SCHEMA, day="2026-11-22")
+    assert read.anomalies == [] and read.table is not None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    got = pa.Table.from_batches(list(read_batches(path, "csv", SCHEMA, digest, block_bytes=block_bytes)))
+    assert got.to_pylist() == read.table.to_pylist()
+    assert got.column("company").to_pylist() == ["Blue\nCab", 'Red "Cab"']
