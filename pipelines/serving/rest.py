@@ -423,6 +423,10 @@ def read_body(headers, rfile) -> bytes:
     declared = headers.get("Content-Length")
     if len(set(headers.get_all("Content-Length") or [])) > 1:  # which one ends the body? (request smuggling)
         raise ServingError(400, f"conflicting Content-Length headers: {', '.join(headers.get_all('Content-Length'))}")
+    if headers.get("Transfer-Encoding") is not None:  # it would override Content-Length: where does the body end?
+        raise ServingError(411 if headers.get("Content-Length") is None else 400,
+                           f"Transfer-Encoding: {headers.get('Transfer-Encoding')} is not supported: send the body "
+                           "with a Content-Length")
     if declared is None:
         raise ServingError(411, "Content-Length is required")
     if not declared.strip().isdigit():
@@ -483,7 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str) -> None:
         self._unread = self.headers.get("Transfer-Encoding") is not None or \
-            self.headers.get("Content-Length", "0").strip() != "0"
+            any(length.strip() != "0" for length in self.headers.get_all("Content-Length") or [])
         try:
             match = _PATH.match(self.path.split("?", 1)[0])
             if not match:

@@ -327,20 +327,28 @@ def test_malformed_requests_get_a_4xx_at_once_and_the_server_keeps_serving(targe
     assert ok == 200, answer
 
 
-def test_two_content_lengths_are_refused_not_one_picked(target, canary):
-    """Which header ends the body decides where the next request starts (request smuggling behind a proxy)."""
+@pytest.mark.parametrize(("framing", "status", "says"), [
+    ("Content-Length: {n}\r\nContent-Length: {more}", 400, "conflicting Content-Length headers: {n}, {more}"),
+    ("Content-Length: 0\r\nContent-Length: {n}", 400, "conflicting Content-Length headers: 0, {n}"),
+    ("Transfer-Encoding: chunked\r\nContent-Length: {n}", 400, "Transfer-Encoding: chunked is not supported"),
+    ("Transfer-Encoding: chunked", 411, "Transfer-Encoding: chunked is not supported"),
+], ids=["two-lengths", "zero-then-length", "chunked-and-length", "chunked"])
+def test_a_body_of_two_possible_lengths_is_refused_and_the_connection_closed(target, canary, framing, status, says):
+    """Which header ends the body decides where the next request starts (request smuggling behind a proxy):
+    the server picks none, answers at once and closes the connection, so no byte of it is read as a request."""
     if not target.local:
         pytest.skip("the local server's request limits; TF Serving has its own")
     import socket
 
     body = json.dumps({"instances": [{"b64": canary[0]["b64"]}]}).encode()
+    n, more = len(body), len(body) + 40
     host, port = target.url.split("//", 1)[1].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                     f"Content-Length: {len(body) + 40}\r\n\r\n".encode() + body)
+        sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n{framing.format(n=n, more=more)}"
+                     "\r\n\r\n".encode() + body)
         answer = sock.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 400") and b"Connection: close" in answer, answer[:200]
-    assert f"conflicting Content-Length headers: {len(body)}, {len(body) + 40}".encode() in answer
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()) and b"Connection: close" in answer, answer[:300]
+    assert says.format(n=n, more=more).encode() in answer
 
 
 def test_a_4xx_about_a_read_body_keeps_the_connection_an_unread_body_closes_it(target, canary):
