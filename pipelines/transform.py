@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 RAW_EXAMPLE_KEY = "__raw_example__"
 
 # FnApiRunner, named: "DirectRunner" first tries to download the Prism runner from GitHub, then falls back to it.
-# One process: benchmarks/transform_runners.py on 2 cores, with CSV read by pyarrow in 4 MiB batches, ran one
-# worker process per core at 0.73x (200k rows), 0.87x (1M) and 1.04x (3M) of this setting's speed.
+# One process: benchmarks/transform_runners.py on 2 cores, with files read by pyarrow in 4 MiB batches, ran one
+# worker process per core at 0.82x (200k rows) and 0.95x (1M) of this setting's speed (1.04x at 3M rows, measured
+# with AnalyzeAndTransformDataset), for half again the CPU.
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
 
 @dataclass
