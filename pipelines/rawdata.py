@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from pipelines.schema import RawSchema
 
 EXAMPLES = 5  # offending lines quoted per problem
 _NUMBER = {
-    "int": r"^\s*[+-]?[0-9]+\s*$",
+    "int": r"^\s*-?[0-9]+\s*$",  # as pyarrow reads int64, less its hexadecimal (0x10) that int() refuses
     "float": r"^\s*[+-]?([0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?|nan|inf|infinity)\s*$",
 }
 
@@ -234,6 +235,12 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
 
     try:
         table = typed(parse(), schema)
+        # pyarrow reads 0x10 in an int64 column as 16: look for such cells where the bytes could hold one
+        if any(f.type == "int" for f in schema.features) and re.search(rb"0[xX]", data):
+            strings = parse(strings=True)
+            read._skipped = frozenset(n for n, _, _ in malformed)
+            if _wrong_types(read, strings, schema, problem):
+                table = None
     except pa.ArrowInvalid as exc:
         try:
             strings = parse(strings=True)

@@ -140,6 +140,21 @@ def test_wrong_types_name_the_column_and_every_line(data, good, newest, taxi_con
     assert all(a["file"] == str(newest) and a["day"] == NEWEST for a in anomalies)
 
 
+@pytest.mark.parametrize("cell", ["0x10", "+12"])
+def test_ints_pyarrow_and_int_disagree_on_are_named_by_line(data, good, newest, taxi_config, cell):
+    """pyarrow reads 0x10 as 16 (Python's int() refuses it) and refuses +12: either way the cell is named."""
+    def edit(lines):
+        fields = lines[6].split(",")
+        fields[3] = cell  # pickup_hour (int)
+        lines[6] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    message, anomalies = failed(taxi_config, data, good)
+    assert f"column 'pickup_hour' has 1 value(s) that are not int: line 7 '{cell}'" in message
+    assert {a["id"] for a in anomalies} == {"wrong_type:pickup_hour"}
+
+
 @pytest.mark.parametrize("spelling", ["NAN", "nan", "NaN", "inf", "-Infinity", "1e400"])
 def test_nan_and_inf_in_any_spelling_are_refused_with_their_lines(data, good, newest, taxi_config, spelling):
     def edit(lines):
