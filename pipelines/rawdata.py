@@ -233,23 +233,24 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
             convert_options=csv_convert_options(schema, strings=strings),
         )
 
+    def wrong_types() -> bool:
+        """Every cell that is not a number of its column's type, from the file read as text."""
+        strings = parse(strings=True)
+        read._skipped = frozenset(n for n, _, _ in malformed)
+        return _wrong_types(read, strings, schema, problem)
+
     try:
         table = typed(parse(), schema)
         # pyarrow reads 0x10 in an int64 column as 16: look for such cells where the bytes could hold one
-        if any(f.type == "int" for f in schema.features) and re.search(rb"0[xX]", data):
-            strings = parse(strings=True)
-            read._skipped = frozenset(n for n, _, _ in malformed)
-            if _wrong_types(read, strings, schema, problem):
-                table = None
+        if any(f.type == "int" for f in schema.features) and re.search(rb"0[xX]", data) and wrong_types():
+            table = None
     except pa.ArrowInvalid as exc:
         try:
-            strings = parse(strings=True)
+            if not wrong_types():
+                problem("unreadable", f"does not parse with the schema's types: {exc}")
         except pa.ArrowInvalid as exc2:
             problem("unreadable", f"not a readable CSV file: {exc2}")
             return
-        read._skipped = frozenset(n for n, _, _ in malformed)
-        if not _wrong_types(read, strings, schema, problem):
-            problem("unreadable", f"does not parse with the schema's types: {exc}")
         table = None
     read._skipped = frozenset(n for n, _, _ in malformed)
     if malformed:
