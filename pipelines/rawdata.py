@@ -132,17 +132,24 @@ class FileRead:
     table: pa.Table | None = None
     anomalies: list[Anomaly] = field(default_factory=list)
     _data: bytes = b""
-    _skipped: frozenset[int] = frozenset()
-    _lines: np.ndarray | None = None
+    _skipped: frozenset[int] = frozenset()  # malformed rows: pyarrow's record numbers (the header is record 1)
+    _records: np.ndarray | None = None
+
+    def record_lines(self) -> np.ndarray:
+        """The line each CSV record (the header is record 1) starts on: pyarrow numbers records, not lines,
+        so blank lines and quoted newlines make the two differ."""
+        if self._records is None:
+            self._records = _record_lines(self._data)
+        return self._records
 
     def lines(self, rows: np.ndarray) -> list[int]:
         """Line numbers (CSV; the header is line 1) or 1-based row numbers (Parquet) of table rows."""
         rows = np.asarray(rows, dtype=np.int64)
         if self.fmt != "csv":
             return (rows + 1).tolist()
-        if self._lines is None:
-            self._lines = _data_lines(self._data, self._skipped)
-        return self._lines[rows].tolist()
+        records = np.arange(2, len(self.record_lines()) + 1)  # the data rows, less the malformed ones skipped
+        records = records[~np.isin(records, list(self._skipped))]
+        return self.record_lines()[records[rows] - 1].tolist()
 
     def where(self, rows: np.ndarray, values: list | None = None) -> str:
         """``lines 4, 9 ('abc', 'x')`` for the first few offending rows."""
@@ -157,17 +164,29 @@ class FileRead:
         return f"{noun}{'s' if len(rows) > 1 else ''} {text}{more}"
 
 
-def _data_lines(data: bytes, skipped: frozenset[int]) -> np.ndarray:
-    """Physical line numbers of the data rows: non-blank lines after the header, minus malformed ones."""
+def _record_lines(data: bytes) -> np.ndarray:
+    """The physical line each CSV record starts on, splitting records as pyarrow does (``csv_parse_options``):
+    empty lines are skipped, and a quoted value may hold newlines (then Python's csv module, whose quoting rules
+    are pyarrow's, finds where records start)."""
+    if b'"' in data:
+        try:
+            reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+            starts, line = [], 0
+            for record in reader:
+                if record:  # [] is an empty line
+                    starts.append(line + 1)
+                line = reader.line_num
+            return np.asarray(starts, dtype=np.int64)
+        except csv.Error:  # e.g. a field beyond csv.field_size_limit: fall back to one record a line
+            pass
     buf = np.frombuffer(data, np.uint8)
-    newlines = np.flatnonzero(buf == 10)
-    starts = np.concatenate([[0], newlines + 1])
-    ends = np.concatenate([newlines, [len(buf)]])
+    cr = buf == 13
+    breaks = np.flatnonzero((buf == 10) | (cr & ~np.append(buf[1:] == 10, False)))  # \n, \r\n or a lone \r
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(buf)]])
     length = ends - starts
-    carriage = (length > 0) & (buf[np.maximum(ends - 1, 0)] == 13) if len(buf) else length > 0
-    numbers = np.arange(1, len(starts) + 1)
-    keep = ((length - carriage) > 0) & (numbers > 1) & ~np.isin(numbers, list(skipped))
-    return numbers[keep]
+    carriage = (length > 0) & cr[np.maximum(ends - 1, 0)] if len(buf) else length > 0
+    return np.arange(1, len(starts) + 1)[(length - carriage) > 0]
 
 
 def read_partition_file(path: Path, fmt: str, schema: RawSchema, *, day: str,
@@ -255,8 +274,9 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
     read._skipped = frozenset(n for n, _, _ in malformed)
     if malformed:
         expected = len(header)
-        lines = [n for n, _, _ in malformed]
-        examples = "; ".join(f"line {n} has {cols} column(s): {text[:60]!r}" for n, cols, text in malformed[:EXAMPLES])
+        lines = [int(read.record_lines()[n - 1]) if n else 0 for n, _, _ in malformed]
+        examples = "; ".join(f"line {n} has {cols} column(s): {text[:60]!r}"
+                             for n, (_, cols, text) in zip(lines, malformed[:EXAMPLES], strict=False))
         problem("malformed_row", f"{len(malformed)} row(s) do not have the header's {expected} columns "
                 f"(a truncated or corrupted file?): {examples}", value=len(malformed), lines=lines[:EXAMPLES])
         table = None

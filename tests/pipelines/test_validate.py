@@ -209,6 +209,82 @@ def test_truncated_file_names_the_cut_line(data, good, newest, taxi_config):
     assert "do not have the header's 12 columns (a truncated or corrupted file?)" in message
 
 
+def with_blank_lines_and_a_quoted_newline(lines: list[str]) -> tuple[list[str], list[int]]:
+    """Two blank lines after line 3 and a company name holding a newline on line 5 (a record of two lines):
+    the edited records and the physical line each starts on."""
+    fields = lines[4].split(",")
+    fields[6] = '"Acme\nTaxi"'  # company
+    lines = [*lines[:3], "\n", "\n", *lines[3:4], ",".join(fields), *lines[5:]]
+    starts = np.cumsum([1] + [line.count("\n") for line in lines])[:-1]
+    return lines, starts.tolist()
+
+
+def test_lines_are_physical_after_blank_lines_and_quoted_newlines(data, good, newest, taxi_config):
+    """pyarrow numbers records, not lines: a malformed row and a wrong cell after blank lines and a quoted
+    newline are named by the line a person finds them on."""
+    lines, starts = with_blank_lines_and_a_quoted_newline(newest.read_text().splitlines(keepends=True))
+    fields = lines[10].split(",")
+    fields[3] = "9.5"  # pickup_hour
+    lines[10] = ",".join(fields)
+    lines[12] = ",".join(lines[12].split(",")[:5]) + "\n"  # cut
+    newest.write_text("".join(lines))
+    assert (starts[10], starts[12]) == (12, 14)  # the records' numbers are 9 and 11
+    message, anomalies = failed(taxi_config, data, good)
+    by_kind = {a["kind"]: a for a in anomalies}
+    assert by_kind["wrong_type"]["lines"] == [12] and "not int: line 12 '9.5'" in message
+    assert by_kind["malformed_row"]["lines"] == [14] and "line 14 has 5 column(s)" in message
+
+
+def test_records_start_where_pyarrow_splits_them():
+    """``_record_lines`` against pyarrow's own record split on random bytes of quotes, commas and every kind of
+    line break: the count of records matches, and each malformed record pyarrow reports starts on our line."""
+    import io
+    import random
+    import re
+
+    import pyarrow.csv as pacsv
+
+    from pipelines.rawdata import _record_lines, csv_parse_options
+
+    rng = random.Random(0)
+    alphabet = ["a", "b", ",", ",", '"', '"', "\n", "\n", "\r\n", "\r", " "]
+    checked = 0
+    for _ in range(3000):
+        text = "h1,h2\n" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+        malformed = []
+
+        def skip(row, malformed=malformed):
+            malformed.append((row.number, row.text))
+            return "skip"
+
+        try:
+            table = pacsv.read_csv(io.BytesIO(text.encode()), read_options=pacsv.ReadOptions(use_threads=False),
+                                   parse_options=csv_parse_options(invalid_row_handler=skip),
+                                   convert_options=pacsv.ConvertOptions(column_types={"h1": pa.string(),
+                                                                                      "h2": pa.string()}))
+        except pa.ArrowInvalid:  # e.g. a quote left open at the end
+            continue
+        starts = _record_lines(text.encode())
+        assert len(starts) == 1 + table.num_rows + len(malformed), repr(text)
+        physical = re.split(r"\r\n|\r|\n", text)
+        for number, row in malformed:
+            assert physical[starts[number - 1] - 1].startswith(re.split(r"\r|\n", row)[0]), repr(text)
+        checked += 1
+    assert checked > 1000
+
+
+def test_checks_on_the_typed_table_name_physical_lines_too(data, good, newest, taxi_config):
+    lines, starts = with_blank_lines_and_a_quoted_newline(newest.read_text().splitlines(keepends=True))
+    for n in (5, 20):
+        fields = lines[n].split(",")
+        fields[3] = ""  # pickup_hour
+        lines[n] = ",".join(fields)
+    newest.write_text("".join(lines))
+    message, anomalies = failed(taxi_config, data, good)
+    [nulls] = [a for a in anomalies if a["kind"] == "null_values"]
+    assert nulls["lines"] == [starts[5], starts[20]] == [6, 22]
+
+
 def test_repeated_header_inside_a_file_is_named(data, good, newest, taxi_config):
     edit_lines(newest, lambda lines: [*lines[:300], lines[0], *lines[300:]])
     message, anomalies = failed(taxi_config, data, good)
