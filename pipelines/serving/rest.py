@@ -418,17 +418,24 @@ def _json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
 
 
 def read_body(headers, rfile) -> bytes:
-    """The request's body, or a ServingError: 411/400 for a bad Content-Length, 413 above the size limit, 408
-    when the client stops sending, 400 when it ends early."""
-    declared = headers.get("Content-Length")
-    if len(set(headers.get_all("Content-Length") or [])) > 1:  # which one ends the body? (request smuggling)
-        raise ServingError(400, f"conflicting Content-Length headers: {', '.join(headers.get_all('Content-Length'))}")
-    if headers.get("Transfer-Encoding") is not None:  # it would override Content-Length: where does the body end?
-        raise ServingError(411 if headers.get("Content-Length") is None else 400,
-                           f"Transfer-Encoding: {headers.get('Transfer-Encoding')} is not supported: send the body "
-                           "with a Content-Length")
-    if declared is None:
+    """The request's body, sent with a Content-Length or chunked (as TF Serving takes it), or a ServingError:
+    411/400 for a missing or bad Content-Length, 400 for a malformed chunk, 501 for a transfer coding other
+    than chunked, 413 above the size limit, 408 when the client stops sending, 400 when it ends early."""
+    lengths = headers.get_all("Content-Length") or []
+    if len(set(lengths)) > 1:  # which one ends the body? (request smuggling)
+        raise ServingError(400, f"conflicting Content-Length headers: {', '.join(lengths)}")
+    if (encodings := headers.get_all("Transfer-Encoding")) is not None:
+        if lengths:  # RFC 9112 6.3: Transfer-Encoding overrides it, a proxy may have read it the other way
+            raise ServingError(400, f"Transfer-Encoding: {', '.join(encodings)} beside a Content-Length: send one "
+                               "or the other")
+        codings = [c.strip().lower() for value in encodings for c in value.split(",")]
+        if codings != ["chunked"]:
+            raise ServingError(501, f"Transfer-Encoding: {', '.join(encodings)} is not supported: send the body "
+                               "with a Content-Length or Transfer-Encoding: chunked")
+        return _read_chunked(rfile)
+    if not lengths:
         raise ServingError(411, "Content-Length is required")
+    declared = lengths[0]
     if not declared.strip().isdigit():
         raise ServingError(400, f"Content-Length {declared!r} is not a non-negative integer")
     length = int(declared)
@@ -441,6 +448,51 @@ def read_body(headers, rfile) -> bytes:
     if len(raw) < length:
         raise ServingError(400, f"the request body ended after {len(raw)} of {length} bytes")
     return raw
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer field
+MAX_TRAILERS = 100
+
+
+def _read_chunked(rfile) -> bytes:
+    """A ``Transfer-Encoding: chunked`` body (RFC 9112 7.1): each chunk's hexadecimal size line (extensions
+    ignored), its bytes and CRLF, up to a chunk of size 0; trailer fields are read and dropped."""
+    parts: list[bytes] = []
+    total = 0
+
+    def line(what: str) -> bytes:
+        text = rfile.readline(MAX_CHUNK_LINE + 1)
+        if not text.endswith(b"\n"):
+            raise ServingError(400, f"the chunked body ended inside {what}" if len(text) <= MAX_CHUNK_LINE
+                               else f"{what} is longer than {MAX_CHUNK_LINE} bytes")
+        return text.rstrip(b"\r\n")
+
+    try:
+        while True:
+            size_line = line(f"the size line of chunk {len(parts) + 1}")
+            size_text = size_line.split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise ServingError(400, f"chunk {len(parts) + 1}: size {size_text[:40].decode('latin-1')!r} is "
+                                   "not a hexadecimal number")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise ServingError(413, f"the chunked request body is over the limit of {MAX_BODY_BYTES} bytes")
+            data = rfile.read(size)
+            if len(data) < size:
+                raise ServingError(400, f"chunk {len(parts) + 1} ended after {len(data)} of its {size} bytes")
+            if rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise ServingError(400, f"chunk {len(parts) + 1} is longer than its declared {size} bytes")
+            parts.append(data)
+        for _ in range(MAX_TRAILERS + 1):
+            if not line("the trailer fields"):
+                return b"".join(parts)
+        raise ServingError(400, f"more than {MAX_TRAILERS} trailer fields")
+    except TimeoutError:
+        raise ServingError(408, f"the request body did not arrive within {READ_TIMEOUT_SECONDS:g}s") from None
 
 
 def parse_body(raw: bytes) -> dict:

@@ -330,9 +330,10 @@ def test_malformed_requests_get_a_4xx_at_once_and_the_server_keeps_serving(targe
 @pytest.mark.parametrize(("framing", "status", "says"), [
     ("Content-Length: {n}\r\nContent-Length: {more}", 400, "conflicting Content-Length headers: {n}, {more}"),
     ("Content-Length: 0\r\nContent-Length: {n}", 400, "conflicting Content-Length headers: 0, {n}"),
-    ("Transfer-Encoding: chunked\r\nContent-Length: {n}", 400, "Transfer-Encoding: chunked is not supported"),
-    ("Transfer-Encoding: chunked", 411, "Transfer-Encoding: chunked is not supported"),
-], ids=["two-lengths", "zero-then-length", "chunked-and-length", "chunked"])
+    ("Transfer-Encoding: chunked\r\nContent-Length: {n}", 400,
+     "Transfer-Encoding: chunked beside a Content-Length: send one or the other"),
+    ("Transfer-Encoding: gzip, chunked", 501, "Transfer-Encoding: gzip, chunked is not supported"),
+], ids=["two-lengths", "zero-then-length", "chunked-and-length", "other-coding"])
 def test_a_body_of_two_possible_lengths_is_refused_and_the_connection_closed(target, canary, framing, status, says):
     """Which header ends the body decides where the next request starts (request smuggling behind a proxy):
     the server picks none, answers at once and closes the connection, so no byte of it is read as a request."""
@@ -349,6 +350,49 @@ def test_a_body_of_two_possible_lengths_is_refused_and_the_connection_closed(tar
         answer = sock.recv(65536)
     assert answer.startswith(f"HTTP/1.1 {status}".encode()) and b"Connection: close" in answer, answer[:300]
     assert says.format(n=n, more=more).encode() in answer
+
+
+def test_a_chunked_body_is_read_as_its_content_length_twin(target, canary):
+    """TF Serving takes chunked request bodies (what a client streaming its body sends): same answer as the
+    same bytes with a Content-Length, and the connection serves the next request."""
+    import http.client
+
+    host, port = target.url.split("//", 1)[1].split(":")
+    body = json.dumps({"instances": [{"b64": row["b64"]} for row in canary[:3]]}).encode()
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+
+    def post(chunks) -> tuple[int, dict]:
+        conn.request("POST", f"/v1/models/{MODEL}:predict", chunks, {"Content-Type": "application/json"},
+                     encode_chunked=not isinstance(chunks, bytes))
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+
+    status, whole = post(body)
+    assert status == 200, whole
+    assert post(iter([body[:7], body[7:100], body[100:]])) == (200, whole)
+    assert post(iter([body])) == (200, whole)
+    conn.close()
+
+
+@pytest.mark.parametrize(("chunks", "status", "says"), [
+    (b"zz\r\n{body}\r\n0\r\n\r\n", 400, "chunk 1: size 'zz' is not a hexadecimal number"),
+    (b"3\r\n{body}\r\n0\r\n\r\n", 400, "chunk 1 is longer than its declared 3 bytes"),
+    (b"1\r\n{{\r\nFFFFFFFF\r\n{body}", 413, "the chunked request body is over the limit of 67108864 bytes"),
+    (b"{size:x}; ext=1\r\n{body}\r\n0\r\n" + b"X-T: 1\r\n" * 101 + b"\r\n", 400, "more than 100 trailer fields"),
+], ids=["size-not-hex", "chunk-longer-than-its-size", "over-the-limit", "too-many-trailers"])
+def test_a_malformed_chunked_body_is_refused_and_the_connection_closed(target, canary, chunks, status, says):
+    if not target.local:
+        pytest.skip("the local server's request limits; TF Serving has its own")
+    import socket
+
+    body = json.dumps({"instances": [{"b64": canary[0]["b64"]}]})
+    host, port = target.url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     "\r\n".encode() + chunks.decode().format(body=body, size=len(body)).encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()) and b"Connection: close" in answer, answer[:300]
+    assert says.encode() in answer
 
 
 def test_a_4xx_about_a_read_body_keeps_the_connection_an_unread_body_closes_it(target, canary):
