@@ -171,7 +171,7 @@ class TrainConfig:
 class TransformConfig:
     # Beam pipeline options, passed to the pipeline unchanged; empty: the local FnApiRunner in memory.
     # e.g. ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL", ...];
-    # transform refuses a runner whose workers cannot reach its paths (transform.check_workers_reach)
+    # transform refuses a runner whose workers cannot reach its paths (transform.worker_location)
     beam_args: tuple[str, ...] = ()
 
 

@@ -85,8 +85,9 @@ def read_batches(path: str | Path, fmt: str, schema: RawSchema, digest: str, *,
     if fmt == "csv":
         yield from _csv_batches(path, schema, digest, block_bytes)
         return
-    data = Path(path).read_bytes()  # Parquet is read from its footer: hashed whole first
-    _check_digest(path, hashlib.sha256(data).hexdigest(), digest)
+    with _open(path) as file:  # Parquet is read from its footer: hashed whole first
+        data = file.read()
+    check_digest(path, hashlib.sha256(data).hexdigest(), digest)
     try:
         table = pq.read_table(pa.BufferReader(data), columns=schema.names)
     except (pa.ArrowException, OSError) as exc:
@@ -96,7 +97,7 @@ def read_batches(path: str | Path, fmt: str, schema: RawSchema, digest: str, *,
 
 
 def _csv_batches(path: str | Path, schema: RawSchema, digest: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
-    with open(path, "rb") as raw:
+    with _open(path) as raw:
         hashing = _Sha256Reader(raw)
         try:
             reader = pacsv.open_csv(pa.PythonFile(hashing, mode="r"),
@@ -108,7 +109,18 @@ def _csv_batches(path: str | Path, schema: RawSchema, digest: str, block_bytes: 
             raise _unreadable(path, exc) from exc
         while hashing.readinto(bytearray(1 << 20)):  # whatever the CSV reader left unread
             pass
-    _check_digest(path, hashing.sha256.hexdigest(), digest)
+    check_digest(path, hashing.sha256.hexdigest(), digest)
+
+
+def _open(path: str | Path):
+    """A partition file for reading: this machine's, or a URL (``gs://``: the copy ``transform`` uploaded for a
+    runner's workers elsewhere) through Beam's file systems."""
+    if "://" not in str(path):
+        return open(path, "rb")
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _unreadable(path: str | Path, exc: Exception) -> ValueError:
@@ -116,7 +128,7 @@ def _unreadable(path: str | Path, exc: Exception) -> ValueError:
                       "after validate? Run validate again on the partition")
 
 
-def _check_digest(path: str | Path, sha256: str, digest: str) -> None:
+def check_digest(path: str | Path, sha256: str, digest: str) -> None:
     if sha256 != digest:
         raise ValueError(f"{path}: its sha256 is {sha256}, not the {digest} validate checked: the file changed "
                          "after validate. Run validate again on the partition")

@@ -7,9 +7,12 @@ transformed tf.Example TFRecords per split, and row counts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ RAW_EXAMPLE_KEY = "__raw_example__"
 # worker process per core at 0.82x (200k rows) and 0.95x (1M) of this setting's speed (1.04x at 3M rows, measured
 # with AnalyzeAndTransformDataset), for half again the CPU.
 DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory")
+COPY_BYTES = 8 << 20  # inputs go up to, and outputs come back from, a runner's --temp_location in 8 MiB pieces
 
 @dataclass
 class TransformResult:
@@ -113,35 +117,111 @@ def workers_reach(beam_args: list[str]) -> str:
     return "remote"
 
 
-def check_workers_reach(beam_args: list[str], inputs: list[str], output: Path) -> None:
-    """Refuse, before anything is submitted, a runner whose workers cannot read the inputs or write the output.
+def worker_location(beam_args: list[str], inputs: list[str], output: Path) -> str | None:
+    """Where the runner's workers read transform's inputs and write its outputs: None for this machine's paths,
+    or the ``gs://`` ``--temp_location`` the step stages them through (``staged_remotely``). Refuses, before
+    anything is submitted, a runner whose workers can reach neither.
 
-    Transform reads the partitions and writes TFT's temp files and its outputs under the step's staged directory
-    on this machine's file system. Workers elsewhere see those paths only when they mount the same volume at the
-    same path (Flink or Spark on Kubernetes with the roots on a ReadWriteMany claim); never on Dataflow, never a
-    pod's own scratch (``SKEWFREE_STAGING_DIR``, where S3 roots are mirrored)."""
+    Local runners use the paths as they are. A runner elsewhere with a ``gs://`` ``--temp_location`` (Dataflow;
+    Flink or Spark whose workers reach GCS) works there. TFT writes its temp files and ``transform_fn`` through
+    TensorFlow's file system, which reads ``gs://`` and local paths only: another scheme is refused. Without such
+    a location the workers must mount this machine's paths (Flink or Spark on Kubernetes with the roots on a
+    ReadWriteMany claim): never on Dataflow, never a pod's own scratch (``SKEWFREE_STAGING_DIR``, where S3 roots
+    are mirrored)."""
     import os
 
-    reach = workers_reach(beam_args)
-    if reach != "remote":
-        return
-    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
 
-    runner = pipeline_options(beam_args).view_as(StandardOptions).runner
+    reach = workers_reach(beam_args)
+    if reach == "local":
+        return None
+    options = pipeline_options(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    if temp and "://" in temp:
+        if not temp.startswith("gs://"):
+            raise StepError(f"--temp_location={temp}: transform stages its inputs, TFT's temp files and its outputs "
+                            f"there for {runner}'s workers, and TFT writes through TensorFlow's file system, which "
+                            f"in TF 2.21 reads gs:// and local paths only (s3:// left TensorFlow in 2.6; "
+                            f"tensorflow-io, which brought it back, does not load into TF 2.21). Use a gs:// "
+                            f"location, or no --temp_location and a volume the workers mount at the same paths")
+        return temp.rstrip("/")
+    if reach == "this-machine":
+        return None
     local = [p for p in [*inputs, str(output)] if "://" not in p]
     if runner == "DataflowRunner" and local:
         raise StepError(f"--runner=DataflowRunner: Dataflow's workers cannot read or write this machine's files, "
-                        f"and transform reads {local[0]} and writes {output} ({len(local)} local paths). This "
-                        f"version runs transform on local paths only: use the local runner (no --runner), or a "
-                        f"Flink/Spark runner whose workers mount the data and artifact roots at the same paths")
+                        f"and transform reads {local[0]} and writes {output} ({len(local)} local paths). Add "
+                        f"--temp_location=gs://BUCKET/PATH: transform then uploads its inputs there, runs TFT with "
+                        f"its temp files and outputs there, and brings the outputs back to commit them")
     scratch = os.environ.get("SKEWFREE_STAGING_DIR")
     private = [p for p in local if scratch and Path(p).is_relative_to(scratch)]
     if private:
         raise StepError(f"{beam_args[0]}: transform would read {private[0]}, a copy in this pod's own scratch "
                         f"({scratch}: the S3 roots are mirrored there), which the runner's workers cannot see. Use "
-                        f"the local runner, or put the roots on a volume the workers mount at the same path")
+                        f"the local runner, a --temp_location=gs://... the workers reach, or put the roots on a "
+                        f"volume the workers mount at the same path")
     log.warning("%s runs the pipeline's workers elsewhere: they must see %s and %s at these same paths (a shared "
                 "volume mounted alike); otherwise they fail reading the first file", runner, local[0], output)
+    return None
+
+
+@contextlib.contextmanager
+def staged_remotely(location: str | None, run: Run, files: dict[str, list[str]], digests: dict[str, str],
+                    out: Path) -> Iterator[tuple[str, dict[str, list[str]], dict[str, str]]]:
+    """Transform's working location, inputs and their digests as the workers see them. With a ``location``
+    (``worker_location``): an attempt directory under it, with every input uploaded (its sha256 checked against
+    validate's as it goes: a changed file is refused before anything is submitted); on success the outputs come
+    back into ``out``, the local staged directory the step commits as always. The attempt directory is deleted
+    either way; a failure to delete it is logged, naming it."""
+    if location is None:
+        yield str(out), files, digests
+        return
+    import uuid
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.rawdata import check_digest
+
+    attempt = f"{location}/skewfree-transform/{run.model}/{run.interval.isoformat()}/{uuid.uuid4().hex[:12]}"
+    uploaded: dict[str, str] = {}
+    try:
+        for path in [f for fs in files.values() for f in fs]:
+            target = f"{attempt}/inputs/{len(uploaded):05d}-{Path(path).parent.name}-{Path(path).name}"
+            sha256 = hashlib.sha256()
+            with open(path, "rb") as source, FileSystems.create(
+                    target, mime_type="application/octet-stream",
+                    compression_type=CompressionTypes.UNCOMPRESSED) as sink:
+                while chunk := source.read(COPY_BYTES):
+                    sha256.update(chunk)
+                    sink.write(chunk)
+            check_digest(path, sha256.hexdigest(), digests[path])
+            uploaded[path] = target
+        log.info("uploaded %d input file(s) to %s for the runner's workers", len(uploaded), attempt)
+        work = f"{attempt}/work"
+        yield (work, {split: [uploaded[f] for f in fs] for split, fs in files.items()},
+               {uploaded[f]: digests[f] for f in uploaded})
+        outputs = [m for m in FileSystems.match([f"{work}/**"])[0].metadata_list
+                   if not m.path[len(work) + 1:].startswith("tmp/")]
+        for item in outputs:
+            target_path = out / item.path[len(work) + 1:]
+            if item.path.endswith("/"):  # an empty directory's marker (a SavedModel's assets/)
+                target_path.mkdir(parents=True, exist_ok=True)
+                continue
+            target_path.parent.mkdir(parents=True, exist_ok=True)
+            with FileSystems.open(item.path, compression_type=CompressionTypes.UNCOMPRESSED) as source, \
+                    open(target_path, "wb") as sink:
+                shutil.copyfileobj(source, sink, COPY_BYTES)
+            if target_path.stat().st_size != item.size_in_bytes:
+                raise StepError(f"{item.path}: {target_path.stat().st_size} bytes came back of its "
+                                f"{item.size_in_bytes}: the transform output is incomplete; run transform again")
+        log.info("brought %d output file(s) back from %s", len(outputs), work)
+    finally:
+        try:
+            FileSystems.delete([f"{attempt}/"])
+        except Exception as exc:  # noqa: BLE001 - cleanup: the run's own outcome is what matters
+            log.warning("could not delete transform's attempt directory %s (delete it by hand): %s", attempt, exc)
 
 
 def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
@@ -232,38 +312,43 @@ def transform(
         for split, split_files in files.items():
             log.info("%s split: reading %d file(s), %.1f MB (%s)", split, len(split_files),
                      sum(Path(f).stat().st_size for f in split_files) / 1e6, beam_args[0] if beam_args else "")
-        check_workers_reach(beam_args, [f for fs in files.values() for f in fs], out)
-        pipeline = beam.Pipeline(options=pipeline_options(beam_args))
-        with tft_beam.Context(temp_dir=str(out / "tmp"), passthrough_keys={RAW_EXAMPLE_KEY}):
-            raw = {}
-            for split, split_files in files.items():
-                batches, adapter_config = read_raw(pipeline, split.title(), split_files, config.data.format, schema,
-                                                   validation["file_digests"])
-                batches = batches | f"Count{split.title()}" >> beam.Map(counted(split))
-                if split == "eval":
-                    batches, adapter_config = with_raw_examples(batches, adapter_config, schema, split.title())
-                raw[split] = (batches, adapter_config)
+        location = worker_location(beam_args, [f for fs in files.values() for f in fs], out)
+        # file system options (GCS credentials, project) for the uploads before the pipeline sets them itself
+        from apache_beam.io.filesystems import FileSystems
 
-            # AnalyzeDataset, then TransformDataset on the train files read again (cheap with pyarrow) rather than
-            # AnalyzeAndTransformDataset on one read: a fifth less peak memory, measured at 3M rows 3.07 and 3.08 GiB
-            # against 3.84 GiB (1M rows: 1.59 and 1.77 against 1.99 GiB), in the same time up to this VM's noise
-            transform_fn = raw["train"] | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
-            raw["train"] = read_raw(pipeline, "TrainAgain", files["train"], config.data.format, schema,
-                                    validation["file_digests"])
-            for split, dataset in raw.items():
-                transformed, _ = (dataset, transform_fn) | f"Transform{split.title()}" >> tft_beam.TransformDataset(
-                    output_record_batches=True)
-                _ = (
-                    transformed
-                    | f"Batches{split.title()}" >> beam.Keys()  # (batch, passthrough) pairs
-                    | f"Encode{split.title()}" >> beam.FlatMap(RecordBatchToExamples)
-                    | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
-                        str(out / split / "part"), file_name_suffix=".tfrecord"
+        FileSystems.set_options(pipeline_options(beam_args))
+        with staged_remotely(location, run, files, validation["file_digests"], out) as (work, inputs, digests):
+            pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+            with tft_beam.Context(temp_dir=f"{work}/tmp", passthrough_keys={RAW_EXAMPLE_KEY}):
+                raw = {}
+                for split, split_files in inputs.items():
+                    batches, adapter_config = read_raw(pipeline, split.title(), split_files, config.data.format,
+                                                       schema, digests)
+                    batches = batches | f"Count{split.title()}" >> beam.Map(counted(split))
+                    if split == "eval":
+                        batches, adapter_config = with_raw_examples(batches, adapter_config, schema, split.title())
+                    raw[split] = (batches, adapter_config)
+
+                # AnalyzeDataset, then TransformDataset on the train files read again (cheap with pyarrow) rather
+                # than AnalyzeAndTransformDataset on one read: a fifth less peak memory, measured at 3M rows 3.07
+                # and 3.08 GiB against 3.84 GiB (1M rows: 1.59 and 1.77 against 1.99 GiB), in the same time up to
+                # this VM's noise
+                transform_fn = raw["train"] | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+                raw["train"] = read_raw(pipeline, "TrainAgain", inputs["train"], config.data.format, schema, digests)
+                for split, dataset in raw.items():
+                    transformed, _ = (dataset, transform_fn) | f"Transform{split.title()}" >> \
+                        tft_beam.TransformDataset(output_record_batches=True)
+                    _ = (
+                        transformed
+                        | f"Batches{split.title()}" >> beam.Keys()  # (batch, passthrough) pairs
+                        | f"Encode{split.title()}" >> beam.FlatMap(RecordBatchToExamples)
+                        | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+                            f"{work}/{split}/part", file_name_suffix=".tfrecord"
+                        )
                     )
-                )
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(out / "transform_fn"))
-        result = pipeline.run()
-        result.wait_until_finish()
+                _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(f"{work}/transform_fn")
+            result = pipeline.run()
+            result.wait_until_finish()
         rows = {}
         for split in files:
             found = result.metrics().query(MetricsFilter().with_name(f"{split}_rows"))["counters"]

@@ -11,12 +11,13 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from pipelines.runs import StepError
-from pipelines.transform import check_workers_reach, workers_reach
+from pipelines.transform import worker_location, workers_reach
 from tests.conftest import END, ROOT, free_port
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=localhost:{job}", "--environment_type=EXTERNAL",
@@ -34,12 +35,19 @@ def test_where_the_workers_run_is_read_from_the_options():
 def test_a_runner_that_cannot_reach_the_paths_is_refused_naming_one(monkeypatch, tmp_path):
     data = str(tmp_path / "data" / "dt=2026-11-10" / "part-00000.csv")
     with pytest.raises(StepError, match=f"Dataflow's workers cannot read or write this machine's files, and "
-                                        f"transform reads {data} and writes {tmp_path / 'out'}"):
-        check_workers_reach(["--runner=DataflowRunner", "--project=p"], [data], tmp_path / "out")
+                                        f"transform reads {data} and writes {tmp_path / 'out'} .* Add "
+                                        "--temp_location=gs://BUCKET/PATH"):
+        worker_location(["--runner=DataflowRunner", "--project=p"], [data], tmp_path / "out")
     monkeypatch.setenv("SKEWFREE_STAGING_DIR", str(tmp_path / "data"))  # a pod's scratch mirror of S3 roots
     with pytest.raises(StepError, match=f"transform would read {data}, a copy in this pod's own scratch"):
-        check_workers_reach(["--runner=FlinkRunner", "--flink_master=flink:8081"], [data], tmp_path / "out")
-    check_workers_reach(["--runner=FnApiRunner"], [data], tmp_path / "out")  # local: nothing to refuse
+        worker_location(["--runner=FlinkRunner", "--flink_master=flink:8081"], [data], tmp_path / "out")
+    # TFT writes through TensorFlow's file system: no s3:// in TF 2.21
+    with pytest.raises(StepError, match="--temp_location=s3://b/t: .* reads gs:// and local paths only"):
+        worker_location(["--runner=FlinkRunner", "--flink_master=flink:8081", "--temp_location=s3://b/t"], [data],
+                        tmp_path / "out")
+    assert worker_location(["--runner=FnApiRunner"], [data], tmp_path / "out") is None  # local: the paths
+    assert worker_location(["--runner=DataflowRunner", "--project=p", "--temp_location=gs://b/t/"], [data],
+                           tmp_path / "out") == "gs://b/t"
 
 
 @contextlib.contextmanager
@@ -133,6 +141,72 @@ def test_transform_through_the_portable_runner_equals_the_fn_api_runner(trained_
     assert result.beam_args == beam_args and result.rows["train"] > 0
     # the trained run's transform ran on the default runner (FnApiRunner, one process)
     assert_same_outputs(trained_run["run"].step_dir("transform"), Path(result.transform_fn).parent)
+
+
+@pytest.mark.slow
+def test_transform_through_gcs_with_workers_elsewhere_equals_the_fn_api_runner(trained_run, taxi_config, tmp_path,
+                                                                               monkeypatch):
+    """Dataflow's layout on Beam's portable path: with --temp_location=gs://..., the step uploads the partitions,
+    its workers (another process) read them and write TFT's temp files and the outputs to GCS (TensorFlow's and
+    Beam's own GCS clients, against a GCS fake on loopback), and the step brings the outputs back and commits them:
+    the FnApiRunner's outputs, and nothing left in the bucket."""
+    from pipelines.transform import transform
+    from tests.fixtures.gcs import fake_gcs
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    with fake_gcs(tmp_path / "gcs") as gcs:
+        for name, value in gcs.env.items():
+            monkeypatch.setenv(name, value)
+        with portable_services(tmp_path) as beam_args:  # the services inherit the environment
+            result = transform(taxi_config, interval=END, artifact_root=art, force=True,
+                               beam_args=[*beam_args, "--temp_location=gs://skewfree-test/beam"])
+        assert gcs.objects() == []  # the attempt directory was deleted
+        requests = [(method, urllib.parse.unquote(path)) for method, path in gcs.requests]
+    # the workers read the uploaded inputs and wrote there; the step brought the outputs back from there
+    for method, part in (("GET", "/inputs/00000-dt="), ("PUT", "/work/"), ("GET", "/work/train/part-"),
+                         ("GET", "/work/eval/part-"), ("GET", "/work/transform_fn/transform_fn/saved_model.pb")):
+        assert any(m == method and part in path for m, path in requests), f"no {method} of {part} on GCS"
+    assert_same_outputs(trained_run["run"].step_dir("transform"), Path(result.transform_fn).parent)
+
+
+@pytest.mark.slow
+def test_a_partition_changed_after_validate_is_refused_before_the_job_and_nothing_is_left_on_gcs(
+        trained_run, taxi_config, tmp_path, monkeypatch):
+    """The upload hashes each partition against validate's sha256: a changed file stops the step before anything
+    is submitted (the runner's job service is not even running), names the file, deletes what was uploaded, and
+    the committed transform output stays as it was."""
+    import json
+
+    from pipelines.runs import Run
+    from pipelines.transform import transform
+    from tests.fixtures.gcs import fake_gcs
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    run = Run(art, "taxi", END)
+    committed = (run.step_dir("transform") / "result.json").read_bytes()
+    # a copy of the data the copied validate result points at (the shared data stays as it is)
+    validated = run.result_path("validate")
+    first = next(f for fs in json.loads(validated.read_text())["partitions"].values() for f in fs)
+    data_root = first[:first.index("/taxi_trips/")]
+    shutil.copytree(data_root, tmp_path / "data")
+    validated.write_text(validated.read_text().replace(f'"{data_root}/', f'"{tmp_path / "data"}/'))
+    files = [f for fs in run.read_result("validate")["partitions"].values() for f in fs]
+    assert all(f.startswith(str(tmp_path / "data")) for f in files)
+    changed = Path(files[len(files) // 2])
+    changed.write_bytes(changed.read_bytes().replace(b"Cash", b"Cask", 1))
+    beam_args = [a.format(job=free_port(), pool=free_port()) for a in PORTABLE]
+    with fake_gcs(tmp_path / "gcs") as gcs:
+        for name, value in gcs.env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=f"{changed}: its sha256 is .* the file changed after validate"):
+            transform(taxi_config, interval=END, artifact_root=art, force=True,
+                      beam_args=[*beam_args, "--temp_location=gs://skewfree-test/beam"])
+        uploads = [p for m, p in gcs.requests if m in ("POST", "PUT") and "inputs" in urllib.parse.unquote(p)]
+        assert uploads and gcs.objects() == []  # it had uploaded files before the changed one: all deleted
+    assert (run.step_dir("transform") / "result.json").read_bytes() == committed
+    assert json.loads(committed)["rows"]["train"] > 0
 
 
 @pytest.mark.slow
