@@ -181,6 +181,7 @@ def _record_lines(data: bytes) -> np.ndarray:
     empty lines are skipped, and a quoted value may hold newlines (then Python's csv module, whose quoting rules
     are pyarrow's, finds where records start)."""
     if b'"' in data:
+        limit = csv.field_size_limit(max(csv.field_size_limit(), len(data)))  # a quoted value may be the file
         try:
             reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
             starts, line = [], 0
@@ -189,8 +190,10 @@ def _record_lines(data: bytes) -> np.ndarray:
                     starts.append(line + 1)
                 line = reader.line_num
             return np.asarray(starts, dtype=np.int64)
-        except csv.Error:  # e.g. a field beyond csv.field_size_limit: fall back to one record a line
+        except csv.Error:  # e.g. a NUL byte: fall back to one record a line
             pass
+        finally:
+            csv.field_size_limit(limit)
     buf = np.frombuffer(data, np.uint8)
     cr = buf == 13
     breaks = np.flatnonzero((buf == 10) | (cr & ~np.append(buf[1:] == 10, False)))  # \n, \r\n or a lone \r

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -202,8 +203,9 @@ def staged_remotely(location: str | None, run: Run, files: dict[str, list[str]],
         work = f"{attempt}/work"
         yield (work, {split: [uploaded[f] for f in fs] for split, fs in files.items()},
                {uploaded[f]: digests[f] for f in uploaded})
-        outputs = [m for m in FileSystems.match([f"{work}/**"])[0].metadata_list
-                   if not m.path[len(work) + 1:].startswith("tmp/")]
+        patterns = [f"{work}/{split}/part-*" for split in files] + \
+            [f"{work}/transform_fn/{part}/**" for part in ("transform_fn", "transformed_metadata")]
+        outputs = [m for result in FileSystems.match(patterns) for m in result.metadata_list]
         for item in outputs:
             target_path = out / item.path[len(work) + 1:]
             if item.path.endswith("/"):  # an empty directory's marker (a SavedModel's assets/)
@@ -220,6 +222,9 @@ def staged_remotely(location: str | None, run: Run, files: dict[str, list[str]],
     finally:
         try:
             FileSystems.delete([f"{attempt}/"])
+            # Beam's GCS delete logs what it could not delete and goes on: look
+            if left := [m.path for m in FileSystems.match([f"{attempt}/**"])[0].metadata_list]:
+                raise OSError(f"{len(left)} object(s) are still there, e.g. {left[0]}")
         except Exception as exc:  # noqa: BLE001 - cleanup: the run's own outcome is what matters
             log.warning("could not delete transform's attempt directory %s (delete it by hand): %s", attempt, exc)
 
@@ -259,6 +264,24 @@ def progress(split: str, rows: int) -> None:
         log.info("%s split: %d rows read so far (this worker process)", split, _rows_read[split])
 
 
+SHARD = re.compile(r"part-(\d{5})-of-(\d{5})\.tfrecord")
+
+
+def complete_shards(directory: Path) -> list[Path]:
+    """A split's TFRecord files, all of them: Beam names them ``part-I-of-N``; one missing (or none at all, or two
+    counts of N) is an incomplete output, refused naming what is missing."""
+    shards = sorted(directory.glob("part-*.tfrecord"))
+    names = [SHARD.fullmatch(p.name) for p in shards]
+    counts = {int(m[2]) for m in names if m}
+    if not shards or None in names or len(counts) != 1:
+        raise StepError(f"{directory}: transform's TFRecord files are not one complete set of part-I-of-N: "
+                        f"{[p.name for p in shards][:5] or 'none'}; run transform again")
+    if missing := sorted(set(range(counts.pop())) - {int(m[1]) for m in names}):
+        raise StepError(f"{directory}: transform's TFRecord files {missing[:5]} of {len(shards) + len(missing)} are "
+                        "missing: the output is incomplete; run transform again")
+    return shards
+
+
 def check_dense_outputs(transform_fn: Path, config: ModelConfig) -> None:
     """Every transformed feature must be dense: a sparse one is a nullable raw column passed through
     without its missing values filled, which the model cannot take (train would fail with a TypeError)."""
@@ -292,12 +315,23 @@ def transform(
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
     from apache_beam.metrics.metric import Metrics, MetricsFilter
+    from apache_beam.runners.runner import PipelineState
     from tfx_bsl.coders.example_coder import RecordBatchToExamples
     schema: RawSchema = config.features_module().SCHEMA
     preprocessing_fn = config.model_module().preprocessing_fn
     beam_args = resolve_beam_args(config, beam_args)
     with staged_dir(run.step_dir("transform")) as out:
         counters = {split: Metrics.counter("skewfree", f"{split}_rows") for split in files}
+
+        def encoded(split):
+            counter = Metrics.counter("skewfree", f"{split}_written")
+
+            def encode(batch):
+                examples = RecordBatchToExamples(batch)
+                counter.inc(len(examples))
+                return examples
+
+            return encode
 
         def counted(split):
             counter = counters[split]
@@ -341,22 +375,35 @@ def transform(
                     _ = (
                         transformed
                         | f"Batches{split.title()}" >> beam.Keys()  # (batch, passthrough) pairs
-                        | f"Encode{split.title()}" >> beam.FlatMap(RecordBatchToExamples)
+                        | f"Encode{split.title()}" >> beam.FlatMap(encoded(split))
                         | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
                             f"{work}/{split}/part", file_name_suffix=".tfrecord"
                         )
                     )
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(f"{work}/transform_fn")
             result = pipeline.run()
-            result.wait_until_finish()
-        rows = {}
-        for split in files:
-            found = result.metrics().query(MetricsFilter().with_name(f"{split}_rows"))["counters"]
-            rows[split] = int(sum(c.committed or c.attempted or 0 for c in found))
+            try:
+                state = result.wait_until_finish()
+            except BaseException:  # failed, or this process was told to stop: stop the job before its files go
+                with contextlib.suppress(Exception):
+                    result.cancel()
+                raise
+            if state is not None and state != PipelineState.DONE:
+                raise StepError(f"the Beam job ended {state}, not DONE (cancelled from outside?): nothing is "
+                                "committed; run transform again")
+
+        def counted_total(name: str) -> int:
+            found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+            return int(sum(c.committed or c.attempted or 0 for c in found))
+
+        rows = {split: counted_total(f"{split}_rows") for split in files}
         if not rows["train"] or not rows["eval"]:
             raise ValueError(f"transform read no rows for a split: {rows}")
         for split, count in rows.items():
-            shards = sorted((out / split).glob("part-*.tfrecord"))
+            if (written := counted_total(f"{split}_written")) != count:
+                raise StepError(f"{split} split: {count} rows read but {written} transformed examples written: "
+                                "nothing is committed; run transform again")
+            shards = complete_shards(out / split)
             log.info("%s split: %d rows read and transformed, written to %d TFRecord file(s), %.1f MB", split,
                      count, len(shards), sum(p.stat().st_size for p in shards) / 1e6)
         check_dense_outputs(out / "transform_fn", config)

@@ -457,12 +457,16 @@ MAX_TRAILERS = 100
 
 def _read_chunked(rfile) -> bytes:
     """A ``Transfer-Encoding: chunked`` body (RFC 9112 7.1): each chunk's hexadecimal size line (extensions
-    ignored), its bytes and CRLF, up to a chunk of size 0; trailer fields are read and dropped."""
-    parts: list[bytes] = []
-    total = 0
+    ignored), its bytes and CRLF, up to a chunk of size 0; trailer fields are read and dropped. The body's
+    framing counts toward ``MAX_BODY_BYTES`` too (a body of 1-byte chunks costs its framing, not just its data)."""
+    body = bytearray()
+    received = 0
+    chunks = 0
 
     def line(what: str) -> bytes:
+        nonlocal received
         text = rfile.readline(MAX_CHUNK_LINE + 1)
+        received += len(text)
         if not text.endswith(b"\n"):
             raise ServingError(400, f"the chunked body ended inside {what}" if len(text) <= MAX_CHUNK_LINE
                                else f"{what} is longer than {MAX_CHUNK_LINE} bytes")
@@ -470,26 +474,31 @@ def _read_chunked(rfile) -> bytes:
 
     try:
         while True:
-            size_line = line(f"the size line of chunk {len(parts) + 1}")
-            size_text = size_line.split(b";", 1)[0].strip()
+            chunks += 1
+            size_text = line(f"the size line of chunk {chunks}").split(b";", 1)[0].strip()
             if not _CHUNK_SIZE.fullmatch(size_text):
-                raise ServingError(400, f"chunk {len(parts) + 1}: size {size_text[:40].decode('latin-1')!r} is "
+                raise ServingError(400, f"chunk {chunks}: size {size_text[:40].decode('latin-1')!r} is "
                                    "not a hexadecimal number")
             size = int(size_text, 16)
             if size == 0:
                 break
-            total += size
-            if total > MAX_BODY_BYTES:
+            if received + size > MAX_BODY_BYTES:
                 raise ServingError(413, f"the chunked request body is over the limit of {MAX_BODY_BYTES} bytes")
             data = rfile.read(size)
+            received += len(data)
             if len(data) < size:
-                raise ServingError(400, f"chunk {len(parts) + 1} ended after {len(data)} of its {size} bytes")
-            if rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise ServingError(400, f"chunk {len(parts) + 1} is longer than its declared {size} bytes")
-            parts.append(data)
+                raise ServingError(400, f"the chunked body ended inside chunk {chunks}, after {len(data)} of its "
+                                   f"{size} bytes")
+            body += data
+            end = rfile.readline(3)
+            received += len(end)
+            if end not in (b"\r\n", b"\n"):
+                raise ServingError(400, f"the chunked body ended after chunk {chunks}, without the 0-size chunk"
+                                   if end in (b"", b"\r") else f"chunk {chunks} is longer than its declared {size} "
+                                   "bytes")
         for _ in range(MAX_TRAILERS + 1):
             if not line("the trailer fields"):
-                return b"".join(parts)
+                return bytes(body)
         raise ServingError(400, f"more than {MAX_TRAILERS} trailer fields")
     except TimeoutError:
         raise ServingError(408, f"the request body did not arrive within {READ_TIMEOUT_SECONDS:g}s") from None

@@ -50,6 +50,25 @@ def test_a_runner_that_cannot_reach_the_paths_is_refused_naming_one(monkeypatch,
                            tmp_path / "out") == "gs://b/t"
 
 
+@pytest.mark.parametrize(("names", "says"), [
+    ([], "not one complete set of part-I-of-N: none"),
+    (["part-00000-of-00003.tfrecord", "part-00002-of-00003.tfrecord"], r"files \[1\] of 3 are missing"),
+    (["part-00000-of-00002.tfrecord", "part-00001-of-00003.tfrecord"], "not one complete set"),
+    (["part-00000-of-00001.tfrecord", "part-x.tfrecord"], "not one complete set"),
+])
+def test_an_incomplete_set_of_tfrecord_files_is_refused(tmp_path, names, says):
+    from pipelines.transform import complete_shards
+
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(StepError, match=says):
+        complete_shards(tmp_path)
+    for i in range(3):
+        (tmp_path / f"part-{i:05d}-of-00003.tfrecord").write_bytes(b"")
+    if not names or "of-00003" in names[0]:
+        assert [p.name for p in complete_shards(tmp_path)][-1] == "part-00002-of-00003.tfrecord"
+
+
 @contextlib.contextmanager
 def portable_services(logs: Path):
     """Beam's local job service and an external worker pool (its SDK workers are `python` processes: this

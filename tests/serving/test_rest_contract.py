@@ -379,7 +379,10 @@ def test_a_chunked_body_is_read_as_its_content_length_twin(target, canary):
     (b"3\r\n{body}\r\n0\r\n\r\n", 400, "chunk 1 is longer than its declared 3 bytes"),
     (b"1\r\n{{\r\nFFFFFFFF\r\n{body}", 413, "the chunked request body is over the limit of 67108864 bytes"),
     (b"{size:x}; ext=1\r\n{body}\r\n0\r\n" + b"X-T: 1\r\n" * 101 + b"\r\n", 400, "more than 100 trailer fields"),
-], ids=["size-not-hex", "chunk-longer-than-its-size", "over-the-limit", "too-many-trailers"])
+    (b"{size:x}\r\n{body}", 400, "the chunked body ended after chunk 1, without the 0-size chunk"),
+    (b"1\r\n{{\r\n" * 40 + b"FFFFFF\r\n" + b"x" * 100, 400, "ended inside chunk 41, after 100 of its 16777215"),
+], ids=["size-not-hex", "chunk-longer-than-its-size", "over-the-limit", "too-many-trailers", "no-last-chunk",
+        "ended-inside-a-chunk"])
 def test_a_malformed_chunked_body_is_refused_and_the_connection_closed(target, canary, chunks, status, says):
     if not target.local:
         pytest.skip("the local server's request limits; TF Serving has its own")
@@ -390,6 +393,7 @@ def test_a_malformed_chunked_body_is_refused_and_the_connection_closed(target, c
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                      "\r\n".encode() + chunks.decode().format(body=body, size=len(body)).encode())
+        sock.shutdown(socket.SHUT_WR)  # the client is done: a body cut short ends here
         answer = sock.recv(65536)
     assert answer.startswith(f"HTTP/1.1 {status}".encode()) and b"Connection: close" in answer, answer[:300]
     assert says.encode() in answer
