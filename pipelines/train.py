@@ -75,6 +75,9 @@ def make_dataset(file_pattern: str, feature_spec: dict, label: str, *, batch_siz
 
     ds = tf.data.TFRecordDataset(files).batch(PARSE_BLOCK).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     if cache_file is not None:
+        # TF 2.21 logs "The calling iterator did not fully read the dataset being cached" once per cache file even
+        # after a full first pass (even for Dataset.range(n).cache(file); tensorflow/tensorflow#60174, #122752):
+        # the cache files are complete after the first epoch and the next epochs read them (checked here).
         ds = ds.cache(cache_file)
     if shuffle_seed is not None:
         def permute(features, labels):

@@ -388,6 +388,7 @@ def transform(
                 with contextlib.suppress(Exception):
                     result.cancel()
                 raise
+            log.info("the Beam job ended %s", state)
             if state is not None and state != PipelineState.DONE:
                 raise StepError(f"the Beam job ended {state}, not DONE (cancelled from outside?): nothing is "
                                 "committed; run transform again")
