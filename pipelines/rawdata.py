@@ -29,6 +29,7 @@ from pipelines.anomalies import Anomaly
 from pipelines.schema import RawSchema
 
 EXAMPLES = 5  # offending lines quoted per problem
+HASH_BYTES = 8 << 20  # a Parquet partition is hashed in pieces of this size before it is parsed
 _NUMBER = {
     "int": r"^\s*-?[0-9]+\s*$",  # as pyarrow reads int64, less its hexadecimal (0x10) that int() refuses
     "float": r"^\s*[+-]?([0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?|nan|inf|infinity)\s*$",
@@ -85,15 +86,24 @@ def read_batches(path: str | Path, fmt: str, schema: RawSchema, digest: str, *,
     if fmt == "csv":
         yield from _csv_batches(path, schema, digest, block_bytes)
         return
-    with _open(path) as file:  # Parquet is read from its footer: hashed whole first
-        data = file.read()
-    check_digest(path, hashlib.sha256(data).hexdigest(), digest)
-    try:
-        table = pq.read_table(pa.BufferReader(data), columns=schema.names)
-    except (pa.ArrowException, OSError) as exc:
-        raise _unreadable(path, exc) from exc
-    rows = max(1, block_bytes * table.num_rows // max(table.nbytes, 1))
-    yield from table.to_batches(max_chunksize=rows)
+    # Parquet is read from its footer, so it cannot be hashed as it is parsed: the open file is hashed whole
+    # first, then parsed a batch at a time from that same open file (not read into memory)
+    with _open(path) as file:
+        sha256 = hashlib.sha256()
+        while chunk := file.read(HASH_BYTES):
+            sha256.update(chunk)
+        check_digest(path, sha256.hexdigest(), digest)
+        file.seek(0)
+        try:
+            parquet = pq.ParquetFile(file)
+            if missing := [name for name in schema.names if name not in parquet.schema_arrow.names]:
+                raise KeyError(f"the schema's column(s) {missing} are not in the file")  # iter_batches skips them
+            meta = parquet.metadata
+            size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            rows = max(1, block_bytes * meta.num_rows // max(size, 1))
+            yield from parquet.iter_batches(batch_size=rows, columns=schema.names)
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise _unreadable(path, exc) from exc
 
 
 def _csv_batches(path: str | Path, schema: RawSchema, digest: str, block_bytes: int) -> Iterator[pa.RecordBatch]:

@@ -111,6 +111,30 @@ def test_a_parquet_file_changed_after_validate_fails_before_any_row(tmp_path):
         next(read_batches(path, "parquet", SCHEMA, digest))
 
 
+def test_parquet_is_streamed_in_batches_from_the_file_it_hashed(tmp_path):
+    """Row groups come out a batch at a time (the file is not read into memory), all rows in order; a file whose
+    schema column is gone is named."""
+    import pyarrow.parquet as pq
+
+    from pipelines.rawdata import read_batches
+
+    path = tmp_path / "part-00000.parquet"
+    n = 5000
+    table = pa.table({"fare": pa.array([i / 4 if i % 7 else None for i in range(n)], pa.float64()),
+                      "trips": list(range(n)), "company": [f"c{i % 13}" for i in range(n)],
+                      "tips": [float(i) for i in range(n)], "label": [i % 2 for i in range(n)]})
+    pq.write_table(table, path, row_group_size=1000)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    batches = list(read_batches(path, "parquet", SCHEMA, digest, block_bytes=4096))
+    assert len(batches) > 5 and max(b.num_rows for b in batches) < n
+    got = pa.Table.from_batches(batches)
+    assert got.select(SCHEMA.names).equals(pq.read_table(path).select(SCHEMA.names))
+    pq.write_table(table.drop_columns(["tips"]), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=f"{path}: no longer reads as the file validate passed"):
+        list(read_batches(path, "parquet", SCHEMA, digest))
+
+
 @pytest.mark.slow
 def test_parquet_and_csv_partitions_of_the_same_rows_transform_alike(tmp_path, taxi_config):
     """The same generated rows as CSV and as Parquet, each validated and transformed: the same outputs."""
