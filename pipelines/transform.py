@@ -167,6 +167,36 @@ def worker_location(beam_args: list[str], inputs: list[str], output: Path) -> st
     return None
 
 
+def sweep_remote_attempts(location: str, model: str, *, min_age_seconds: float | None = None) -> list[str]:
+    """Remove the attempt directories a killed transform left under ``location`` for ``model`` once nothing in
+    them was written for ``min_age_seconds`` (default: storage's ``LEFTOVER_AGE_SECONDS``, longer than any step
+    runs, so never a live attempt's). Returns what was removed; a failure is logged, never raised."""
+    import time
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.storage import LEFTOVER_AGE_SECONDS
+
+    min_age_seconds = LEFTOVER_AGE_SECONDS if min_age_seconds is None else min_age_seconds
+    prefix = f"{location}/skewfree-transform/{model}/"
+    newest: dict[str, float] = {}
+    try:
+        for item in FileSystems.match([f"{prefix}**"])[0].metadata_list:
+            parts = item.path[len(prefix):].split("/")  # INTERVAL/ATTEMPT/...
+            if len(parts) > 2:
+                attempt = prefix + "/".join(parts[:2])
+                written = item.last_updated_in_seconds  # unknown: taken as now, so never swept
+                newest[attempt] = max(newest.get(attempt, 0.0), time.time() if written is None else written)
+        removed = [attempt for attempt, written in newest.items() if time.time() - written >= min_age_seconds]
+        for attempt in removed:
+            FileSystems.delete([f"{attempt}/"])
+            log.info("removed %s, an attempt directory a killed transform left behind", attempt)
+        return removed
+    except Exception as exc:  # noqa: BLE001 - cleanup of old runs must not fail this one
+        log.warning("could not sweep old transform attempts under %s: %s", prefix, exc)
+        return []
+
+
 @contextlib.contextmanager
 def staged_remotely(location: str | None, run: Run, files: dict[str, list[str]], digests: dict[str, str],
                     out: Path) -> Iterator[tuple[str, dict[str, list[str]], dict[str, str]]]:
@@ -174,7 +204,8 @@ def staged_remotely(location: str | None, run: Run, files: dict[str, list[str]],
     (``worker_location``): an attempt directory under it, with every input uploaded (its sha256 checked against
     validate's as it goes: a changed file is refused before anything is submitted); on success the outputs come
     back into ``out``, the local staged directory the step commits as always. The attempt directory is deleted
-    either way; a failure to delete it is logged, naming it."""
+    either way; a failure to delete it is logged, naming it; one a killed run left is swept a day later
+    (``sweep_remote_attempts``)."""
     if location is None:
         yield str(out), files, digests
         return
@@ -185,6 +216,7 @@ def staged_remotely(location: str | None, run: Run, files: dict[str, list[str]],
 
     from pipelines.rawdata import check_digest
 
+    sweep_remote_attempts(location, run.model)
     attempt = f"{location}/skewfree-transform/{run.model}/{run.interval.isoformat()}/{uuid.uuid4().hex[:12]}"
     uploaded: dict[str, str] = {}
     try:

@@ -228,6 +228,31 @@ def test_a_partition_changed_after_validate_is_refused_before_the_job_and_nothin
     assert json.loads(committed)["rows"]["train"] > 0
 
 
+def test_attempts_a_killed_transform_left_on_gcs_are_swept_once_old(tmp_path, monkeypatch):
+    """A killed pod cannot delete its attempt directory: the next transform of the model removes those nothing
+    was written in for a day (storage's LEFTOVER_AGE_SECONDS), and leaves recent ones and other models' alone."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.transform import sweep_remote_attempts
+    from tests.fixtures.gcs import fake_gcs
+
+    with fake_gcs(tmp_path / "gcs") as gcs:
+        for name, value in gcs.env.items():
+            monkeypatch.setenv(name, value)
+        FileSystems.set_options(PipelineOptions([]))
+        root = "gs://skewfree-test/beam/skewfree-transform"
+        for path in ("taxi/2026-11-10/aaa/inputs/00000-dt=2026-11-04-part-00000.csv", "taxi/2026-11-10/aaa/work/x",
+                     "taxi/2026-11-09/bbb/work/y", "penguins/2026-11-10/ccc/work/z"):
+            with FileSystems.create(f"{root}/{path}", compression_type=CompressionTypes.UNCOMPRESSED) as out:
+                out.write(b"left by a killed run")
+        assert sweep_remote_attempts("gs://skewfree-test/beam", "taxi") == []  # all written just now
+        removed = sweep_remote_attempts("gs://skewfree-test/beam", "taxi", min_age_seconds=0)
+        assert sorted(removed) == [f"{root}/taxi/2026-11-09/bbb", f"{root}/taxi/2026-11-10/aaa"]
+        assert gcs.objects() == ["beam/skewfree-transform/penguins/2026-11-10/ccc/work/z"]
+
+
 @pytest.mark.slow
 def test_transform_on_worker_processes_equals_one_process(trained_run, taxi_config, tmp_path):
     """FnApiRunner worker processes (a setting for a machine with more cores: they share out the partition files)
