@@ -255,7 +255,8 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        head = data[: exc.start]  # its line: line breaks before it are \n, \r\n or a lone \r, as elsewhere
+        line = head.count(b"\n") + head.count(b"\r") - head.count(b"\r\n") + 1
         problem("not_utf8", f"line {line}: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8 "
                 "(save the file as UTF-8)", lines=[line])
         return

@@ -187,6 +187,9 @@ def test_transform_through_gcs_with_workers_elsewhere_equals_the_fn_api_runner(t
                          ("GET", "/work/eval/part-"), ("GET", "/work/transform_fn/transform_fn/saved_model.pb")):
         assert any(m == method and part in path for m, path in requests), f"no {method} of {part} on GCS"
     assert_same_outputs(trained_run["run"].step_dir("transform"), Path(result.transform_fn).parent)
+    import tensorflow_transform as tft  # the SavedModel brought back is whole: train builds its layer from it
+
+    assert tft.TFTransformOutput(result.transform_fn).transform_features_layer() is not None
 
 
 @pytest.mark.slow

@@ -292,10 +292,11 @@ def test_repeated_header_inside_a_file_is_named(data, good, newest, taxi_config)
     assert "the header is repeated inside the file at line 301" in message
 
 
-def test_non_utf8_bytes_name_the_line(data, good, newest, taxi_config):
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_non_utf8_bytes_name_the_line(data, good, newest, taxi_config, newline):
     lines = newest.read_bytes().split(b"\n")
     lines[41] = lines[41] + b"\xff"
-    newest.write_bytes(b"\n".join(lines))
+    newest.write_bytes(newline.join(lines))
     message, anomalies = failed(taxi_config, data, good)
     assert ids(anomalies) == {"not_utf8"}
     assert "line 42: byte 0xff at offset" in message and "is not UTF-8" in message
