@@ -200,7 +200,7 @@ def _record_lines(data: bytes) -> np.ndarray:
                     starts.append(line + 1)
                 line = reader.line_num
             return np.asarray(starts, dtype=np.int64)
-        except csv.Error:  # e.g. a NUL byte: fall back to one record a line
+        except csv.Error:  # not seen in a random test against pyarrow (NUL bytes included): one record a line
             pass
         finally:
             csv.field_size_limit(limit)

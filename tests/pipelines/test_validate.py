@@ -247,7 +247,7 @@ def test_records_start_where_pyarrow_splits_them():
     from pipelines.rawdata import _record_lines, csv_parse_options
 
     rng = random.Random(0)
-    alphabet = ["a", "b", ",", ",", '"', '"', "\n", "\n", "\r\n", "\r", " "]
+    alphabet = ["a", "b", ",", ",", '"', '"', "\n", "\n", "\r\n", "\r", " ", "\0"]
     checked = 0
     for _ in range(3000):
         text = "h1,h2\n" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
