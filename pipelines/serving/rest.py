@@ -202,19 +202,24 @@ def _fast_call(servable: Servable, name: str, signature):
                    for n, s in specs.items()}
     expected = tf.constant(sorted(specs), dtype=tf.string)
 
+    def field_1(messages):
+        """Every field-1 value of the concatenated ``messages``, read as one message whose field 1 is repeated
+        bytes (``BytesList``; other fields are skipped). One op for the whole batch: decoding message by
+        message costs more than the model's own call."""
+        _, (values,) = tf.io.decode_proto(tf.strings.reduce_join(messages)[None], "tensorflow.BytesList",
+                                          ["value"], [tf.string])
+        return tf.reshape(values, [-1])
+
     def known_keys(batch):
-        # Example is field 1 (Features) and Features is field 1 repeated (map entries): the batch's Examples
-        # concatenated, read as a message whose field 1 is repeated bytes, give every row's Features; those
-        # concatenated read as one Features give every row's entries. (Read as one Example, decode_proto
-        # would keep only the last row's Features.)
-        one = tf.strings.reduce_join(batch)[None]
-        _, (features,) = tf.io.decode_proto(one, "tensorflow.BytesList", ["value"], [tf.string])
-        _, (entries,) = tf.io.decode_proto(tf.strings.reduce_join(features)[None], "tensorflow.Features",
-                                           ["feature"], [tf.string])
-        _, (keys,) = tf.io.decode_proto(tf.reshape(entries, [-1]), "tensorflow.Features.FeatureEntry", ["key"],
-                                        [tf.string])
-        keys, _ = tf.unique(tf.reshape(keys, [-1]))
-        return tf.reduce_all(tf.reduce_any(tf.equal(keys[:, None], expected[None, :]), axis=1))
+        # Example's field 1 is its Features, Features' field 1 its map entries, an entry's field 1 its key:
+        # three reads give every row's Features, every entry, every key. (Read as one Example, the batch
+        # would keep only the last row's Features.) As many keys as entries: an entry without its key is
+        # feature "" to protobuf, unknown to the model (TensorFlow's parser refuses it too; this does not rely
+        # on that), and the example-by-example check then names it.
+        entries = field_1(field_1(batch))
+        keys = field_1(entries)
+        known = tf.reduce_all(tf.reduce_any(tf.equal(tf.unique(keys)[0][:, None], expected[None, :]), axis=1))
+        return tf.logical_and(known, tf.equal(tf.size(keys), tf.size(entries)))
 
     def values_fit(batch):
         parsed = tf.io.parse_example(batch, {n: tf.io.VarLenFeature(d) for n, d in parse_dtype.items()})

@@ -571,6 +571,8 @@ def test_the_compiled_batch_check_passes_valid_rows_and_refuses_each_fault(targe
         "wrong type": changed(lambda f: (f.__delitem__("company"), f["company"].int64_list.value.append(3))),
         "not an Example": b"not an example",
         "truncated": good[0][:-3],
+        # a map entry with its value and no key is feature "" (protobuf's default key), unknown to the model
+        "entry without a key": good[0] + b"\x0a\x10\x0a\x0e\x12\x0c\x12\x0a\x0a\x08" + bytes(8),
     }
     for name, bad in faults.items():
         for position in (0, 20, 40):
