@@ -264,11 +264,15 @@ def run_canary(client: ModelServerClient, model: str, version: int, rows: list[d
 
 
 def promote(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, version: int,
-            canary_rows: list[dict], policy: RolloutConfig, allow_older: bool = False) -> RolloutResult:
+            canary_rows: list[dict], policy: RolloutConfig, allow_older: bool = False,
+            store: Store | None = None) -> RolloutResult:
     """Make ``version`` the stable version of ``model`` with every check, or restore what was serving.
 
     Versions are ordered by data time, so a version older than the current stable one (a backfill)
     is not promoted unless ``allow_older`` is set; the result then says so and nothing changes.
+    With the serving root's ``store`` (a rollout's promotion), a version rolled back from (its
+    ``rejected.json``) is not promoted either: a re-run that publishes the same model again gets that
+    version back, and only a rollback naming it as its target serves it again.
     The whole promotion holds this model's rollout lock; any failure, exception or SIGTERM restores
     this model's entry of the config file (only this model's) before it returns or exits.
     """
@@ -276,11 +280,12 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
     wait = policy.load_timeout_seconds + 2 * policy.label_timeout_seconds + 60
     with cfg.model_lock(model, wait), terminate_raises():
         return _promote_locked(cfg, client, model=model, base_path=base_path, version=version,
-                               canary_rows=canary_rows, policy=policy, allow_older=allow_older)
+                               canary_rows=canary_rows, policy=policy, allow_older=allow_older, store=store)
 
 
 def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model: str, base_path: str, version: int,
-                    canary_rows: list[dict], policy: RolloutConfig, allow_older: bool) -> RolloutResult:
+                    canary_rows: list[dict], policy: RolloutConfig, allow_older: bool,
+                    store: Store | None) -> RolloutResult:
     from tensorflow_serving.config import model_server_config_pb2
 
     before = cfg.snapshot(model)
@@ -294,6 +299,13 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         log.info("%s version %d is already stable; nothing to do", model, version)
         return RolloutResult(model, version, labels.get(PREVIOUS), version, sorted(loaded), changed=False)
 
+    if store is not None and (record := store.read_json(model, str(version), REJECTED)) is not None:
+        reason = (f"version {version} was rolled back from ({record.get('reason', 'rolled back')}, "
+                  f"{record.get('rejected_at', 'time not recorded')}); a rollout never serves it again: to serve it, "
+                  f"trigger the rollback DAG with target_version={version}")
+        log.warning("%s: not promoted: %s", model, reason)
+        return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
+                             skipped_reason=reason)
     if old_stable is not None and version < old_stable and not allow_older:
         log.warning("%s version %d is older than stable %d: not promoted (allow_older_than_serving is off)",
                     model, version, old_stable)

@@ -272,6 +272,17 @@ def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
     with pytest.raises(RolloutError, match="no good version to roll back to before stable 2026110800"):
         back()
     assert stable_of(stack) == V0
+    # a re-run of V2's interval publishes the same model again and gets V2 back: its rollout skips it
+    before = stack["config"].read_text()
+    again = go(stack, V2, store=store)
+    assert not again.changed and again.stable == V0
+    assert again.skipped_reason.startswith(f"version {V2} was rolled back from (test, ")
+    assert f"target_version={V2}" in again.skipped_reason
+    assert stable_of(stack) == V0 and stack["config"].read_text() == before
+    # a rollback naming it is the way back
+    named = rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]), store=store,
+                     target=V2, policy=POLICY, reason="asked for by name")
+    assert named.changed and stable_of(stack) == V2
 
 
 def test_publish_ignores_partial_versions_and_never_reuses_a_broken_one(trained_run, tmp_path, taxi_config, capsys):

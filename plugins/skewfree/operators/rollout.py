@@ -66,7 +66,7 @@ class RolloutOperator(BaseOperator):
                 result = rollout.promote(
                     client, Path(settings.model_server_config), version=version,
                     canary_rows=rollout.canary_rows_of(store, config.name, version),
-                    allow_older=bool(params.get("allow_older_than_serving", False)), **common,
+                    allow_older=bool(params.get("allow_older_than_serving", False)), store=store, **common,
                 )
         except rollout.RolloutError as exc:
             raise AirflowFailException(str(exc)) from None
