@@ -11,6 +11,7 @@ folders in ``SKEWFREE_MODELS_DIR``): one DAG file serves every model.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import logging
 from typing import ClassVar
@@ -76,6 +77,24 @@ def trigger_params() -> dict[str, Param]:
                         "that are a known, expected change: this run passes them, and the version's lineage "
                         "records them. Errors in the data (wrong types, NaN, nulls) cannot be accepted."),
     }
+
+
+def refuse_unknown_conf(context) -> None:
+    """Every task's ``pre_execute``: a trigger's conf key that is no parameter of the DAG fails the task before
+    it runs. Airflow passes such a key through unread, so a typo (``epocs``, ``require_aproval``) would run with
+    the default: a gate silently off."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    known = {*context["dag"].params, *context["task"].params}
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        guesses = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1))
+                   else repr(key) for key in unknown]
+        raise AirflowFailException(
+            f"the trigger's conf has {', '.join(guesses)}, which {'is' if len(unknown) == 1 else 'are'} no parameter "
+            f"of {context['dag'].dag_id}: nothing ran. Its parameters are {sorted(known)}; trigger it again with "
+            "those names")
 
 
 def _flag(flag: str, param: str) -> str:
@@ -272,7 +291,7 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         # every step's deadline (each may run twice: one retry, 2 min apart), the approval's, and a day queued
         # for the training pool: a run can never hold max_active_runs=1 forever, nor be cut short by this
         dagrun_timeout=dagrun_timeout(config),
-        default_args={"owner": config.owner,
+        default_args={"owner": config.owner, "pre_execute": refuse_unknown_conf,
                       **({"on_failure_callback": notifier} if (notifier := failure_notifier()) else {})},
     ) as dag:
         steps = {name: step_task(name, model=model, config=config, settings=settings)
@@ -317,7 +336,7 @@ def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["skewfree", config.name, "rollback"],
-        default_args={"owner": config.owner},
+        default_args={"owner": config.owner, "pre_execute": refuse_unknown_conf},
         doc_md=f"Roll **{config.name}** back: load a published version, canary-check it, make it `stable`.",
         params={
             "target_version": Param(

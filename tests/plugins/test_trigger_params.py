@@ -107,3 +107,34 @@ def test_steps_confine_paths_themselves(tmp_path):
     (tmp_path / "link").symlink_to("/etc")
     with pytest.raises(ValueError, match="escapes its root"):
         confined(tmp_path, "link", "data_dir")
+
+
+def test_a_conf_key_that_is_no_parameter_fails_every_task_before_it_runs():
+    """A trigger's conf goes to Airflow as is: a typo ('epocs', 'require_aproval') would run with the default
+    (an approval gate silently off) unless each task's pre_execute refuses it, naming the key."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from skewfree.dag_factory import refuse_unknown_conf, retrain_dag, rollback_dag
+
+    retrain, rollback = retrain_dag("taxi"), rollback_dag("taxi")
+    for dag in (retrain, rollback):
+        assert dag.tasks and all(t._pre_execute_hook is refuse_unknown_conf for t in dag.tasks), dag.dag_id
+
+    def run(dag, task_id: str, conf) -> None:
+        refuse_unknown_conf({"dag": dag, "task": dag.get_task(task_id), "dag_run": SimpleNamespace(conf=conf)})
+
+    for conf in (None, {}, {"epochs": 3, "require_approval": True}):  # scheduled runs, the UI form
+        run(retrain, "validate", conf)
+    with pytest.raises(AirflowFailException) as err:
+        run(retrain, "rollout", {"epocs": 3, "require_aproval": True, "epochs": 2})
+    assert str(err.value).startswith("the trigger's conf has 'epocs' (did you mean 'epochs'?), 'require_aproval' "
+                                     "(did you mean 'require_approval'?), which are no parameter of taxi_retrain")
+    run(rollback, "rollback", {"target_version": 2026120600})
+    with pytest.raises(AirflowFailException, match=r"'version' \(did you mean 'target_version'\?\), which is no "
+                                                   r"parameter of taxi_rollback: nothing ran. Its parameters are "
+                                                   r"\['target_version'\]"):
+        run(rollback, "rollback", {"version": 2026120600})
+    with pytest.raises(AirflowFailException, match=r"conf has 'zzz', which is no parameter"):
+        run(retrain, "validate", {"zzz": 1})
