@@ -39,13 +39,14 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
-    """A serialized tf.Example of one row of raw features: ``None`` (or an absent key) is a missing
-    feature, as a sparse row needs. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
+    """A serialized tf.Example of one row of raw features: ``None``, NaN (an empty cell of a pandas frame) or
+    an absent key is a missing feature, as a sparse row needs (the server names a row that misses a feature
+    the model needs); infinity is sent as it is, and refused. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
     ``DT_INT64`` (see ``ModelServerClient.feature_types``). A value of the wrong type or a feature the
     model does not take raises ``ValueError`` naming it."""
     entries = b""
     for name, value in sorted(row.items()):
-        if value is None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         kind = types.get(name)
         if kind is None:
@@ -127,10 +128,16 @@ class ModelServerClient:
 
     def predict_rows(self, model: str, rows: list[dict[str, Any]], *, version: int | None = None,
                      label: str | None = None, types: dict[str, str] | None = None) -> list[Any]:
-        """Predictions for plain dicts of raw features, missing values allowed (``None`` or absent): each row
-        goes as a serialized tf.Example to ``serving_default``, as TF Serving clients send sparse rows."""
+        """Predictions for plain dicts of raw features (a pandas frame's ``to_dict("records")``), missing values
+        allowed (``None``, NaN or absent): each row goes as a serialized tf.Example to ``serving_default``, as
+        TF Serving clients send sparse rows. A value that cannot be encoded is a ValueError naming its row."""
         types = types or self.feature_types(model, version=version, label=label)
-        instances = [{"b64": base64.b64encode(encode_example(row, types)).decode()} for row in rows]
+        instances = []
+        for i, row in enumerate(rows):
+            try:
+                instances.append({"b64": base64.b64encode(encode_example(row, types)).decode()})
+            except ValueError as exc:
+                raise ValueError(f"rows[{i}]: {exc}") from None
         return self.predict(model, {"instances": instances}, version=version, label=label)["predictions"]
 
     def predict(self, model: str, body: dict, *, version: int | None = None, label: str | None = None) -> dict:

@@ -96,7 +96,8 @@ def _convert(values: list, dtype, where: str, *, examples: bool = False, rows: l
                                         f"{dtype.name}")
             if isinstance(value, float) and not math.isfinite(value):  # (math.isfinite overflows on a huge int)
                 raise ServingError(400, f"{at}: {_shown(value)} is not a value the model was trained on; to send a "
-                                        "missing value, leave the feature out of a tf.Example (serving_default)")
+                                        "missing value, send null (serving_raw, where the model lets the feature be "
+                                        "missing) or leave the feature out of a tf.Example (serving_default)")
             if abs(value) > float(dtype.max):  # a Python float: exact against any int (numpy overflows)
                 raise ServingError(400, f"{at}: {_shown(value)} is out of the range of {dtype.name}")
             out.append(value)
@@ -259,6 +260,7 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
     expected = {name: spec.dtype for name, spec in raw.structured_input_signature[1].items()}
     kinds = {name: "bytes_list" if dtype == tf.string else "float_list" if dtype.is_floating else "int64_list"
              for name, dtype in expected.items()}
+    required = sorted(set(expected) - servable.nullable) if servable.nullable is not None else []
     for i, payload in enumerate(serialized):
         try:
             example = tf.train.Example.FromString(payload)
@@ -282,6 +284,12 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
             if len(getattr(feature, kind).value) > 1:
                 raise ServingError(400, f"instances[{i}]: feature {name!r} has {len(getattr(feature, kind).value)}"
                                         " values; the model takes one value per row (or none: missing)")
+        features = example.features.feature
+        absent = [name for name in required if name not in features  # (`in` first: indexing would add it)
+                  or not (kind := features[name].WhichOneof("kind")) or not getattr(features[name], kind).value]
+        if absent:
+            raise ServingError(400, f"instances[{i}]: {_listed('feature', absent)} missing, but the model needs a "
+                                    "value for each feature its raw schema does not let be missing")
 
 
 def _bare_base64_hint(payload: bytes) -> str:
@@ -307,12 +315,18 @@ def model_error(exc: Exception) -> str:
     return useful[0] if useful else (lines[0] if lines else type(exc).__name__)
 
 
+def _listed(noun: str, names: list[str]) -> str:
+    """'feature 'a' is' / 'features ['a', 'b'] are'."""
+    return f"{noun} {names[0]!r} is" if len(names) == 1 else f"{noun}s {names} are"
+
+
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
+    """null, or NaN as pandas writes an empty cell; Infinity is a value (refused: not one the model was trained on)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _missing_as_examples(servable: Servable, body: dict, specs: dict) -> dict | None:
-    """A ``serving_raw`` request whose rows hold JSON null, NaN or Infinity for some features: when every such
+    """A ``serving_raw`` request whose rows hold JSON null or NaN for some features: when every such
     feature may be missing (the model's raw schema says nullable), the rows become tf.Examples without them and
     go to ``serving_default`` (the same TFT graph, filling them as in training); otherwise a 400 naming it."""
     from pipelines.serving.client import encode_example

@@ -8,6 +8,7 @@ test here against ``tensorflow/serving`` too; without them that target is skippe
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -231,10 +232,11 @@ def test_bad_bodies_are_400(target, body, says):
     assert says.lower() in answer["error"].lower()
 
 
-@pytest.mark.parametrize("literal", ["NaN", "Infinity", "null"])
-def test_json_nan_null_and_infinity_are_missing_where_the_schema_allows_it(target, canary, literal):
-    """A nullable feature (trip_miles) given as NaN/Infinity/null is served as missing, exactly as a tf.Example
-    without it; a feature that may not be missing (pickup_hour) is a 400 naming it."""
+@pytest.mark.parametrize("literal", ["NaN", "null", "Infinity", "-Infinity"])
+def test_json_nan_and_null_are_missing_where_the_schema_allows_it(target, canary, literal):
+    """A nullable feature (trip_miles) given as NaN (a pandas frame's empty cell) or null is served as missing,
+    exactly as a tf.Example without it; a feature that may not be missing (pickup_hour) is a 400 naming it.
+    Infinity is a value, not a missing one: a 400 for any feature (it used to be served as missing)."""
     if not target.local:
         pytest.skip("TF Serving has no notion of a nullable raw feature (its JSON parser refuses NaN)")
     row = _row(canary)
@@ -247,9 +249,21 @@ def test_json_nan_null_and_infinity_are_missing_where_the_schema_allows_it(targe
                 + "}}")
         return http("POST", f"{target.url}/v1/models/{MODEL}:predict", body.encode())
 
+    if "Infinity" in literal:
+        for feature in ("trip_miles", "fare"):
+            for rows_format in (True, False):
+                status, body = post(feature, rows_format)
+                assert status == 400 and f"'{feature}', row 0: {literal} is not a value the model was trained on" \
+                    in body["error"], (feature, body)
+        row["company"] = None  # with a missing value beside it the rows go another way: the same refusal
+        status, body = post("trip_miles")
+        assert status == 400 and f"'trip_miles', row 0: {literal} is not a value" in body["error"], body
+        return
     status, body = post("trip_miles")
     assert status == 200, body
     [missing] = ModelServerClient(target.url).predict_rows(MODEL, [{**row, "trip_miles": None}])
+    [as_nan] = ModelServerClient(target.url).predict_rows(MODEL, [{**row, "trip_miles": float("nan")}])  # pandas
+    assert as_nan == missing
     assert body["predictions"][0] == pytest.approx(missing, abs=1e-6)
     status, columns = post("trip_miles", rows_format=False)
     assert status == 200 and columns["outputs"][0] == pytest.approx(missing, abs=1e-6), columns
@@ -296,6 +310,14 @@ def test_the_client_refuses_values_a_tf_example_cannot_carry():
         with pytest.raises(ValueError, match="feature 'x': .* is out of the range of float32"):
             encode_example({"x": huge}, {"x": "DT_FLOAT"})
     assert encode_example({"n": -(2**63)}, {"n": "DT_INT64"}) != encode_example({"n": 0}, {"n": "DT_INT64"})
+    # a pandas frame's empty cell is NaN, also in an int column (which pandas then holds as floats): missing
+    types = {"n": "DT_INT64", "x": "DT_FLOAT"}
+    assert encode_example({"n": float("nan"), "x": float("nan")}, types) == encode_example({}, types)
+    assert encode_example({"n": 3.0, "x": float("nan")}, types) == encode_example({"n": 3}, types)
+    assert encode_example({"x": math.inf}, types) != encode_example({}, types)  # a value (the server refuses it)
+    # nothing is sent when a row cannot be encoded, and the error names the row
+    with pytest.raises(ValueError, match=r"^rows\[1\]: feature 'n': 2.5 is not an integer$"):
+        ModelServerClient("http://127.0.0.1:9").predict_rows(MODEL, [{"n": 1}, {"n": 2.5}], types=types)
 
 def _raw_exchange(url: str, request: bytes) -> tuple[int, float]:
     """Send bytes as they are (malformed on purpose); the status line and how long it took."""
@@ -512,7 +534,17 @@ def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_featu
         example.features.feature[name].int64_list.value[:] = [3]
         return {"b64": base64.b64encode(example.SerializeToString()).decode()}
 
+    def removed(*names: str) -> dict:
+        example = tf.train.Example.FromString(good)
+        for name in names:
+            del example.features.feature[name]
+        return {"b64": base64.b64encode(example.SerializeToString()).decode()}
+
     for bad, says in ((edited("trip_miles", [float("nan")]), "feature 'trip_miles' is [nan]: NaN and infinity"),
+                      # the model's own parser would say "Name: <unknown>, Feature: pickup_hour ... is required"
+                      (removed("pickup_hour"), "feature 'pickup_hour' is missing, but the model needs a value"),
+                      (removed("pickup_hour", "pickup_day_of_week"),
+                       "features ['pickup_day_of_week', 'pickup_hour'] are missing, but the model needs a value"),
                       (edited("fare", [1.0, 2.0]), "feature 'fare' has 2 values; the model takes one value"),
                       (edited("fare_amount", [1.0]), "unknown feature 'fare_amount' in the tf.Example"),
                       (retyped("trip_miles"), "feature 'trip_miles' is a int64_list but the model expects float32"),
