@@ -118,9 +118,12 @@ def _signature(servable: Servable, name: str | None):
 def _check_names(given: dict, names: list[str], where: str) -> None:
     """Every named input of the signature present, and nothing else."""
     missing = [n for n in names if n not in given]
+    unknown = sorted(set(given) - set(names))
+    if missing and unknown:  # likely a misspelt name: say both
+        raise ServingError(400, f"{where}: unknown named input(s) {unknown} and missing named input(s) {missing}; "
+                                f"the signature takes {names}")
     if missing:
         raise ServingError(400, f"{where}: missing named input(s) {missing}")
-    unknown = sorted(set(given) - set(names))
     if unknown:
         raise ServingError(400, f"{where}: unknown named input(s) {unknown}; the signature takes {names}")
 
