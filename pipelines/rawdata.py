@@ -291,8 +291,10 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
             table = None
     except pa.ArrowInvalid as exc:
         try:
-            if not wrong_types():
-                problem("unreadable", f"does not parse with the schema's types: {exc}")
+            if not wrong_types():  # pyarrow counts columns from 0: name the column
+                named = re.sub(r"CSV column #(\d+)", lambda m: f"{m[0]} (column {header[int(m[1])]!r})"
+                               if int(m[1]) < len(header) else m[0], str(exc))
+                problem("unreadable", f"does not parse with the schema's types: {named}")
         except pa.ArrowInvalid as exc2:
             problem("unreadable", f"not a readable CSV file: {exc2}")
             return
@@ -330,12 +332,28 @@ def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) 
         ok = pc.match_substring_regex(column, _NUMBER[f.type], ignore_case=True)
         bad = pc.and_(pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(ok, True))), not_header)
         rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
-        if len(rows):
-            values = pc.take(column, pa.array(rows[:EXAMPLES])).to_pylist()
-            problem("wrong_type", f"column {f.name!r} has {len(rows)} value(s) that are not {f.type}: "
-                    f"{read.where(rows, values)}", column=f.name, value=len(rows), lines=read.lines(rows[:EXAMPLES]))
+        # an integer int64 cannot hold: pyarrow refuses the whole file for one, so it is named here with the rest
+        huge = _beyond_int64(column, ok) if f.type == "int" else rows[:0]
+        parts = [f"{len(found_rows)} {what}: {read.where(found_rows, pc.take(column, pa.array(found_rows[:EXAMPLES])).to_pylist())}"
+                 for found_rows, what in ((rows, f"value(s) that are not {f.type}"),
+                                          (huge, "integer(s) beyond int64's range (-2**63 to 2**63-1)"))
+                 if len(found_rows)]
+        if parts:
+            every = np.union1d(rows, huge)
+            problem("wrong_type", f"column {f.name!r} has {'; and '.join(parts)}", column=f.name, value=len(every),
+                    lines=read.lines(every[:EXAMPLES]))
             found = True
     return found
+
+
+def _beyond_int64(column: pa.ChunkedArray, is_int: pa.ChunkedArray) -> np.ndarray:
+    """Rows of integer text (``is_int``) that int64 cannot hold; only cells of 19 or more characters can't."""
+    long = pc.and_(pc.fill_null(is_int, False), pc.fill_null(pc.greater_equal(pc.utf8_length(column), 19), False))
+    rows = np.flatnonzero(long.to_numpy(zero_copy_only=False))
+    if not rows.size:
+        return rows
+    values = pc.take(column, pa.array(rows)).to_pylist()
+    return np.array([r for r, v in zip(rows, values, strict=True) if not -(2**63) <= int(v) < 2**63], dtype=np.int64)
 
 
 def _read_parquet(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: str, problem) -> None:

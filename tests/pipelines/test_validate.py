@@ -140,6 +140,48 @@ def test_wrong_types_name_the_column_and_every_line(data, good, newest, taxi_con
     assert all(a["file"] == str(newest) and a["day"] == NEWEST for a in anomalies)
 
 
+def test_an_integer_beyond_int64_is_named_with_the_other_wrong_types_in_one_pass(data, good, newest, taxi_config):
+    """pyarrow refuses a whole file for one integer int64 cannot hold ('CSV column #3: Row #8: ... invalid
+    value', counting columns from 0): it used to be reported alone, as unreadable, after the other cells
+    were fixed."""
+    def edit(lines):
+        for i, cell in ((7, "99999999999999999999"), (9, "nine"), (11, "-9223372036854775809"),
+                        (12, "9223372036854775807")):  # the last one fits
+            fields = lines[i].split(",")
+            fields[3] = cell  # pickup_hour (int)
+            lines[i] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    message, anomalies = failed(taxi_config, data, good)
+    assert {a["id"] for a in anomalies} == {"wrong_type:pickup_hour"}  # (domain checks need the typed file)
+    wrong = next(a for a in anomalies if a["id"] == "wrong_type:pickup_hour")
+    assert wrong["lines"] == [8, 10, 12] and wrong["value"] == 3
+    assert ("column 'pickup_hour' has 1 value(s) that are not int: line 10 'nine'; and 2 integer(s) beyond int64's "
+            "range (-2**63 to 2**63-1): lines 8 '99999999999999999999', 12 '-9223372036854775809'") in message
+    assert "unreadable" not in message
+
+
+def test_a_parse_failure_no_check_explains_is_unreadable_naming_the_column(data, good, newest, taxi_config,
+                                                                           monkeypatch):
+    """Fail closed: a cell pyarrow refuses that no check of validate's explains (planted by switching off the
+    int64-range check) is still refused, with pyarrow's 0-based column number given its name."""
+    from pipelines import rawdata
+
+    monkeypatch.setattr(rawdata, "_beyond_int64", lambda column, is_int: np.array([], dtype=np.int64))
+
+    def edit(lines):
+        fields = lines[7].split(",")
+        fields[3] = "99999999999999999999"  # pickup_hour, the file's fourth column
+        lines[7] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    message, anomalies = failed(taxi_config, data, good)
+    assert {a["id"] for a in anomalies} == {"unreadable"}
+    assert "In CSV column #3 (column 'pickup_hour'): Row #8: CSV conversion error to int64" in message
+
+
 @pytest.mark.parametrize("cell", ["0x10", "+12"])
 def test_ints_pyarrow_and_int_disagree_on_are_named_by_line(data, good, newest, taxi_config, cell):
     """pyarrow reads 0x10 as 16 (Python's int() refuses it) and refuses +12: either way the cell is named."""
