@@ -44,6 +44,21 @@ def _read(files: list[Path], fmt: str) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def _mostly_numbers(name: str, present: pa.ChunkedArray) -> str | None:
+    """A note when a column read as text is mostly numbers: a few stray cells ('three', 'n/a') made it a string."""
+    from pipelines.rawdata import NUMBER_TEXT
+
+    numeric = pc.match_substring_regex(present, NUMBER_TEXT["float"], ignore_case=True)
+    count = int(pc.sum(numeric).as_py() or 0)
+    if not len(present) or count == len(present) or count < len(present) / 2:
+        return None
+    strays = pc.unique(pc.filter(present, pc.invert(numeric))).to_pylist()
+    shown = ", ".join(map(repr, strays[:5])) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+    return (f"column {name!r} is inferred as string, but {count} of its {len(present)} values are numbers: "
+            f"{len(present) - count} are not ({shown}). If it is numeric, clean those cells (an empty cell is a "
+            "missing value) and infer again, or declare it int or float")
+
+
 def infer_schema(data: str | Path, *, label: str, max_values: int = 20) -> tuple[RawSchema, list[str]]:
     """The inferred contract and notes for the person editing it (NaN seen, label domain, ...)."""
     files, fmt = _files(Path(data))
@@ -58,6 +73,8 @@ def infer_schema(data: str | Path, *, label: str, max_values: int = 20) -> tuple
         nullable = column.null_count > 0
         if kind == "string":
             present = present.cast(pa.string())
+            if notes_on := _mostly_numbers(name, present):
+                notes.append(notes_on)
             distinct = pc.unique(present)
             values = tuple(sorted(distinct.to_pylist())) if len(distinct) <= max_values else None
             features.append(Feature(name, "string", nullable=nullable, values=values))

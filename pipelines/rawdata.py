@@ -30,7 +30,7 @@ from pipelines.schema import RawSchema
 
 EXAMPLES = 5  # offending lines quoted per problem
 HASH_BYTES = 8 << 20  # a Parquet partition is hashed in pieces of this size before it is parsed
-_NUMBER = {
+NUMBER_TEXT = {
     "int": r"^\s*-?[0-9]+\s*$",  # as pyarrow reads int64, less its hexadecimal (0x10) that int() refuses
     "float": r"^\s*[+-]?([0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?|nan|inf|infinity)\s*$",
 }
@@ -326,10 +326,10 @@ def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) 
         found = True
     not_header = pc.invert(repeated) if repeated is not None else None
     for f in schema.features:
-        if f.type not in _NUMBER:
+        if f.type not in NUMBER_TEXT:
             continue
         column = strings.column(f.name)
-        ok = pc.match_substring_regex(column, _NUMBER[f.type], ignore_case=True)
+        ok = pc.match_substring_regex(column, NUMBER_TEXT[f.type], ignore_case=True)
         bad = pc.and_(pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(ok, True))), not_header)
         rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
         # an integer int64 cannot hold: pyarrow refuses the whole file for one, so it is named here with the rest

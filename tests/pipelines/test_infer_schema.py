@@ -75,3 +75,22 @@ def test_out_is_never_overwritten_without_force(small_data, tmp_path):
     assert out.read_text() == "# my edits\n"
     assert subprocess.run([*argv, "--force"], cwd=ROOT, capture_output=True, text=True).returncode == 0
     assert "SCHEMA = RawSchema(" in out.read_text()
+
+
+def test_a_numeric_column_made_text_by_a_few_cells_gets_a_note(tmp_path):
+    """One 'three' among numbers makes a column a string: the note says so and names the cells, instead of
+    letting the contract silently take it as a string feature."""
+    data = tmp_path / "rent.csv"
+    rows = [f"{i % 6 + 1},{1000 + i},{i % 2}" for i in range(40)]
+    rows[7] = "three,1007,1"
+    rows[9] = "n/a,1009,1"
+    data.write_text("rooms,rent,label\n" + "\n".join(rows) + "\n")
+    schema, notes = infer_schema(data, label="label")
+    assert schema.feature("rooms").type == "string" and schema.feature("rent").type == "int"
+    [note] = [n for n in notes if "rooms" in n]
+    assert note.startswith("column 'rooms' is inferred as string, but 38 of its 40 values are numbers: 2 are not "
+                           "('three', 'n/a')")  # in the order they first appear
+    assert not [n for n in notes if "rent" in n and "inferred as string" in n]
+    # a text column is not one of them
+    (tmp_path / "names.csv").write_text("name,label\n" + "\n".join(f"n{i},0" for i in range(5)) + "\n1,1\n")
+    assert not [n for n in infer_schema(tmp_path / "names.csv", label="label")[1] if "inferred as string" in n]
