@@ -105,6 +105,36 @@ class ApprovalWaitFilter(logging.Filter):
         return False
 
 
+@contextlib.contextmanager
+def approval_deadlines(every_seconds: float = 5.0) -> Iterator[None]:
+    """Apply human-in-the-loop deadlines while ``dag.test()`` runs, as the scheduler does: dag.test() parks an
+    approval task until someone answers and has no scheduler, whose sweep
+    (``SchedulerJobRunner.check_awaiting_input_timeouts``) gives a task its defaults (Reject) at its deadline.
+    That same sweep runs here every ``every_seconds``."""
+    import threading
+    from types import SimpleNamespace
+
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    stop = threading.Event()
+    runner = SimpleNamespace(log=logging.getLogger("skewfree.demo.approval_deadlines"))
+
+    def sweep() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                SchedulerJobRunner.check_awaiting_input_timeouts(runner)
+            except Exception:  # noqa: BLE001 - a failed sweep is retried at the next tick, as the scheduler's
+                runner.log.exception("approval deadline sweep failed; trying again in %ss", every_seconds)
+
+    thread = threading.Thread(target=sweep, name="approval-deadlines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
 def migrate_db() -> None:
     """``airflow db migrate`` and ``airflow pools set``, in this process (two CLI processes cost ~20 s)."""
     from airflow import settings
@@ -212,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         # the DAG's rollout task finds the server through this Airflow connection
         os.environ["AIRFLOW_CONN_MODEL_SERVER_DEFAULT"] = url
         print(f"==> running {dag_id} for data interval {args.end} with dag.test()")
-        if (args.conf or {}).get("require_approval"):
+        approval = bool((args.conf or {}).get("require_approval"))
+        if approval:
             logging.getLogger("airflow.sdk.definitions.dag").addFilter(ApprovalWaitFilter(dag_id))
-        dag_run = run_dag(dag_id, args.end, args.conf)
+        with approval_deadlines() if approval else contextlib.nullcontext():
+            dag_run = run_dag(dag_id, args.end, args.conf)
         state = report(dag_run, dag_id, settings, config, args.end)
         artifacts = open_root(settings.artifact_root, settings.aws_conn_id)
         if (canary := artifacts.read_json(config.name, "runs", args.end.isoformat(), "evaluate", "canary.json")):

@@ -4,7 +4,8 @@ awaiting input, then record the choice through Airflow's own HITL API route func
 usage: python tests/e2e/hitl_respond.py DAG_ID TASK_ID OPTION [TIMEOUT_SECONDS]
 
 OPTION ``@deadline`` answers nothing: it prints the deadline the task was given, moves it to the past (as if
-nobody answered in time) and runs the scheduler's own timeout sweep, which applies the task's defaults.
+nobody answered in time) and waits for whoever runs the scheduler's timeout sweep (the demo does, as
+the scheduler would) to apply the task's defaults.
 """
 
 from __future__ import annotations
@@ -52,21 +53,28 @@ def main() -> int:
     return 1
 
 
-def expire(ti, session) -> int:
+def expire(ti, session, timeout: float = 120) -> int:
     import datetime as dt
-    import logging
-    from types import SimpleNamespace
 
-    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
 
     now = dt.datetime.now(dt.UTC)
     print(f"deadline in {(ti.trigger_timeout - now).total_seconds() / 60:.1f} minutes")
     ti.trigger_timeout = now - dt.timedelta(seconds=1)
     session.commit()
-    SchedulerJobRunner.check_awaiting_input_timeouts(SimpleNamespace(log=logging.getLogger("sweep")))
-    chosen = ti.hitl_detail.chosen_options if ti.hitl_detail else None
-    print(f"deadline passed for {ti.dag_id}.{ti.task_id} in run {ti.run_id}: chosen {chosen}")
-    return 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # nothing here applies it: the process running the DAG must
+        session.expire_all()
+        if ti.state != TaskInstanceState.AWAITING_INPUT:
+            detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+            chosen = detail.chosen_options if detail else None
+            print(f"deadline passed for {ti.dag_id}.{ti.task_id} in run {ti.run_id}: chosen {chosen}")
+            return 0
+        time.sleep(0.5)
+    print(f"{ti.dag_id}.{ti.task_id} was still awaiting input {timeout}s after its deadline", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -238,7 +238,8 @@ def test_rejected_approval_leaves_stable_untouched(stack, blessed_run):
 def test_an_unanswered_approval_is_rejected_at_its_deadline(stack, blessed_run):
     """Nobody answers: at the deadline ([rollout] approval_timeout_minutes, 1440 for taxi) the scheduler's
     sweep applies the default, Reject; the run ends, nothing is promoted, and later runs are not stalled.
-    The test moves the deadline to the past instead of waiting a day."""
+    The test moves the deadline to the past instead of waiting a day, and nothing else: the demo, which has
+    no scheduler, runs that sweep itself (it used to wait for an answer forever)."""
     responder = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "e2e" / "hitl_respond.py"), "taxi_retrain", "approve_promotion",
          "@deadline", "600"], env=stack["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
