@@ -260,7 +260,7 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
         problem("not_utf8", f"line {line}: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8 "
                 "(save the file as UTF-8)", lines=[line])
         return
-    header = next(csv.reader(io.StringIO(data.split(b"\n", 1)[0].decode().rstrip("\r"))), [])
+    header = next(csv.reader(io.StringIO(data.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r"))), [])
     if not _check_header(header, schema, unknown_columns, problem):
         return
     malformed: list[tuple[int, int, str]] = []
