@@ -62,8 +62,11 @@ def model_server(config_file: Path, port: int) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def show_stable(url: str, model: str, rows: list[dict]) -> None:
-    """What the server's 'stable' label serves, and one prediction fetched over HTTP from raw JSON."""
+def show_stable(url: str, model: str, serving) -> None:
+    """What the server's 'stable' label serves, and one prediction fetched over HTTP from raw JSON, beside that
+    version's own offline prediction (its canary rows): when this run promoted nothing, stable is another model
+    than the one this run evaluated."""
+    from pipelines.publish import CANARY
     from pipelines.serving.client import ModelServerClient
 
     client = ModelServerClient(url)
@@ -71,8 +74,13 @@ def show_stable(url: str, model: str, rows: list[dict]) -> None:
     if status != 200:
         print(f"\n    model server: no stable version of {model} ({body.get('error')})")
         return
-    print(f"\n    model server {url}: label 'stable' -> version {body['model_version_status'][0]['version']}"
+    version = body["model_version_status"][0]["version"]
+    print(f"\n    model server {url}: label 'stable' -> version {version}"
           f" ({body['model_version_status'][0]['state']}); all versions {client.version_states(model)}")
+    rows = serving.read_json(model, str(version), CANARY)
+    if not rows:
+        print(f"    (version {version} has no {CANARY} under {serving.url(model, str(version))}: no row to show)")
+        return
     # the sparsest eval row: real data has missing values, which a tf.Example carries as absent features
     row = min(rows, key=lambda r: len(r["features"]))
     [served] = client.predict_rows(model, [row["features"]], label="stable")
@@ -82,7 +90,8 @@ def show_stable(url: str, model: str, rows: list[dict]) -> None:
     print(f"    response: {json.dumps({'predictions': [served]})}")
     offline = row["prediction"]
     shown = f"{offline:.6f}" if isinstance(offline, float) else json.dumps([round(v, 6) for v in offline])
-    print(f"    offline prediction for this eval row (evaluate step, {row.get('output', 'probability')}): {shown}")
+    print(f"    offline prediction of version {version} for this eval row (its evaluate step, "
+          f"{row.get('output', 'probability')}): {shown}")
 
 
 class ApprovalWaitFilter(logging.Filter):
@@ -248,9 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         with approval_deadlines() if approval else contextlib.nullcontext():
             dag_run = run_dag(dag_id, args.end, args.conf)
         state = report(dag_run, dag_id, settings, config, args.end)
-        artifacts = open_root(settings.artifact_root, settings.aws_conn_id)
-        if (canary := artifacts.read_json(config.name, "runs", args.end.isoformat(), "evaluate", "canary.json")):
-            show_stable(url, config.name, canary)
+        show_stable(url, config.name, open_root(settings.serving_root, settings.aws_conn_id))
     print(f"    demo wall time: {time.monotonic() - started:.0f}s")
     return 0 if state == "success" else 1
 

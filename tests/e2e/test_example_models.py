@@ -23,7 +23,7 @@ def served(stdout: str):
 
 
 def offline(stdout: str):
-    [line] = [line for line in stdout.splitlines() if "offline prediction for this eval row" in line]
+    [line] = [line for line in stdout.splitlines() if "offline prediction of version" in line]
     return json.loads(line.rsplit(": ", 1)[1])
 
 

@@ -80,7 +80,7 @@ def test_blessed_run_publishes_a_servable_raw_feature_model(stack, blessed_run):
     # the demo ends with a prediction fetched over HTTP from the local model server
     [response] = [line for line in blessed_run.stdout.splitlines() if line.strip().startswith("response: ")]
     served = json.loads(response.split("response: ", 1)[1])["predictions"][0]
-    [offline] = [line for line in blessed_run.stdout.splitlines() if "offline prediction for this eval row" in line]
+    [offline] = [line for line in blessed_run.stdout.splitlines() if "offline prediction of version" in line]
     assert abs(served - float(offline.rsplit(": ", 1)[1])) < 1e-5
 
     serve = tf.saved_model.load(str(versions[0])).signatures["serving_default"]
