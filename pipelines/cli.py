@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.config import ConfigError, load_model_config
+from pipelines.config import HEADLINE_METRIC, ConfigError, load_model_config
 from pipelines.runs import CACHED_STEPS, Run, StepError
 from pipelines.staging import Staging
 from pipelines.storage import jsonable, sweep_leftovers
@@ -145,20 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
 def print_versions(args: argparse.Namespace) -> int:
     from pipelines.publish import list_versions
 
-    rows = list_versions(args.serving_root, load_model_config(args.model).name)
+    config = load_model_config(args.model)
+    rows = list_versions(args.serving_root, config.name)
+    headline = HEADLINE_METRIC[config.task.type]  # auc, accuracy or rmse
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print(f"no published versions under {args.serving_root}")
         return 0
-    print(f"{'version':<11} {'labels':<16} {'interval':<10} {'auc':>7} {'code':<16} {'image':<12} "
+    print(f"{'version':<11} {'labels':<24} {'interval':<10} {headline:>8} {'code':<16} {'image':<12} "
           f"{'epochs':>6} {'baseline':<11} {'inputs':>6}  run_id")
     for r in rows:
-        auc = f"{r['auc']:.4f}" if r["auc"] is not None else "-"
+        value = r["metrics"].get(headline)
+        shown = f"{value:.4f}" if isinstance(value, int | float) else "-"
         labels = ",".join(filter(None, [r["labels"], "rejected" if r.get("rejected") else "",
                                         "PARTIAL" if r.get("partial") else ""]))
-        print(f"{r['version']:<11} {labels or '-':<16} {r['interval']:<10} {auc:>7} {r['code']:<16} "
+        print(f"{r['version']:<11} {labels or '-':<24} {r['interval']:<10} {shown:>8} {r['code']:<16} "
               f"{r['image']:<12} {r['params'].get('epochs', '-'):>6} {r['baseline'] or '-'!s:<11} "
               f"{r['inputs']:>6}  {r['run_id']}")
     for r in rows:

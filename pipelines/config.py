@@ -36,6 +36,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 COMMON_METRICS = ("examples", "max_abs_skew")
 PER_CLASS_METRICS = ("recall", "precision")
+# the one metric that sums a version up (the versions table, the UI's history chart)
+HEADLINE_METRIC = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
 # the served output a task's predictions are compared on (skew gate, canary)
 PRIMARY_OUTPUT = {"binary": "probability", "multiclass": "scores", "regression": "value"}
 

@@ -17,9 +17,9 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from pipelines.config import HEADLINE_METRIC as HEADLINE  # the metric the chart follows
 from skewfree.links import PREFIX
 
-HEADLINE = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}  # the metric the chart follows
 
 async def signed_in(request: Request):
     """The caller's Airflow user, from the UI's session cookie or a bearer token, exactly as the core API
