@@ -173,6 +173,18 @@ class FileRead:
         records = records[~np.isin(records, list(self._skipped))]
         return self.record_lines()[records[rows] - 1].tolist()
 
+    def cells(self, name: str, rows: np.ndarray) -> list:
+        """Column ``name``'s cells at table ``rows`` as the file has them, for messages: the CSV text (the typed
+        float32 column shows 1e308 as inf and 5e-40 as 5.000001e-40), or Parquet's stored values."""
+        rows = pa.array(np.asarray(rows, dtype=np.int64))
+        if self.fmt != "csv":
+            return pc.take(self.table.column(name), rows).to_pylist()
+        text = pacsv.read_csv(
+            io.BytesIO(self._data), read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=csv_parse_options(invalid_row_handler=lambda row: "skip"),  # the rows the table has
+            convert_options=pacsv.ConvertOptions(column_types={name: pa.string()}, include_columns=[name]))
+        return pc.take(text.column(name), rows).to_pylist()
+
     def where(self, rows: np.ndarray, values: list | None = None) -> str:
         """``lines 4, 9 ('abc', 'x')`` for the first few offending rows."""
         shown = self.lines(np.asarray(rows)[:EXAMPLES])

@@ -80,10 +80,11 @@ def check_values(read: FileRead, schema: RawSchema, day: str) -> list[Anomaly]:
     found: list[Anomaly] = []
 
     def add(kind: str, f: Feature, mask: pa.ChunkedArray | pa.Array, what: str, *, examples: bool = True,
-            advice: str = "") -> None:
+            advice: str = "", as_written: bool = False) -> None:
         rows = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
         if len(rows):
-            values = pc.take(table.column(f.name), pa.array(rows[:5])).to_pylist() if examples else None
+            values = None if not examples else read.cells(f.name, rows[:5]) if as_written else \
+                pc.take(table.column(f.name), pa.array(rows[:5])).to_pylist()
             found.append(Anomaly(kind, f"{read.path}: column {f.name!r} has {len(rows)} {what}: "
                                  f"{read.where(rows, values)}{advice}", column=f.name, day=day, file=str(read.path),
                                  value=len(rows), lines=read.lines(rows[:5])))
@@ -95,8 +96,10 @@ def check_values(read: FileRead, schema: RawSchema, day: str) -> list[Anomaly]:
                 advice=". Fill them, or declare the feature nullable")
         if f.type == "float" and not f.allow_nan:
             add("nan_values", f, pc.or_(pc.is_nan(column), pc.is_inf(column)), "NaN or infinite value(s)",
-                advice=". In any spelling (nan, NAN, inf, 1e400) they reach training as NaN; a missing value is an "
-                       "empty cell. Fix the data, or set allow_nan=True on the feature if the model handles NaN")
+                as_written=True,
+                advice=". In any spelling (nan, NAN, inf, 1e400) they reach training as NaN, and a number beyond "
+                       "float32's range (about ±3.4e38) as infinity; a missing value is an empty cell. Fix the "
+                       "data, or set allow_nan=True on the feature if the model handles NaN")
         finite = pc.is_finite(column) if f.type == "float" else pc.is_valid(column)
         # bounds in the column's own type: a float32 cell "42.09" equals the bound 42.09, it is not above it
         if f.min is not None:

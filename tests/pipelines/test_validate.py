@@ -197,8 +197,9 @@ def test_ints_pyarrow_and_int_disagree_on_are_named_by_line(data, good, newest, 
     assert {a["id"] for a in anomalies} == {"wrong_type:pickup_hour"}
 
 
-@pytest.mark.parametrize("spelling", ["NAN", "nan", "NaN", "inf", "-Infinity", "1e400"])
+@pytest.mark.parametrize("spelling", ["NAN", "nan", "NaN", "inf", "-Infinity", "1e400", "1e308", "-3.5e38"])
 def test_nan_and_inf_in_any_spelling_are_refused_with_their_lines(data, good, newest, taxi_config, spelling):
+    """Named as written: 1e308, a float64, is infinite as float32 (the message said 'inf')."""
     def edit(lines):
         for n in (3, 7):
             fields = lines[n].split(",")
@@ -210,7 +211,7 @@ def test_nan_and_inf_in_any_spelling_are_refused_with_their_lines(data, good, ne
     message, anomalies = failed(taxi_config, data, good)
     [nan] = [a for a in anomalies if a["kind"] == "nan_values"]
     assert nan["column"] == "fare" and nan["lines"] == [4, 8] and nan["value"] == 2
-    assert f"{newest}: column 'fare' has 2 NaN or infinite value(s)" in message
+    assert f"{newest}: column 'fare' has 2 NaN or infinite value(s): lines 4 '{spelling}', 8 '{spelling}'. " in message
 
 
 def test_nan_passes_where_the_schema_allows_it(data, newest, tmp_path):
