@@ -183,6 +183,7 @@ class ModelManager:
         self._thread: threading.Thread | None = None
         self.config_error: str | None = None  # the config file could not be parsed: the previous one stays
         self.label_error: str | None = None  # a label pointed at a version that is not loaded: refused
+        self._told_empty: set[tuple[str, str]] = set()  # (model, base path) with no version, already logged
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -249,6 +250,13 @@ class ModelManager:
                 model = self._models.setdefault(spec.name, Model(spec))
                 model.spec = spec
             on_disk = version_dirs(spec.base_path)
+            if not on_disk and (spec.name, spec.base_path) not in self._told_empty:  # once, as TF Serving's log
+                self._told_empty.add((spec.name, spec.base_path))
+                log.warning("no versions of servable %s found under base path %s%s; polling for one", spec.name,
+                            spec.base_path, "" if is_s3(spec.base_path) or Path(spec.base_path).is_dir()
+                            else " (no such directory: a typo?)")
+            elif on_disk:
+                self._told_empty.discard((spec.name, spec.base_path))
             wanted = self._wanted(spec, on_disk)
             for number in wanted:  # load new versions first ...
                 version = model.versions.get(number)

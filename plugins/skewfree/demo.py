@@ -284,7 +284,7 @@ def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
         print(f"\n    eval metrics (serving signature, raw rows): {json.dumps(evaluation['metrics'])}")
         print(f"    train/serve skew: max |training path - serving path| = {evaluation['metrics']['max_abs_skew']:.3g}"
               f" over {int(evaluation['metrics']['examples'])} eval rows")
-        print(f"    blessed: {evaluation['blessed']} {'; '.join(evaluation['reasons'])}")
+        print(f"    blessed: {' '.join(map(str, [evaluation['blessed'], '; '.join(evaluation['reasons'])])).strip()}")
         from skewfree.dag_factory import gate_report
 
         print("    candidate vs baseline (the version serving as 'stable', on the same eval rows):")

@@ -178,3 +178,19 @@ def test_a_version_that_does_not_match_its_manifest_is_never_loaded(base_path, t
     [status] = named.statuses("taxi")
     assert status["state"] == "END"
     assert f"not a complete version: variables/{shard.name} does not match the sha256" in status["status"]["error_message"]
+
+
+def test_a_base_path_without_versions_is_logged_once_and_a_missing_one_called_a_typo(tmp_path, caplog):
+    """`serve --model-base-path .work/serving/taxii` started silently; only requests said 'no versions'."""
+    from pipelines.serving.models import ModelSpec
+
+    empty = tmp_path / "taxi"
+    empty.mkdir()
+    manager = ModelManager([ModelSpec("taxi", str(empty)), ModelSpec("rent", str(tmp_path / "rentt"))])
+    with caplog.at_level("WARNING", logger="pipelines.serving.models"):
+        manager.poll_once()
+        manager.poll_once()  # polled again: not logged again
+    told = [r.getMessage() for r in caplog.records]
+    assert told == [f"no versions of servable taxi found under base path {empty}; polling for one",
+                    f"no versions of servable rent found under base path {tmp_path / 'rentt'} (no such directory: "
+                    "a typo?); polling for one"], told
