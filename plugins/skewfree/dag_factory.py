@@ -86,15 +86,19 @@ def refuse_unknown_conf(context) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
     conf = getattr(context.get("dag_run"), "conf", None) or {}
-    known = {*context["dag"].params, *context["task"].params}
+    if problem := unknown_conf(conf, {*context["dag"].params, *context["task"].params}, context["dag"].dag_id):
+        raise AirflowFailException(problem)
+
+
+def unknown_conf(conf: dict, known: set[str], dag_id: str) -> str | None:
+    """What is wrong with a trigger's conf keys that are no parameter of the DAG (None: nothing)."""
     unknown = sorted(set(conf) - known)
-    if unknown:
-        guesses = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1))
-                   else repr(key) for key in unknown]
-        raise AirflowFailException(
-            f"the trigger's conf has {', '.join(guesses)}, which {'is' if len(unknown) == 1 else 'are'} no parameter "
-            f"of {context['dag'].dag_id}: nothing ran. Its parameters are {sorted(known)}; trigger it again with "
-            "those names")
+    if not unknown:
+        return None
+    guesses = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1))
+               else repr(key) for key in unknown]
+    return (f"the trigger's conf has {', '.join(guesses)}, which {'is' if len(unknown) == 1 else 'are'} no parameter "
+            f"of {dag_id}: nothing ran. Its parameters are {sorted(known)}; trigger it again with those names")
 
 
 def _flag(flag: str, param: str) -> str:

@@ -169,6 +169,19 @@ def run_dag(dag_id: str, interval: dt.date, conf: dict | None = None):
         raise SystemExit(f"no DAG {dag_id!r} in {settings.DAGS_FOLDER} (DAGs: {', '.join(sorted(bag.dags))})"
                          + (f"; import errors:{errors}" if errors else ""))
     dag = bag.dags[dag_id]
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from skewfree.dag_factory import unknown_conf
+
+    if problem := unknown_conf(conf or {}, set(dag.params), dag_id):  # every task would refuse it anyway
+        raise SystemExit(f"--conf refused: {problem}")
+    params = ParamsDict(dag.params)
+    try:  # as the trigger form and the REST API check it: one line, before any run exists
+        params.update(conf or {})
+        params.validate()
+    except ParamValidationError as exc:
+        raise SystemExit(f"--conf refused: {str(exc).splitlines()[0]}") from None
     started = dt.datetime.now(dt.UTC)
     from skewfree.task_logs import TaskLogCapture
 

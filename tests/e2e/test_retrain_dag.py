@@ -207,6 +207,17 @@ def test_rerun_of_the_same_interval_is_cached_and_publishes_no_duplicate(stack, 
     assert again["transform"] < first["transform"] / 2 and again["train"] < first["train"] / 2
 
 
+def test_a_bad_conf_is_refused_in_one_line_before_any_run(stack, blessed_run):
+    """A misspelt key or a wrong type: one line naming it, no traceback, no run (each task refuses an unknown
+    key too, for triggers from the UI's JSON box or the REST API)."""
+    for conf, says in (('{"epocs": 3}', "'epocs' (did you mean 'epochs'?), which is no parameter of taxi_retrain"),
+                       ('{"epochs": "five"}', "Invalid input for param epochs: 'five' is not of type")):
+        out = demo(stack, "--no-generate", "--conf", conf)
+        assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("--conf refused: "), out.stderr
+        assert says in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert "==> taxi_retrain run" not in out.stdout
+
+
 def test_force_recomputes_cached_steps(stack, blessed_run):
     out = demo(stack, "--no-generate", "--conf", '{"force": true, "epochs": 1}')
     assert out.returncode == 0, out.stdout[-4000:]
