@@ -31,9 +31,12 @@ DEFAULT_PORT = 8501  # TF Serving's REST port
 
 
 def free_port(preferred: int) -> int:
+    """``preferred`` unless something listens on it (the model server binds with SO_REUSEADDR, as asked here: a
+    port the previous demo's server left in TIME_WAIT is free for it), else any free port."""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", preferred))
         except OSError:
