@@ -259,16 +259,24 @@ def approval_notifiers() -> list:
 @task.branch(task_id="needs_approval")
 def needs_approval(publication: dict, model: str, params: dict | None = None) -> str:
     """Promotion waits for a human when the run asks for it, unless the version already serves as stable
-    (a rerun that published nothing new): nobody is asked to approve what already serves."""
+    (a rerun that published nothing new) or was rolled back from (the rollout skips it): nobody is asked to
+    approve what already serves or what will not be promoted."""
     from pathlib import Path
 
+    from pipelines.rollout import REJECTED
     from pipelines.serving.models import version_labels
+    from skewfree.hooks.artifacts import open_root
 
     if not (params or {}).get("require_approval"):
         return "rollout"
-    stable = version_labels(Path(Settings.from_env().model_server_config), model).get("stable")
+    settings = Settings.from_env()
+    stable = version_labels(Path(settings.model_server_config), model).get("stable")
     if stable == publication["version"]:
         log.info("version %s of %s already serves as stable: no approval asked", stable, model)
+        return "rollout"
+    if open_root(settings.serving_root, settings.aws_conn_id).read_json(model, str(publication["version"]), REJECTED):
+        log.info("version %s of %s was rolled back from: no approval asked, the rollout skips it",
+                 publication["version"], model)
         return "rollout"
     return "approve_promotion"
 

@@ -29,10 +29,15 @@ def test_no_approval_is_asked_for_the_version_that_already_serves(monkeypatch, t
                       '    model_platform: "tensorflow"\n    model_version_policy { specific { versions: 7 } }\n'
                       '    version_labels { key: "stable" value: 7 }\n  }\n}\n')
     monkeypatch.setenv("SKEWFREE_MODEL_SERVER_CONFIG", str(config))
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
     decide = needs_approval.function
     assert decide({"version": 7}, "taxi", params={"require_approval": True}) == "rollout"
     assert decide({"version": 8}, "taxi", params={"require_approval": True}) == "approve_promotion"
     assert decide({"version": 8}, "taxi", params={"require_approval": False}) == "rollout"
+    # nor for one rolled back from: the rollout skips it (a re-run that published the same model again)
+    (tmp_path / "serving" / "taxi" / "8").mkdir(parents=True)
+    (tmp_path / "serving" / "taxi" / "8" / "rejected.json").write_text('{"reason": "rolled back"}')
+    assert decide({"version": 8}, "taxi", params={"require_approval": True}) == "rollout"
 
 
 def test_a_configured_notifier_is_told_when_an_approval_waits(monkeypatch, tmp_path):
