@@ -171,13 +171,6 @@ def print_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _same_stream(a, b) -> bool:
-    try:
-        return os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno()))
-    except (OSError, ValueError, AttributeError):  # not a file (captured): they differ
-        return False
-
-
 def serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -279,10 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.
         message = staging.describe(str(exc))
         print(f"error: {args.step}: {message}", file=sys.stderr, flush=True)
-        # the last line of stdout is what the orchestrator reports: keep the whole message on it (not again
-        # where stdout is stderr, a terminal or 2>&1, and the message is one line already)
-        if "\n" in message or not _same_stream(sys.stdout, sys.stderr):
-            print(f"error: {args.step}: {' '.join(message.split())}", flush=True)
+        # the last line is what the orchestrator reports: keep the whole message on it (also where stdout is
+        # stderr: the step operator reads both as one stream, and stdout's buffer may flush after stderr)
+        print(f"error: {args.step}: {' '.join(message.split())}", flush=True)
         return 1
     payload = jsonable(dataclasses.asdict(payload) if dataclasses.is_dataclass(payload) else payload)
     if xcom := os.environ.get("SKEWFREE_XCOM_RETURN"):  # a pod: KubernetesPodOperator's sidecar reads it

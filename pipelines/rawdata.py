@@ -177,8 +177,8 @@ class FileRead:
         """Column ``name``'s cells at table ``rows`` as the file has them, for messages: the CSV text (the typed
         float32 column shows 1e308 as inf and 5e-40 as 5.000001e-40), or Parquet's stored values."""
         rows = pa.array(np.asarray(rows, dtype=np.int64))
-        if self.fmt != "csv":
-            return pc.take(self.table.column(name), rows).to_pylist()
+        if self.fmt != "csv":  # the column as the file stores it (float64 1e308 is inf once typed float32)
+            return pc.take(pq.read_table(pa.BufferReader(self._data), columns=[name]).column(name), rows).to_pylist()
         text = pacsv.read_csv(
             io.BytesIO(self._data), read_options=pacsv.ReadOptions(use_threads=False),
             parse_options=csv_parse_options(invalid_row_handler=lambda row: "skip"),  # the rows the table has
@@ -365,7 +365,12 @@ def _beyond_int64(column: pa.ChunkedArray, is_int: pa.ChunkedArray) -> np.ndarra
     if not rows.size:
         return rows
     values = pc.take(column, pa.array(rows)).to_pylist()
-    return np.array([r for r, v in zip(rows, values, strict=True) if not -(2**63) <= int(v) < 2**63], dtype=np.int64)
+
+    def fits(text: str) -> bool:  # digits counted first: int() refuses text of over 4300 digits
+        digits = text.strip().lstrip("-").lstrip("0")
+        return len(digits) <= 19 and -(2**63) <= int(text) < 2**63
+
+    return np.array([r for r, v in zip(rows, values, strict=True) if not fits(v)], dtype=np.int64)
 
 
 def _read_parquet(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: str, problem) -> None:

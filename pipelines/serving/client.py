@@ -46,11 +46,11 @@ def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
     model does not take raises ``ValueError`` naming it."""
     entries = b""
     for name, value in sorted(row.items()):
+        kind = types.get(name)
+        if kind is None:  # before a missing value is skipped: a misspelt column is named even where it is empty
+            raise ValueError(f"unknown feature {name!r}; the model takes {sorted(types)}")
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        kind = types.get(name)
-        if kind is None:
-            raise ValueError(f"unknown feature {name!r}; the model takes {sorted(types)}")
         if kind == "DT_STRING":
             if not isinstance(value, str | bytes):
                 raise ValueError(f"feature {name!r}: {value!r} is not a string")

@@ -217,13 +217,11 @@ def _fast_call(servable: Servable, name: str, signature):
     def known_keys(batch):
         # Example's field 1 is its Features, Features' field 1 its map entries, an entry's field 1 its key:
         # three reads give every row's Features, every entry, every key. (Read as one Example, the batch
-        # would keep only the last row's Features.) As many keys as entries: an entry without its key is
-        # feature "" to protobuf, unknown to the model (TensorFlow's parser refuses it too; this does not rely
-        # on that), and the example-by-example check then names it.
-        entries = field_1(field_1(batch))
-        keys = field_1(entries)
-        known = tf.reduce_all(tf.reduce_any(tf.equal(tf.unique(keys)[0][:, None], expected[None, :]), axis=1))
-        return tf.logical_and(known, tf.equal(tf.size(keys), tf.size(entries)))
+        # would keep only the last row's Features.) An entry without its key (feature "" to protobuf) yields
+        # no key here: TensorFlow's Example parser refuses such a row, so the call fails and the row is named by
+        # the example-by-example check.
+        keys = field_1(field_1(field_1(batch)))
+        return tf.reduce_all(tf.reduce_any(tf.equal(tf.unique(keys)[0][:, None], expected[None, :]), axis=1))
 
     def values_fit(batch):
         parsed = tf.io.parse_example(batch, {n: tf.io.VarLenFeature(d) for n, d in parse_dtype.items()})

@@ -32,11 +32,18 @@ DEFAULT_PORT = 8501  # TF Serving's REST port
 
 def free_port(preferred: int) -> int:
     """``preferred`` unless something listens on it (the model server binds with SO_REUSEADDR, as asked here: a
-    port the previous demo's server left in TIME_WAIT is free for it), else any free port."""
+    port the previous demo's server left in TIME_WAIT is free for it), else any free port. Nothing may answer
+    on it either: on BSD and macOS SO_REUSEADDR would let the bind share a port another socket listens on."""
     import socket
 
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        listening = probe.connect_ex(("127.0.0.1", preferred)) == 0
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if listening:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
         try:
             s.bind(("127.0.0.1", preferred))
         except OSError:

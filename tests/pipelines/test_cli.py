@@ -1,4 +1,4 @@
-"""`python -m pipelines`: what a person reads (the versions table, error messages)."""
+"""`python -m pipelines versions`: the table a person reads."""
 
 from __future__ import annotations
 
@@ -18,17 +18,3 @@ def test_the_versions_table_shows_each_tasks_headline_metric(tmp_path, capsys):
         name = "rmse" if model == "delivery" else "auc"
         assert header.split()[3] == name and row.split()[3] == f"{metrics[name]:.4f}", (header, row)
 
-
-def test_an_error_is_printed_once_where_stdout_is_stderr_and_kept_on_stdouts_last_line():
-    """The orchestrator reads stdout's last line; a person at a terminal (or 2>&1) saw the message twice."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    argv = [sys.executable, "-m", "pipelines", "versions", "--model", "nosuch"]
-    said = "error: versions: unknown model 'nosuch'"
-    both = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert both.returncode == 1 and both.stdout.count(said) == 1, both.stdout
-    apart = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-    assert apart.stdout.strip().splitlines()[-1].startswith(said) and said in apart.stderr

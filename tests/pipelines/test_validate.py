@@ -146,7 +146,8 @@ def test_an_integer_beyond_int64_is_named_with_the_other_wrong_types_in_one_pass
     were fixed."""
     def edit(lines):
         for i, cell in ((7, "99999999999999999999"), (9, "nine"), (11, "-9223372036854775809"),
-                        (12, "9223372036854775807")):  # the last one fits
+                        (12, "9223372036854775807"),  # fits
+                        (14, "9" * 5000)):  # more digits than Python's int() reads: it raised, and validate with it
             fields = lines[i].split(",")
             fields[3] = cell  # pickup_hour (int)
             lines[i] = ",".join(fields)
@@ -156,9 +157,9 @@ def test_an_integer_beyond_int64_is_named_with_the_other_wrong_types_in_one_pass
     message, anomalies = failed(taxi_config, data, good)
     assert {a["id"] for a in anomalies} == {"wrong_type:pickup_hour"}  # (domain checks need the typed file)
     wrong = next(a for a in anomalies if a["id"] == "wrong_type:pickup_hour")
-    assert wrong["lines"] == [8, 10, 12] and wrong["value"] == 3
-    assert ("column 'pickup_hour' has 1 value(s) that are not int: line 10 'nine'; and 2 integer(s) beyond int64's "
-            "range (-2**63 to 2**63-1): lines 8 '99999999999999999999', 12 '-9223372036854775809'") in message
+    assert wrong["lines"] == [8, 10, 12, 15] and wrong["value"] == 4
+    assert ("column 'pickup_hour' has 1 value(s) that are not int: line 10 'nine'; and 3 integer(s) beyond int64's "
+            "range (-2**63 to 2**63-1): lines 8 '99999999999999999999', 12 '-9223372036854775809', 15 '999") in message
     assert "unreadable" not in message
 
 
@@ -212,6 +213,22 @@ def test_nan_and_inf_in_any_spelling_are_refused_with_their_lines(data, good, ne
     [nan] = [a for a in anomalies if a["kind"] == "nan_values"]
     assert nan["column"] == "fare" and nan["lines"] == [4, 8] and nan["value"] == 2
     assert f"{newest}: column 'fare' has 2 NaN or infinite value(s): lines 4 '{spelling}', 8 '{spelling}'. " in message
+
+
+def test_a_parquet_cell_infinite_as_float32_is_named_as_stored(tmp_path):
+    """A float64 1e308 in a Parquet file is infinite once typed float32: the message shows 1e+308, not inf."""
+    import pyarrow.parquet as pq
+
+    from pipelines.rawdata import read_partition_file
+    from pipelines.schema import Feature, RawSchema
+    from pipelines.validate import check_values
+
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table({"x": pa.array([1.0, 1e308, 2.0], pa.float64()), "y": [0, 1, 0]}), path)
+    schema = RawSchema((Feature("x", "float"), Feature("y", "int", nullable=False)), "y")
+    read = read_partition_file(path, "parquet", schema, day=str(END))
+    [nan] = check_values(read, schema, str(END))
+    assert nan.kind == "nan_values" and "has 1 NaN or infinite value(s): row 2 1e+308." in nan.message, nan.message
 
 
 def test_nan_passes_where_the_schema_allows_it(data, newest, tmp_path):

@@ -16,9 +16,13 @@ def test_the_preferred_port_is_taken_unless_something_listens_on_it():
     server.listen()
     port = server.getsockname()[1]
     assert free_port(port) != port  # listening: another port
-    client = socket.create_connection(("127.0.0.1", port))
-    accepted, _ = server.accept()
-    accepted.close()  # the server side closes first: its end of the connection stays in TIME_WAIT
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    server.settimeout(10)
+    while True:  # free_port's own probe connected too: find the client's connection
+        accepted, peer = server.accept()
+        accepted.close()  # the server side closes first: its end of the connection stays in TIME_WAIT
+        if peer == client.getsockname():
+            break
     client.recv(1)
     client.close()
     server.close()

@@ -321,6 +321,8 @@ def test_the_client_refuses_values_a_tf_example_cannot_carry():
     assert encode_example({"n": float("nan"), "x": float("nan")}, types) == encode_example({}, types)
     assert encode_example({"n": 3.0, "x": float("nan")}, types) == encode_example({"n": 3}, types)
     assert encode_example({"x": math.inf}, types) != encode_example({}, types)  # a value (the server refuses it)
+    with pytest.raises(ValueError, match="unknown feature 'fair'"):  # a misspelt column, also where it is empty
+        encode_example({"fair": float("nan")}, types)
     # nothing is sent when a row cannot be encoded, and the error names the row
     with pytest.raises(ValueError, match=r"^rows\[1\]: feature 'n': 2.5 is not an integer$"):
         ModelServerClient("http://127.0.0.1:9").predict_rows(MODEL, [{"n": 1}, {"n": 2.5}], types=types)
@@ -609,7 +611,8 @@ def test_the_compiled_batch_check_passes_valid_rows_and_refuses_each_fault(targe
         "wrong type": changed(lambda f: (f.__delitem__("company"), f["company"].int64_list.value.append(3))),
         "not an Example": b"not an example",
         "truncated": good[0][:-3],
-        # a map entry with its value and no key is feature "" (protobuf's default key), unknown to the model
+        # a map entry with its value and no key is feature "" (protobuf's default key), unknown to the model;
+        # the key check reads no key from it: TensorFlow's Example parser is what refuses it
         "entry without a key": good[0] + b"\x0a\x10\x0a\x0e\x12\x0c\x12\x0a\x0a\x08" + bytes(8),
     }
     for name, bad in faults.items():
