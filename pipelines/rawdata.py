@@ -328,7 +328,9 @@ def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) 
     """Report every cell that is not a number of its column's type; True if any was found."""
     repeated = None
     for f in schema.features:
-        same = pc.fill_null(pc.equal(strings.column(f.name), f.name), False)
+        # a header that starts a concatenated "CSV UTF-8" file has a byte order mark (on the file's first column)
+        cells = pc.replace_substring_regex(strings.column(f.name), "^\ufeff", "")
+        same = pc.fill_null(pc.equal(cells, f.name), False)
         repeated = same if repeated is None else pc.and_(repeated, same)
     repeated_rows = np.flatnonzero(repeated.to_numpy(zero_copy_only=False)) if repeated is not None else []
     found = False

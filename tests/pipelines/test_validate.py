@@ -345,8 +345,15 @@ def test_checks_on_the_typed_table_name_physical_lines_too(data, good, newest, t
     assert nulls["lines"] == [starts[5], starts[20]] == [6, 22]
 
 
-def test_repeated_header_inside_a_file_is_named(data, good, newest, taxi_config):
-    edit_lines(newest, lambda lines: [*lines[:300], lines[0], *lines[300:]])
+@pytest.mark.parametrize("bom", ["", "\ufeff"], ids=["plain", "byte-order-mark"])
+def test_repeated_header_inside_a_file_is_named(data, good, newest, taxi_config, bom):
+    """Also when each file had a byte order mark (two of Excel's "CSV UTF-8" files concatenated; Excel writes
+    the header unquoted)."""
+    def edit(lines):
+        header = bom + lines[0].replace('"', "") if bom else lines[0]
+        return [header, *lines[1:300], header, *lines[300:]]
+
+    edit_lines(newest, edit)
     message, anomalies = failed(taxi_config, data, good)
     assert ids(anomalies) == {"repeated_header"}
     assert "the header is repeated inside the file at line 301" in message
