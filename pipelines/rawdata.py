@@ -15,7 +15,7 @@ import csv
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +39,12 @@ NUMBER_TEXT = {
 BLOCK_BYTES = 4 << 20  # transform's batches: one per 4 MiB of CSV (~50,000 taxi rows; TFXIO made 1,000)
 
 
-def csv_convert_options(schema: RawSchema, *, strings: bool = False) -> pacsv.ConvertOptions:
-    """The schema's columns, typed as TFXIO types CSV cells (``strings``: every column as text, to find the
-    cells that are not numbers). Floats come out as float64: ``typed`` rounds them to float32."""
-    types = {f.name: pa.string() if strings else pa.float64() if f.type == "float" else f.arrow_type
+def csv_convert_options(schema: RawSchema, *, strings: bool | Collection[str] = False) -> pacsv.ConvertOptions:
+    """The schema's columns, typed as TFXIO types CSV cells (``strings``: every column, or the columns named,
+    as text, to find the cells that are not numbers). Floats come out as float64: ``typed`` rounds them to
+    float32."""
+    text = set(schema.names) if strings is True else set(strings or ())
+    types = {f.name: pa.string() if f.name in text else pa.float64() if f.type == "float" else f.arrow_type
              for f in schema.features}
     return pacsv.ConvertOptions(column_types=types, include_columns=schema.names, null_values=[""],
                                 strings_can_be_null=True)
@@ -54,12 +56,15 @@ def csv_parse_options(**kw) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(newlines_in_values=True, **kw)
 
 
-def typed(data: pa.Table | pa.RecordBatch, schema: RawSchema) -> pa.Table | pa.RecordBatch:
-    """Columns parsed with ``csv_convert_options`` in the schema's order and types (floats to float32)."""
-    data = data.select(schema.names)
+def typed(data: pa.Table | pa.RecordBatch, schema: RawSchema, *,
+          leave_out: Collection[str] = ()) -> pa.Table | pa.RecordBatch:
+    """Columns parsed with ``csv_convert_options`` in the schema's order and types (floats to float32), but
+    those in ``leave_out``."""
+    features = [f for f in schema.features if f.name not in leave_out]
+    data = data.select([f.name for f in features])
     arrays = [column.cast(f.arrow_type) if f.type == "float" else column
-              for f, column in zip(schema.features, data.columns, strict=True)]
-    return type(data).from_arrays(arrays, names=schema.names)
+              for f, column in zip(features, data.columns, strict=True)]
+    return type(data).from_arrays(arrays, names=[f.name for f in features])
 
 
 class _Sha256Reader(io.RawIOBase):
@@ -146,12 +151,17 @@ def check_digest(path: str | Path, sha256: str, digest: str) -> None:
 
 @dataclass
 class FileRead:
-    """One file as typed columns of the schema (``None`` when it cannot be used) and its problems."""
+    """One file as typed columns of the schema (``None`` when it cannot be used) and its problems.
+
+    ``values`` holds the columns whose every cell reads as its type: all of ``table`` for a usable file, and for
+    one a type error or a malformed row refuses, the other columns (the malformed rows left out), so that one
+    validate names the bad values of those columns too. ``None`` when no column can be read apart."""
 
     path: Path
     fmt: str
     digest: str
     table: pa.Table | None = None
+    values: pa.Table | None = None
     anomalies: list[Anomaly] = field(default_factory=list)
     _data: bytes = b""
     _skipped: frozenset[int] = frozenset()  # malformed rows: pyarrow's record numbers (the header is record 1)
@@ -290,23 +300,29 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
             convert_options=csv_convert_options(schema, strings=strings),
         )
 
-    def wrong_types() -> bool:
-        """Every cell that is not a number of its column's type, from the file read as text."""
+    def wrong_types() -> set[str]:
+        """The columns with a cell that is not a number of its type (each cell named), from the file as text."""
         strings = parse(strings=True)
         read._skipped = frozenset(n for n, _, _ in malformed)
         return _wrong_types(read, strings, schema, problem)
 
     try:
         table = typed(parse(), schema)
+        read.values = table
         # pyarrow reads 0x10 in an int64 column as 16: look for such cells where the bytes could hold one
-        if any(f.type == "int" for f in schema.features) and re.search(rb"0[xX]", data) and wrong_types():
-            table = None
+        if any(f.type == "int" for f in schema.features) and re.search(rb"0[xX]", data) and (bad := wrong_types()):
+            table, read.values = None, table.drop_columns(sorted(bad))
     except pa.ArrowInvalid as exc:
         try:
-            if not wrong_types():  # pyarrow counts columns from 0: name the column
+            if not (bad := wrong_types()):  # pyarrow counts columns from 0: name the column
                 named = re.sub(r"CSV column #(\d+)", lambda m: f"{m[0]} (column {header[int(m[1])]!r})"
                                if int(m[1]) < len(header) else m[0], str(exc))
                 problem("unreadable", f"does not parse with the schema's types: {named}")
+            elif len(bad) < len(schema.names):  # the other columns read as their types: their values get checked
+                try:
+                    read.values = typed(parse(strings=bad), schema, leave_out=bad)
+                except pa.ArrowInvalid:
+                    pass  # a cell no check explains in another column: named once the type errors are fixed
         except pa.ArrowInvalid as exc2:
             problem("unreadable", f"not a readable CSV file: {exc2}")
             return
@@ -324,8 +340,9 @@ def _read_csv(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: s
         read.table = table
 
 
-def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) -> bool:
-    """Report every cell that is not a number of its column's type; True if any was found."""
+def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) -> set[str]:
+    """Report every cell that is not a number of its column's type; the columns that have one (every column
+    when the header is repeated inside the file: its text is in each)."""
     repeated = None
     for f in schema.features:
         # a header that starts a concatenated "CSV UTF-8" file has a byte order mark (on the file's first column)
@@ -333,11 +350,11 @@ def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) 
         same = pc.fill_null(pc.equal(cells, f.name), False)
         repeated = same if repeated is None else pc.and_(repeated, same)
     repeated_rows = np.flatnonzero(repeated.to_numpy(zero_copy_only=False)) if repeated is not None else []
-    found = False
+    found: set[str] = set()
     if len(repeated_rows):
         problem("repeated_header", f"the header is repeated inside the file at {read.where(repeated_rows)} "
                 "(files concatenated with their headers?)", lines=read.lines(repeated_rows[:EXAMPLES]))
-        found = True
+        found = set(schema.names)
     not_header = pc.invert(repeated) if repeated is not None else None
     for f in schema.features:
         if f.type not in NUMBER_TEXT:
@@ -356,7 +373,7 @@ def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) 
             every = np.union1d(rows, huge)
             problem("wrong_type", f"column {f.name!r} has {'; and '.join(parts)}", column=f.name, value=len(every),
                     lines=read.lines(every[:EXAMPLES]))
-            found = True
+            found.add(f.name)
     return found
 
 
@@ -383,12 +400,13 @@ def _read_parquet(read: FileRead, data: bytes, schema: RawSchema, unknown_column
         return
     if not _check_header(table.column_names, schema, unknown_columns, problem):
         return
-    columns = []
+    columns = {}
     for f in schema.features:
         try:
-            columns.append(table.column(f.name).cast(f.arrow_type))
+            columns[f.name] = table.column(f.name).cast(f.arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             problem("wrong_type", f"column {f.name!r} has type {table.schema.field(f.name).type} in the file, "
                     f"which does not convert to {f.type}: {exc}", column=f.name)
+    read.values = pa.table(columns) if columns else None
     if len(columns) == len(schema.features):
-        read.table = pa.table(columns, names=schema.names)
+        read.table = read.values

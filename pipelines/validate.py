@@ -75,8 +75,11 @@ class ValidateResult:
 # -- values in one file ---------------------------------------------------------
 
 def check_values(read: FileRead, schema: RawSchema, day: str) -> list[Anomaly]:
-    """Nulls where not allowed, NaN/inf in numeric columns, values outside the domain: with their lines."""
-    table = read.table
+    """Nulls where not allowed, NaN/inf in numeric columns, values outside the domain: with their lines. In the
+    columns that read as their types (``read.values``: every column of a usable file)."""
+    table = read.values
+    if table is None:
+        return []
     found: list[Anomaly] = []
 
     def add(kind: str, f: Feature, mask: pa.ChunkedArray | pa.Array, what: str, *, examples: bool = True,
@@ -90,6 +93,8 @@ def check_values(read: FileRead, schema: RawSchema, day: str) -> list[Anomaly]:
                                  value=len(rows), lines=read.lines(rows[:5])))
 
     for f in schema.features:
+        if f.name not in table.column_names:
+            continue  # cells that are not of its type: reported by the read
         column = table.column(f.name)
         if not f.nullable and column.null_count:
             add("null_values", f, pc.is_null(column), "missing value(s) but is not nullable", examples=False,
@@ -266,9 +271,8 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
         for file in files:
             read = read_partition_file(file, fmt, schema, day=key, unknown_columns=settings.unknown_columns)
             digests[str(file)] = read.digest
-            anomalies += read.anomalies
+            anomalies += read.anomalies + check_values(read, schema, key)
             if read.table is not None:
-                anomalies += check_values(read, schema, key)
                 tables.append(read.table)
         if len(tables) < len(files):
             continue  # statistics of a partly readable day would only add noise to its errors

@@ -155,7 +155,7 @@ def test_an_integer_beyond_int64_is_named_with_the_other_wrong_types_in_one_pass
 
     edit_lines(newest, edit)
     message, anomalies = failed(taxi_config, data, good)
-    assert {a["id"] for a in anomalies} == {"wrong_type:pickup_hour"}  # (domain checks need the typed file)
+    assert {a["id"] for a in anomalies} == {"wrong_type:pickup_hour"}  # its other cells are in [0, 23]
     wrong = next(a for a in anomalies if a["id"] == "wrong_type:pickup_hour")
     assert wrong["lines"] == [8, 10, 12, 15] and wrong["value"] == 4
     assert ("column 'pickup_hour' has 1 value(s) that are not int: line 10 'nine'; and 3 integer(s) beyond int64's "
@@ -243,6 +243,36 @@ def test_nan_passes_where_the_schema_allows_it(data, newest, tmp_path):
     assert read.anomalies == [] and check_values(read, allowing, NEWEST) == []
     assert [a.kind for a in check_values(read_partition_file(newest, "csv", SCHEMA, day=NEWEST), SCHEMA, NEWEST)
             ] == ["nan_values"]
+
+
+@pytest.mark.parametrize("fault", ["wrong_type", "hex", "malformed_row"])
+def test_one_validate_names_a_type_error_and_the_other_columns_value_errors(data, good, newest, taxi_config, fault):
+    """A type error (or a malformed row) refuses the file, but the values of the columns that read cleanly are
+    still checked in the same pass: a user used to fix the type error and learn only then of the rest."""
+    def edit(lines):
+        fields = lines[3].split(",")
+        fields[2] = {"wrong_type": "12 s", "hex": "0x1F"}.get(fault, fields[2])  # trip_seconds (int)
+        lines[3] = ",".join(fields) if fault != "malformed_row" else ",".join(fields[:5]) + "\n"
+        for n, index, cell in ((5, 3, ""), (6, 1, "nan"), (7, 0, "900.5")):  # pickup_hour, fare, trip_miles
+            fields = lines[n].split(",")
+            fields[index] = cell
+            lines[n] = ",".join(fields)
+        return lines
+
+    edit_lines(newest, edit)
+    message, anomalies = failed(taxi_config, data, good)
+    assert ids(anomalies) >= {"null_values:pickup_hour", "nan_values:fare", "out_of_domain:trip_miles"}
+    assert {"wrong_type:trip_seconds"} <= ids(anomalies) if fault != "malformed_row" else \
+        any(a["kind"] == "malformed_row" for a in anomalies)
+    assert "column 'pickup_hour' has 1 missing value(s) but is not nullable: line 6" in message
+    assert "column 'fare' has 1 NaN or infinite value(s): line 7 'nan'" in message
+    assert "column 'trip_miles' has 1 value(s) above its maximum 500.0: line 8 900.5" in message
+
+
+def test_a_repeated_header_is_not_also_reported_as_values_outside_a_domain(data, good, newest, taxi_config):
+    edit_lines(newest, lambda lines: [*lines[:4], lines[0], *lines[4:]])
+    _, anomalies = failed(taxi_config, data, good)
+    assert [a["kind"] for a in anomalies] == ["repeated_header"]
 
 
 def test_nulls_in_a_non_nullable_column_name_file_day_and_count(data, good, newest, taxi_config):
@@ -529,9 +559,14 @@ def test_parquet_partitions_pass_the_same_gate(tmp_path, taxi_config):
     pq.write_table(set_column(table, "trip_miles", miles), path)
     with pytest.raises(DataValidationError, match=r"column 'trip_miles' has 1 NaN or infinite value\(s\): row 5 nan"):
         validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "a")
-    pq.write_table(table.set_column(0, "trip_miles", pa.array([str(m) for m in miles])), path)
-    with pytest.raises(DataValidationError, match="column 'trip_miles' has type string in the file, which does not"):
+    fare = table.column("fare").to_pylist()
+    fare[2] = float("inf")  # checked in the same pass as the other column's type
+    pq.write_table(set_column(table.set_column(0, "trip_miles", pa.array([str(m) for m in miles])), "fare", fare),
+                   path)
+    with pytest.raises(DataValidationError) as err:
         validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "a")
+    assert "column 'trip_miles' has type string in the file, which does not" in str(err.value)
+    assert "column 'fare' has 1 NaN or infinite value(s): row 3 inf" in str(err.value)
 
 
 def test_a_utf8_byte_order_mark_is_read_as_pyarrow_reads_it(data, newest, tmp_path, taxi_config):
