@@ -6,12 +6,13 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import ModelConfig
 from pipelines.runs import Run
-from pipelines.storage import read_json, write_json
+from pipelines.storage import file_digest, read_json, write_json
 
 log = logging.getLogger(__name__)
 _PACKAGE = Path(__file__).parent
@@ -81,6 +82,30 @@ def model_fingerprint(saved_model_dir: str | Path) -> str | None:
     tf.saved_model.save): a retrained model differs even when its inputs and params did not."""
     path = Path(saved_model_dir) / "fingerprint.pb"
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+# TFT writes vocabularies under the transform's temp directory, and TensorFlow names each lookup table after its
+# file: "hash_table_tf.Tensor(b'<temp dir>/tftransform_tmp/<vocabulary>', ...)". That directory is new each
+# transform run (and on S3 roots, each local mirror), so two saves of one model differ in saved_model.pb by it.
+_TFT_TEMP_PATH = re.compile(rb"b'[^']*/tftransform_tmp/")
+_MODEL_DIGEST_SKIPS = {"fingerprint.pb"}  # a random uuid each save; its other fields are checksums of the rest
+
+
+def model_digest(saved_model_dir: str | Path) -> str:
+    """What a SavedModel computes, the same for two saves of the same model: publish's content digest, so that a
+    re-run that trains the same model again publishes nothing new (and gets the version that holds it, with its
+    ``rejected.json`` if it was rolled back from). Every file's path and bytes but ``fingerprint.pb``, with the
+    transform's temp directory left out of lookup tables' names in ``saved_model.pb``."""
+    root = Path(saved_model_dir)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = str(path.relative_to(root))
+        if name in _MODEL_DIGEST_SKIPS:
+            continue
+        digest = (hashlib.sha256(_TFT_TEMP_PATH.sub(b"b'/tftransform_tmp/", path.read_bytes())).hexdigest()
+                  if name == "saved_model.pb" else file_digest(path))
+        h.update(name.encode() + b"\0" + digest.encode() + b"\n")
+    return h.hexdigest()
 
 
 def step_inputs(config: ModelConfig) -> dict[str, Any]:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
-from pipelines.lineage import code_version, model_fingerprint
+from pipelines.lineage import code_version, model_digest, model_fingerprint
 from pipelines.objectstore import MANIFEST, SAVED_MODEL, VERSION_ORDER, Store, manifest_files, open_store
 from pipelines.runs import Run, write_result
 from pipelines.serving.models import labels_in
 from pipelines.staging import active_mirror
-from pipelines.storage import staged_dir, tree_digest, write_json
+from pipelines.storage import staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             f"{config.name} for interval {interval}: the SavedModel at {source} (fingerprint {str(found)[:12]}) is not "
             f"the one evaluate blessed (fingerprint {str(judged)[:12]}); it was retrained or replaced after "
             "evaluate. Run evaluate again before publishing")
-    digest = tree_digest(source)
+    digest = model_digest(source)
     store = open_store(serving_root)
 
     day = day_versions(interval)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RolloutConfig
-from pipelines.objectstore import Store
+from pipelines.objectstore import MANIFEST, Store
 from pipelines.publish import CANARY
 from pipelines.serving.client import ModelServerClient, VersionLoadError
 from pipelines.serving.models import config_proto, version_labels
@@ -299,10 +299,7 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         log.info("%s version %d is already stable; nothing to do", model, version)
         return RolloutResult(model, version, labels.get(PREVIOUS), version, sorted(loaded), changed=False)
 
-    if store is not None and (record := store.read_json(model, str(version), REJECTED)) is not None:
-        reason = (f"version {version} was rolled back from ({record.get('reason', 'rolled back')}, "
-                  f"{record.get('rejected_at', 'time not recorded')}); a rollout never serves it again: to serve it, "
-                  f"trigger the rollback DAG with target_version={version}")
+    if store is not None and (reason := never_promoted(store, model, version)) is not None:
         log.warning("%s: not promoted: %s", model, reason)
         return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
                              skipped_reason=reason)
@@ -375,10 +372,38 @@ def canary_rows_of(store: Store, model: str, version: int) -> list[dict]:
 
 
 REJECTED = "rejected.json"  # beside a version's manifest: it was rolled back from, never a default target
+# what a model was trained from: two versions equal on these are the same training, whatever their bytes
+TRAINED_FROM = ("interval", "input_digests", "accepted_anomalies", "code_version", "params")
 
 
 def rejected_versions(store: Store, model: str) -> dict[int, dict]:
     return {v: record for v in store.version_dirs(model) if (record := store.read_json(model, str(v), REJECTED))}
+
+
+def never_promoted(store: Store, model: str, version: int) -> str | None:
+    """Why a rollout must not promote ``version``, or None: it was rolled back from (its ``rejected.json``), or
+    it is a retraining of one that was, on the same data, code and params (a re-run of the interval: its bytes
+    may differ, as approximate quantiles and random seeds allow, but it is the model rolled back from). Only a
+    rollback naming it serves it."""
+    def rolled_back(record: dict) -> str:
+        return (f"rolled back from ({record.get('reason', 'rolled back')}, "
+                f"{record.get('rejected_at', 'time not recorded')})")
+
+    how = None
+    if (record := store.read_json(model, str(version), REJECTED)) is not None:
+        how = f"version {version} was {rolled_back(record)}"
+    else:
+        manifest = store.read_json(model, str(version), MANIFEST) or {}
+        for number, record in sorted(rejected_versions(store, model).items(), reverse=True):
+            other = store.read_json(model, str(number), MANIFEST) or {}
+            if number != version and all(k in manifest and manifest.get(k) == other.get(k) for k in TRAINED_FROM):
+                how = (f"version {version} was trained on the same data, code and params as version {number}, "
+                       f"which was {rolled_back(record)}")
+                break
+    if how is None:
+        return None
+    return (f"{how}; a rollout never serves it again: to serve it, trigger the rollback DAG with "
+            f"target_version={version}")
 
 
 def default_rollback_target(store: Store, model: str, stable: int | None) -> int:

@@ -132,14 +132,6 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def tree_digest(root: Path) -> str:
-    """Content digest of a directory: relative paths and bytes of every file."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + file_digest(path).encode() + b"\n")
-    return h.hexdigest()
-
-
 # -- partitions -------------------------------------------------------------------
 
 def write_table_bytes(table: pa.Table, fmt: str) -> bytes:

@@ -259,11 +259,12 @@ def approval_notifiers() -> list:
 @task.branch(task_id="needs_approval")
 def needs_approval(publication: dict, model: str, params: dict | None = None) -> str:
     """Promotion waits for a human when the run asks for it, unless the version already serves as stable
-    (a rerun that published nothing new) or was rolled back from (the rollout skips it): nobody is asked to
-    approve what already serves or what will not be promoted."""
+    (a rerun that published nothing new) or will not be promoted (``never_promoted``: rolled back from, or a
+    retraining of a version that was): nobody is asked to approve what already serves or what will not be
+    promoted."""
     from pathlib import Path
 
-    from pipelines.rollout import REJECTED
+    from pipelines.rollout import never_promoted
     from pipelines.serving.models import version_labels
     from skewfree.hooks.artifacts import open_root
 
@@ -274,9 +275,9 @@ def needs_approval(publication: dict, model: str, params: dict | None = None) ->
     if stable == publication["version"]:
         log.info("version %s of %s already serves as stable: no approval asked", stable, model)
         return "rollout"
-    if open_root(settings.serving_root, settings.aws_conn_id).read_json(model, str(publication["version"]), REJECTED):
-        log.info("version %s of %s was rolled back from: no approval asked, the rollout skips it",
-                 publication["version"], model)
+    if (why := never_promoted(open_root(settings.serving_root, settings.aws_conn_id), model,
+                              publication["version"])) is not None:
+        log.info("no approval asked, the rollout skips it: %s", why)
         return "rollout"
     return "approve_promotion"
 

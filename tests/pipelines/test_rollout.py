@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.config import RolloutConfig
 from pipelines.objectstore import LocalStore
-from pipelines.rollout import RolloutError, ServingConfigFile, promote, rollback
+from pipelines.rollout import RolloutError, ServingConfigFile, never_promoted, promote, rollback
 from pipelines.serving.client import ModelServerClient
 from pipelines.serving.models import version_labels
 from tests.conftest import ROOT, free_port
@@ -279,10 +279,69 @@ def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
     assert again.skipped_reason.startswith(f"version {V2} was rolled back from (test, ")
     assert f"target_version={V2}" in again.skipped_reason
     assert stable_of(stack) == V0 and stack["config"].read_text() == before
+    # a re-run that trains it again publishes another version (its bytes may differ: approximate quantiles,
+    # seeds): the same data, code and params as V2 is V2 again, and its rollout skips it too
+    trained_from = {"interval": "2026-11-10", "input_digests": {"a.csv": "1" * 64}, "accepted_anomalies": [],
+                    "code_version": "c0de", "params": {"epochs": 2}}
+    retrained = V2 + 5  # (V3 and V4 are taken)
+    shutil.copytree(stack["base"] / str(V2), stack["base"] / str(retrained), ignore=shutil.ignore_patterns("rejected.json"))
+    for version in (V2, retrained):
+        (stack["base"] / str(version) / "manifest.json").write_text(json.dumps({"version": version, **trained_from}))
+    again = go(stack, retrained, store=store)
+    assert not again.changed and stable_of(stack) == V0 and stack["config"].read_text() == before
+    assert again.skipped_reason.startswith(f"version {retrained} was trained on the same data, code and params as "
+                                           f"version {V2}, which was rolled back from (test, ")
+    assert f"target_version={retrained}" in again.skipped_reason
+    # other params are another model: promoted
+    (stack["base"] / str(retrained) / "manifest.json").write_text(json.dumps(
+        {"version": retrained, **trained_from, "params": {"epochs": 3}}))
+    assert never_promoted(store, MODEL, retrained) is None
+    shutil.rmtree(stack["base"] / str(retrained))
     # a rollback naming it is the way back
     named = rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]), store=store,
                      target=V2, policy=POLICY, reason="asked for by name")
     assert named.changed and stable_of(stack) == V2
+
+
+def test_a_second_save_of_the_same_model_publishes_nothing_new(trained_run, tmp_path, taxi_config):
+    """What differs between two saves of one model: fingerprint.pb's random uuid, and the transform's temp
+    directory, which TensorFlow writes into the names of TFT's lookup tables (a user trial re-ran an interval and
+    got a new version of byte-identical variables, which the rollout then promoted). Another vocabulary is another
+    model."""
+    import re
+
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    from pipelines.evaluate import evaluate
+    from pipelines.lineage import model_digest
+    from pipelines.publish import publish
+    from tests.conftest import END
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    for result in art.rglob("result.json"):  # the copy's steps name the copy's files (this test changes them)
+        result.write_text(result.read_text().replace(str(trained_run["artifact_root"]), str(art)))
+    serving = tmp_path / "serving"
+    first = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    saved = Path(trained_run["evaluation"].saved_model.replace(str(trained_run["artifact_root"]), str(art)))
+    assert json.loads(Path(first.path, "manifest.json").read_text())["source"] == str(saved)  # the copy
+    graph = (saved / "saved_model.pb").read_bytes()
+    temp_dirs = set(re.findall(rb"b'([^']*)/tftransform_tmp/", graph))
+    assert len(temp_dirs) == 1, temp_dirs  # what TFT embeds today; if this changes, so must model_digest
+    temp_dir = temp_dirs.pop()
+    another = re.sub(rb"\.tmp-[0-9a-f]{8}", b".tmp-0123abcd", temp_dir)  # another run's (the same length: protobuf)
+    assert another != temp_dir
+    (saved / "saved_model.pb").write_bytes(graph.replace(temp_dir, another))
+    fingerprint = fingerprint_pb2.FingerprintDef.FromString((saved / "fingerprint.pb").read_bytes())
+    fingerprint.uuid = "42"
+    (saved / "fingerprint.pb").write_bytes(fingerprint.SerializeToString())
+    evaluate(taxi_config, interval=END, artifact_root=art, force=True)  # blesses the saved model as it is now
+    again = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    assert again.reused and again.version == first.version
+
+    vocabulary = next((saved / "assets").iterdir())  # another vocabulary: another model
+    vocabulary.write_text(vocabulary.read_text().replace("\n", "-\n", 1))
+    assert model_digest(saved) != first.content_digest
 
 
 def test_publish_ignores_partial_versions_and_never_reuses_a_broken_one(trained_run, tmp_path, taxi_config, capsys):
