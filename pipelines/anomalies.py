@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ERROR_KINDS = (
-    "missing_partition", "empty_file", "not_utf8", "unreadable", "missing_column", "duplicate_column",
+    "missing_partition", "unread_files", "empty_file", "not_utf8", "unreadable", "missing_column", "duplicate_column",
     "repeated_header", "malformed_row", "wrong_type", "nan_values", "null_values", "out_of_domain", "no_rows",
     "one_class_label_window",
 )

@@ -314,13 +314,15 @@ class S3Store(Store):
         return sorted(names)
 
     def objects(self, *parts: str) -> dict[str, dict]:
-        """Every object under ``parts`` by its key relative to it."""
+        """Every object under ``parts`` by its key relative to it, but folder markers: the empty objects named
+        ``a/b/`` that the S3 console's "Create folder" makes hold no file."""
         prefix = self.key(*parts)
         prefix = prefix + "/" if prefix else ""
         found = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                found[obj["Key"][len(prefix):]] = obj
+                if not obj["Key"].endswith("/"):
+                    found[obj["Key"][len(prefix):]] = obj
         return found
 
     def put_bytes(self, payload: bytes, *parts: str, exclusive: bool = False) -> None:

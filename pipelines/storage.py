@@ -149,7 +149,16 @@ def write_table_bytes(table: pa.Table, fmt: str) -> bytes:
 
 
 def partition_files(partition: Path, fmt: str) -> list[Path]:
-    return sorted(p for p in Path(partition).glob(f"*.{fmt}") if not p.name.startswith("."))
+    """The data files of a partition: ``*.{fmt}`` directly in it, but hidden ones (``.x``: temporaries)."""
+    return sorted(p for p in Path(partition).glob(f"*.{fmt}") if p.is_file() and not p.name.startswith("."))
+
+
+def unread_entries(partition: Path, fmt: str) -> list[Path]:
+    """What else a partition holds that is not marked as no data: files of another suffix and subdirectories,
+    which no step reads. Names starting with ``_`` or ``.`` (Spark's ``_SUCCESS``, ``.crc``, temporaries) are
+    not data by Hadoop's convention, as pyarrow's datasets take them."""
+    read = set(partition_files(partition, fmt))
+    return sorted(p for p in Path(partition).iterdir() if p not in read and not p.name.startswith(("_", ".")))
 
 
 def read_files(files: list[Path], fmt: str, schema: RawSchema) -> pa.Table:

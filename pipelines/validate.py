@@ -44,7 +44,7 @@ from pipelines.statistics import (
     partition_statistics,
     pooled_frequencies,
 )
-from pipelines.storage import confined, partition_files, read_json, staged_dir, write_json
+from pipelines.storage import confined, partition_files, read_json, staged_dir, unread_entries, write_json
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,13 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
         key = day.isoformat()
         path = Path(config.partition_path(data_root, day))
         files = partition_files(path, fmt) if path.is_dir() else []
+        if path.is_dir() and (unread := unread_entries(path, fmt)):
+            named = ", ".join(f"{p.name} ({'a directory' if p.is_dir() else f'not *.{fmt}'})" for p in unread[:5])
+            anomalies.append(Anomaly(
+                "unread_files", f"{path}: {len(unread)} entr{'y' if len(unread) == 1 else 'ies'} no step reads: "
+                f"{named}{', ...' if len(unread) > 5 else ''}. Only *.{fmt} files directly in the partition reach "
+                "training: give data files that suffix, or move what is not data out of the partition (or start its "
+                "name with '_')", day=key, file=str(unread[0]), value=len(unread)))
         if not files:
             why = f"{path} does not exist" if not path.is_dir() else f"{path} has no *.{fmt} files"
             anomalies.append(Anomaly("missing_partition", f"missing partition for {key}: {why}", day=key))

@@ -116,6 +116,14 @@ def test_mirror_pull_makes_the_local_copy_equal_and_maps_paths_both_ways(s3, tmp
     assert mirror.pull(s3["url"] + "/a/x") == local
     assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == ["1.txt", "sub/2.txt"]
     assert mirror.pull(s3["url"] + "/a/x/1.txt").read_bytes() == b"one"  # a single object
+    # the S3 console's "Create folder" leaves an empty object named like a folder: it is no file (it crashed pull)
+    s3["client"].put_object(Bucket=store.bucket, Key=store.key("x") + "/", Body=b"")
+    s3["client"].put_object(Bucket=store.bucket, Key=store.key("x", "sub") + "/", Body=b"")
+    s3["client"].put_object(Bucket=store.bucket, Key=store.key("empty") + "/", Body=b"")
+    assert sorted(S3Store(s3["url"] + "/a/x", s3["client"]).objects()) == ["1.txt", "sub/2.txt"]
+    assert mirror.pull(s3["url"] + "/a/x") == local
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == ["1.txt", "sub/2.txt"]
+    assert not mirror.pull(s3["url"] + "/a/empty").exists()  # a day with only a marker: a missing partition
 
     result = {"files": [str(local / "1.txt")], "digests": {str(local / "sub/2.txt"): "d"}, "other": "/elsewhere"}
     as_urls = mirror.to_urls(result)

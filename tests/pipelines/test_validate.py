@@ -103,6 +103,22 @@ def test_missing_partition_is_named(data, good, taxi_config):
     assert ids(anomalies) == {"missing_partition"}
 
 
+def test_files_no_step_reads_are_named_not_silently_left_out(data, good, newest, taxi_config):
+    """A user's second file named .parq, and an hour=01/ subdirectory, held half the day's rows: validate passed
+    and training never saw them. Markers by Hadoop's convention (_SUCCESS, .crc) are not data."""
+    (newest.parent / "_SUCCESS").write_text("")
+    (newest.parent / ".part-00000.csv.crc").write_text("crc")
+    assert validate(taxi_config, interval=END, data_root=str(data), artifact_root=good["art"]).anomalies == []
+    shutil.copy(newest, newest.parent / "part-00001.CSV")
+    (newest.parent / "hour=01").mkdir()
+    shutil.copy(newest, newest.parent / "hour=01" / "part-00000.csv")
+    message, anomalies = failed(taxi_config, data, good)
+    [unread] = [a for a in anomalies if a["kind"] == "unread_files"]
+    assert unread["day"] == NEWEST and unread["value"] == 2
+    assert (f"{newest.parent}: 2 entries no step reads: hour=01 (a directory), part-00001.CSV (not *.csv). Only "
+            "*.csv files directly in the partition reach training") in message
+
+
 def test_unknown_extra_column_is_an_error_by_default_and_can_be_ignored(data, good, newest, taxi_config):
     rewrite(newest, lambda t: t.append_column("tip_pct", pa.array(np.full(t.num_rows, 0.2))))
     message, anomalies = failed(taxi_config, data, good)
