@@ -265,14 +265,15 @@ def run_canary(client: ModelServerClient, model: str, version: int, rows: list[d
 
 def promote(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, version: int,
             canary_rows: list[dict], policy: RolloutConfig, allow_older: bool = False,
-            store: Store | None = None) -> RolloutResult:
+            store: Store | None = None, allow_class_change: bool = False) -> RolloutResult:
     """Make ``version`` the stable version of ``model`` with every check, or restore what was serving.
 
     Versions are ordered by data time, so a version older than the current stable one (a backfill)
     is not promoted unless ``allow_older`` is set; the result then says so and nothing changes.
     With the serving root's ``store`` (a rollout's promotion), a version rolled back from (its
     ``rejected.json``) is not promoted either: a re-run that publishes the same model again gets that
-    version back, and only a rollback naming it as its target serves it again.
+    version back, and only a rollback naming it as its target serves it again. Nor is a version whose
+    ``classes`` (names, or their order: the class ids) differ from stable's, unless ``allow_class_change``.
     The whole promotion holds this model's rollout lock; any failure, exception or SIGTERM restores
     this model's entry of the config file (only this model's) before it returns or exits.
     """
@@ -280,12 +281,13 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
     wait = policy.load_timeout_seconds + 2 * policy.label_timeout_seconds + 60
     with cfg.model_lock(model, wait), terminate_raises():
         return _promote_locked(cfg, client, model=model, base_path=base_path, version=version,
-                               canary_rows=canary_rows, policy=policy, allow_older=allow_older, store=store)
+                               canary_rows=canary_rows, policy=policy, allow_older=allow_older, store=store,
+                               allow_class_change=allow_class_change)
 
 
 def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model: str, base_path: str, version: int,
                     canary_rows: list[dict], policy: RolloutConfig, allow_older: bool,
-                    store: Store | None) -> RolloutResult:
+                    store: Store | None, allow_class_change: bool = False) -> RolloutResult:
     from tensorflow_serving.config import model_server_config_pb2
 
     before = cfg.snapshot(model)
@@ -300,6 +302,11 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         return RolloutResult(model, version, labels.get(PREVIOUS), version, sorted(loaded), changed=False)
 
     if store is not None and (reason := never_promoted(store, model, version)) is not None:
+        log.warning("%s: not promoted: %s", model, reason)
+        return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
+                             skipped_reason=reason)
+    if store is not None and old_stable is not None and not allow_class_change and \
+            (reason := class_change(store, model, version, old_stable)) is not None:
         log.warning("%s: not promoted: %s", model, reason)
         return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
                              skipped_reason=reason)
@@ -376,6 +383,21 @@ REJECTED = "rejected.json"  # beside a version's manifest: it was rolled back fr
 TRAINED_FROM = ("interval", "input_digests", "accepted_anomalies", "code_version", "params")
 
 
+def class_change(store: Store, model: str, version: int, stable: int) -> str | None:
+    """How ``version``'s classes differ from those ``stable`` serves, or None. A multi-class model's
+    ``class_ids`` and the positions of its ``scores`` are its classes' order: a label vocabulary TFT orders by
+    frequency can reorder the same classes from one day to the next, and a client reading ids or positions
+    would then read another class."""
+    new = (store.read_json(model, str(version), MANIFEST) or {}).get("classes")
+    old = (store.read_json(model, str(stable), MANIFEST) or {}).get("classes")
+    if not isinstance(new, list) or not isinstance(old, list) or new == old:
+        return None
+    how = "the same classes in another order" if sorted(new) == sorted(old) else "other classes"
+    return (f"version {version} has {how} than stable {stable}: class_ids 0..{len(new) - 1} are {new}, stable's "
+            f"{old}, so a client reading class_ids or scores by position would read another class. Pin the label's "
+            f"order in preprocessing_fn (README: multi-class), or set allow_class_change to promote it")
+
+
 def rejected_versions(store: Store, model: str) -> dict[int, dict]:
     return {v: record for v in store.version_dirs(model) if (record := store.read_json(model, str(v), REJECTED))}
 
@@ -436,7 +458,8 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
                            f"refusing to serve it: {problem}")
     log.info("rolling %s back from %s to version %d", model, stable, target)
     result = promote(client, config_file, model=model, base_path=base_path, version=target,
-                     canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True)
+                     canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True,
+                     allow_class_change=True)  # a rollback names the version it wants
     if result.changed and stable is not None and stable != target:
         record = {"rejected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rolled_back_to": target,
                   "reason": reason or "rolled back"}

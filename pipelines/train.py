@@ -142,8 +142,17 @@ SERVING_SIGNATURE = "serving_default"  # serialized tf.Example with raw features
 
 
 def class_names(task: TaskConfig, tft_output) -> list[str]:
-    """A multi-class task's class names in label-id order: from the config, or the label's TFT vocabulary."""
+    """A multi-class task's class names in label-id order: from the config, or the label's TFT vocabulary.
+    Configured ``classes`` that a TFT vocabulary holds in another order are refused: the label's ids are that
+    vocabulary's order (by frequency, unless pinned), so each name would go to another class's scores."""
     if task.classes:
+        for name, vocabulary in _vocabularies(tft_output).items():
+            if set(vocabulary) == set(task.classes) and vocabulary != list(task.classes):
+                raise StepError(
+                    f"[task] classes = {list(task.classes)} are not in label-id order: TFT vocabulary {name!r} "
+                    f"holds the same names as {vocabulary}, and a label mapped through it has those ids (TFT "
+                    f"orders a vocabulary by frequency, which can change from one run to the next). Set "
+                    f"label_vocabulary = {name!r} instead of classes, and pin the order (README: multi-class)")
         return list(task.classes)
     try:
         vocabulary = tft_output.vocabulary_by_name(task.label_vocabulary)
@@ -152,6 +161,20 @@ def class_names(task: TaskConfig, tft_output) -> list[str]:
                         f"vocabulary ({exc}); compute it in preprocessing_fn with "
                         f"vocab_filename={task.label_vocabulary!r}") from None
     return [v.decode() if isinstance(v, bytes) else str(v) for v in vocabulary]
+
+
+def _vocabularies(tft_output) -> dict[str, list[str]]:
+    """Every TFT vocabulary the transform wrote, by its file name (the ``vocab_filename``)."""
+    import tensorflow as tf
+
+    assets = f"{tft_output.transform_savedmodel_dir}/assets"
+    found = {}
+    for name in sorted(tf.io.gfile.listdir(assets)) if tf.io.gfile.isdir(assets) else []:
+        try:
+            found[name] = [v.decode() if isinstance(v, bytes) else str(v) for v in tft_output.vocabulary_by_name(name)]
+        except (ValueError, OSError, UnicodeDecodeError):
+            continue  # not a vocabulary TFT reads back
+    return found
 
 
 def task_outputs(task: TaskConfig, output, classes: list[str] | None):

@@ -68,6 +68,10 @@ def trigger_params() -> dict[str, Param]:
         "allow_older_than_serving": Param(
             False, type="boolean", title="Allow older than serving",
             description="Promote even if the stable version was trained on newer data (backfills)."),
+        "allow_class_change": Param(
+            False, type="boolean", title="Allow class change",
+            description="Promote a multi-class version whose classes or their order (the class ids) differ from "
+                        "the stable version's: clients that read class_ids or scores by position must change too."),
         "require_approval": Param(False, type="boolean", title="Require approval",
                                   description="Wait for a human to approve before the new version "
                                               "takes the 'stable' label."),

@@ -150,3 +150,29 @@ def test_the_single_row_check_catches_a_batch_dependent_serving_graph(tmp_path):
     assert reason and reason.startswith("the serving signature fails on eval row 1 sent alone")
     assert "out of bounds" in reason and "preprocessing_fn must handle a batch" in reason
     assert single_row_reason(str(tmp_path / "m"), examples, batched, [0], "value") is None
+
+
+def test_classes_in_another_order_than_the_labels_vocabulary_are_refused(tmp_path):
+    """A user trial: a string label's ids came from a TFT vocabulary (by frequency: urgent, high, medium, low)
+    while [task] classes listed low..urgent: every per-class metric and the served `classes` named another
+    class, and the model was blessed."""
+    import tensorflow_transform as tft
+
+    from pipelines.config import TaskConfig
+    from pipelines.runs import StepError
+    from pipelines.train import class_names
+
+    assets = tmp_path / "transform_fn" / "assets"
+    assets.mkdir(parents=True)
+    (assets / "priority").write_text("urgent\nhigh\nmedium\nlow\n")
+    (assets / "channel").write_text("email\nphone\n")
+    output = tft.TFTransformOutput(str(tmp_path))
+    with pytest.raises(StepError, match=r"\[task\] classes = \['low', 'medium', 'high', 'urgent'\] are not in "
+                                        r"label-id order: TFT vocabulary 'priority' holds the same names as "
+                                        r"\['urgent', 'high', 'medium', 'low'\].*label_vocabulary = 'priority'"):
+        class_names(TaskConfig(type="multiclass", classes=("low", "medium", "high", "urgent")), output)
+    assert class_names(TaskConfig(type="multiclass", classes=("urgent", "high", "medium", "low")), output) == \
+        ["urgent", "high", "medium", "low"]
+    assert class_names(TaskConfig(type="multiclass", classes=("a", "b")), output) == ["a", "b"]  # nothing to check
+    assert class_names(TaskConfig(type="multiclass", label_vocabulary="priority"), output) == \
+        ["urgent", "high", "medium", "low"]

@@ -116,6 +116,31 @@ def test_older_version_is_not_promoted_over_newer_stable(stack):
     assert stable_of(stack) == V1
 
 
+def test_a_version_whose_class_ids_mean_other_classes_is_not_promoted_unless_allowed(stack):
+    """A user trial: a retrain on other data reordered a frequency-ordered label vocabulary, and the new version
+    answered the same request with class_ids 3 where stable said 0 for the same class, promoted silently."""
+    ensure_v1_stable(stack)
+    store = LocalStore(stack["base"].parent)
+    manifests = [stack["base"] / str(v) / "manifest.json" for v in (V1, V2)]
+    try:
+        for path, classes in zip(manifests, (["urgent", "high", "low"], ["low", "high", "urgent"]), strict=True):
+            path.write_text(json.dumps({"classes": classes}))
+        before = stack["config"].read_text()
+        result = go(stack, V2, store=store)
+        assert not result.changed and stable_of(stack) == V1 and stack["config"].read_text() == before
+        assert result.skipped_reason == (
+            f"version {V2} has the same classes in another order than stable {V1}: class_ids 0..2 are ['low', "
+            "'high', 'urgent'], stable's ['urgent', 'high', 'low'], so a client reading class_ids or scores by "
+            "position would read another class. Pin the label's order in preprocessing_fn (README: multi-class), "
+            "or set allow_class_change to promote it")
+        manifests[1].write_text(json.dumps({"classes": ["urgent", "high", "low", "critical"]}))
+        assert "has other classes than stable" in go(stack, V2, store=store).skipped_reason
+        assert go(stack, V2, store=store, allow_class_change=True).changed and stable_of(stack) == V2
+    finally:
+        for path in manifests:
+            path.unlink(missing_ok=True)
+
+
 def test_no_failed_request_during_promotion_and_rollback(stack):
     ensure_v1_stable(stack)
     client, failures, latencies = stack["client"], [], []
@@ -256,9 +281,9 @@ def test_a_rollout_killed_mid_promotion_leaves_the_previous_stable(stack):
 
 def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
     """Last in this module: it marks versions rejected."""
+    ensure_v1_stable(stack)
     for record in stack["base"].glob("*/rejected.json"):  # earlier tests' rollbacks (ensure_v1_stable) marked some
         record.unlink()
-    ensure_v1_stable(stack)
     go(stack, V2)
     store = LocalStore(stack["base"].parent)
 

@@ -22,7 +22,7 @@ def test_defaults_are_what_a_scheduled_run_gets():
     assert validated({}) == {
         "epochs": None, "learning_rate": None, "batch_size": None, "gpus": None, "image_tag": None,
         "data_dir": None, "publish": True, "force": False, "allow_older_than_serving": False,
-        "require_approval": False, "accept_anomalies": [],
+        "allow_class_change": False, "require_approval": False, "accept_anomalies": [],
     }
 
 

@@ -66,7 +66,8 @@ class RolloutOperator(BaseOperator):
                 result = rollout.promote(
                     client, Path(settings.model_server_config), version=version,
                     canary_rows=rollout.canary_rows_of(store, config.name, version),
-                    allow_older=bool(params.get("allow_older_than_serving", False)), store=store, **common,
+                    allow_older=bool(params.get("allow_older_than_serving", False)), store=store,
+                    allow_class_change=bool(params.get("allow_class_change", False)), **common,
                 )
         except rollout.RolloutError as exc:
             raise AirflowFailException(str(exc)) from None
