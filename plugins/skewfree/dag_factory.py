@@ -30,7 +30,42 @@ from skewfree.settings import Settings
 log = logging.getLogger(__name__)
 
 
-INTERVAL = "{{ data_interval_start | ds }}"  # the run's data interval: never the wall clock
+# the run's data interval: never the wall clock (``run_interval``)
+INTERVAL = "{{ skewfree_interval(dag, dag_run, data_interval_start | default(none)) }}"
+
+
+def run_interval(dag, dag_run, data_interval_start: dt.datetime | None = None) -> str:
+    """A run's data interval as YYYY-MM-DD: the start of its data interval. Airflow 3 gives a run triggered with
+    no logical date (``airflow dags trigger`` without ``--logical-date``, the REST API with ``logical_date:
+    null``) no data interval at all: it gets the interval the DAG's timetable gives any manual run, the latest
+    complete one before it runs (``run_after``)."""
+    if data_interval_start is None:
+        import pendulum
+
+        timetable = dag.timetable
+        if not hasattr(timetable, "infer_manual_data_interval"):  # the Task SDK's definition: the core one computes
+            from airflow.timetables.interval import CronDataIntervalTimetable as Computed
+
+            timetable = Computed(timetable.expression, timetable.timezone)
+        data_interval_start = timetable.infer_manual_data_interval(run_after=pendulum.instance(dag_run.run_after)).start
+    return data_interval_start.strftime("%Y-%m-%d")
+
+
+def check_run(context) -> None:
+    """Every task's ``pre_execute``: ``refuse_unknown_conf``; and the first task of a manual run says when its
+    logical date lies outside the interval it retrains (Airflow 3 derives a manual run's interval from when it
+    runs, whatever logical date it was given)."""
+    refuse_unknown_conf(context)
+    dag_run, logical = context.get("dag_run"), context.get("logical_date")
+    run_type = getattr(dag_run, "run_type", None)
+    if context["task"].task_id != "validate" or logical is None or getattr(run_type, "value", run_type) != "manual":
+        return
+    start = dt.date.fromisoformat(run_interval(context["dag"], dag_run, context.get("data_interval_start")))
+    if not start <= logical.date() <= start + dt.timedelta(days=1):
+        log.warning("this manual run's logical date %s is not in the interval it retrains, %s: Airflow 3 gives a "
+                    "manual run the latest complete interval before it runs. To retrain %s, run a backfill: airflow "
+                    "backfill create --dag-id %s --from-date %s --to-date %s", logical.date(), start, logical.date(),
+                    context["dag"].dag_id, logical.date(), logical.date())
 
 # Backfills run several intervals at once; this pool (create it with `airflow pools set
 # skewfree_training 1 "..."`) bounds how many of them train at the same time.
@@ -304,11 +339,12 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         tags=["skewfree", config.name],
         doc_md=dag_doc(config, settings),
         params=trigger_params(),
-        user_defined_macros={"approval_page": functools.partial(approval_page, config=config)},
+        user_defined_macros={"approval_page": functools.partial(approval_page, config=config),
+                             "skewfree_interval": run_interval},
         # every step's deadline (each may run twice: one retry, 2 min apart), the approval's, and a day queued
         # for the training pool: a run can never hold max_active_runs=1 forever, nor be cut short by this
         dagrun_timeout=dagrun_timeout(config),
-        default_args={"owner": config.owner, "pre_execute": refuse_unknown_conf,
+        default_args={"owner": config.owner, "pre_execute": check_run,
                       **({"on_failure_callback": notifier} if (notifier := failure_notifier()) else {})},
     ) as dag:
         steps = {name: step_task(name, model=model, config=config, settings=settings)

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PASSWORDS = "simple_auth_manager_passwords.json.generated"  # where SimpleAuthManager writes generated logins
+# every process on the demo's SQLite database waits for a lock rather than failing "database is locked"
+SQLITE_WAITS = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "skewfree.sqlite_connect.CONNECT_ARGS"}
 
 
 def standalone_env(env: dict[str, str], *, api_port: int, model_server_url: str, slots: int = 2) -> dict[str, str]:
@@ -36,7 +38,7 @@ def standalone_env(env: dict[str, str], *, api_port: int, model_server_url: str,
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "skewfree.sqlite_connect.CONNECT_ARGS",
+        **SQLITE_WAITS,
         "AIRFLOW_CONN_MODEL_SERVER_DEFAULT": model_server_url,
     }
 
@@ -77,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     from skewfree.demo import free_port, migrate_db, model_server
     from skewfree.settings import Settings
 
-    parser = argparse.ArgumentParser(prog="./dev airflow", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and not argv[0].startswith("-"):  # `./dev airflow backfill create ...`: Airflow's CLI on the demo's state
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        os.execve(airflow, [airflow, *argv], {**os.environ, **SQLITE_WAITS})
+    parser = argparse.ArgumentParser(prog="./dev airflow", description=__doc__.splitlines()[0],
+                                     epilog="./dev airflow COMMAND ... runs Airflow's CLI on the same state, e.g. "
+                                            "./dev airflow backfill create --dag-id taxi_retrain ...")
     parser.add_argument("--port", type=int, default=8080, help="the UI's port (another free one if taken)")
     parser.add_argument("--model-server-port", type=int, default=8501)
     parser.add_argument("--tensorboard-port", type=int, default=6006)

@@ -27,8 +27,10 @@ END = dt.date(2026, 11, 10)
 
 
 def airflow(env, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, check=check)
+    """Airflow's CLI the way the README says to run it beside `./dev airflow`: `./dev airflow COMMAND ...`."""
+    cli_env = {k: v for k, v in env.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"}  # (it adds it)
+    return subprocess.run([sys.executable, "-m", "skewfree.standalone", *args], env=cli_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=check)
 
 
 def dag_runs(env) -> list[dict]:

@@ -68,7 +68,7 @@ def test_retrain_dag_shape_and_data_intervals(tmp_path):
     assert parsed["pools"]["transform"] == "default_pool"
     # scheduled over data intervals: the run for day D is keyed by its interval start, never now()
     assert parsed["timetable"] == "CronDataIntervalTimetable"
-    assert parsed["interval_template"] == "{{ data_interval_start | ds }}"
+    assert parsed["interval_template"] == "{{ skewfree_interval(dag, dag_run, data_interval_start | default(none)) }}"
 
 
 def test_ruff_airflow_rules_clean():

@@ -116,11 +116,11 @@ def test_a_conf_key_that_is_no_parameter_fails_every_task_before_it_runs():
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from skewfree.dag_factory import refuse_unknown_conf, retrain_dag, rollback_dag
+    from skewfree.dag_factory import check_run, refuse_unknown_conf, retrain_dag, rollback_dag
 
     retrain, rollback = retrain_dag("taxi"), rollback_dag("taxi")
-    for dag in (retrain, rollback):
-        assert dag.tasks and all(t._pre_execute_hook is refuse_unknown_conf for t in dag.tasks), dag.dag_id
+    for dag, hook in ((retrain, check_run), (rollback, refuse_unknown_conf)):  # (check_run calls it first)
+        assert dag.tasks and all(t._pre_execute_hook is hook for t in dag.tasks), dag.dag_id
 
     def run(dag, task_id: str, conf) -> None:
         refuse_unknown_conf({"dag": dag, "task": dag.get_task(task_id), "dag_run": SimpleNamespace(conf=conf)})
@@ -138,3 +138,39 @@ def test_a_conf_key_that_is_no_parameter_fails_every_task_before_it_runs():
         run(rollback, "rollback", {"version": 2026120600})
     with pytest.raises(AirflowFailException, match=r"conf has 'zzz', which is no parameter"):
         run(retrain, "validate", {"zzz": 1})
+
+
+def test_a_run_triggered_without_a_logical_date_retrains_the_latest_interval(caplog):
+    """Airflow 3 gives a manual run without a logical date (the README's `airflow dags trigger` line) no data
+    interval: every step failed rendering '{{ data_interval_start | ds }}'. It now retrains the interval the
+    timetable gives any manual run; a logical date outside that interval is pointed out, with the backfill to
+    run instead (Airflow 3 does not derive a manual run's interval from it)."""
+    import datetime as dt
+    import logging
+    from types import SimpleNamespace
+
+    from skewfree.dag_factory import check_run, retrain_dag
+
+    dag = retrain_dag("taxi")
+    env = dag.get_template_env()
+    run_after = dt.datetime(2026, 12, 7, 15, 30, tzinfo=dt.UTC)
+    for task_id in ("validate", "train", "publish"):
+        template = env.from_string(dag.get_task(task_id).interval)
+        assert template.render(dag=dag, dag_run=SimpleNamespace(run_after=run_after)) == "2026-12-06"
+        assert template.render(dag=dag, dag_run=SimpleNamespace(run_after=run_after),
+                               data_interval_start=dt.datetime(2026, 11, 20, tzinfo=dt.UTC)) == "2026-11-20"
+
+    def pre_execute(logical_date, run_type="manual"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            check_run({"dag": dag, "task": dag.get_task("validate"), "logical_date": logical_date,
+                       "dag_run": SimpleNamespace(conf={}, run_type=run_type, run_after=run_after)})
+        return caplog.text
+
+    assert pre_execute(None) == ""
+    assert pre_execute(dt.datetime(2026, 12, 7, 15, 30, tzinfo=dt.UTC)) == ""  # the demo's: its interval's end
+    said = pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    assert ("this manual run's logical date 2026-11-20 is not in the interval it retrains, 2026-12-06: Airflow 3 "
+            "gives a manual run the latest complete interval before it runs. To retrain 2026-11-20, run a backfill: "
+            "airflow backfill create --dag-id taxi_retrain --from-date 2026-11-20 --to-date 2026-11-20") in said
+    assert pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), run_type="scheduled") == ""
