@@ -48,7 +48,11 @@ class Run:
                 f"step {step!r} has no completed output for {self.model} interval {self.interval} "
                 f"(expected {path}); run it first"
             )
-        return read_json(path)
+        result = read_json(path)
+        from pipelines.staging import active_mirror  # (staging imports this module)
+
+        # a step whose data root is on S3 reads the S3 objects an earlier result names from its mirror
+        return mirror.to_local(result) if (mirror := active_mirror()) is not None else result
 
 
 def write_result(step_dir: Path, result: Any) -> Path:

@@ -76,15 +76,20 @@ class Staging:
     """
 
     def __init__(self, roots: dict[str, str]):
-        global _active
         self.remote = {name: url.rstrip("/") for name, url in roots.items() if name in MIRRORED_ROOTS and is_s3(url)}
         self.mirror = None
         if self.remote:
+            self._open()
+
+    def _open(self) -> Mirror:
+        global _active
+        if self.mirror is None:
             parent = os.environ.get("SKEWFREE_STAGING_DIR") or None
             if parent:
                 Path(parent).mkdir(parents=True, exist_ok=True)
             self._dir = Path(tempfile.mkdtemp(prefix="skewfree-step-", dir=parent))
             self.mirror = _active = Mirror(self._dir)
+        return self.mirror
 
     def close(self) -> None:
         global _active
@@ -105,21 +110,35 @@ class Staging:
     # -- before the step ------------------------------------------------------
     def pull(self, step: str, config, *, interval, roots: dict[str, str], data_dir: str | None = None) -> None:
         """Fetch what ``step`` reads; ``roots`` are the local roots (``local_roots``)."""
+        if self.mirror is None and step in STEPS and not is_s3(roots.get("artifact", "")):
+            # a local artifact root whose results name S3 objects (validate ran on a data root on S3)
+            run = Run(Path(roots["artifact"]), config.name, interval)
+            if any(_urls(read_json(path)) for earlier in STEP_READS[step]
+                   if (path := run.result_path(earlier)).is_file()):
+                self._open()
+        if self.mirror is None:
+            return
         if "data" in self.remote and step == "validate":
             from pipelines.validate import data_config
 
             windowed = data_config(config, roots["data"], data_dir)
             for day in windowed.window(interval):
                 self.mirror.pull(self.mirror.url(windowed.partition_path(roots["data"], day)))
-        if "artifact" not in self.remote or step not in STEPS:
+        if step not in STEPS:
             return
         run = Run(Path(roots["artifact"]), config.name, interval)
         for earlier in STEP_READS[step]:
-            if (result := self._pull_result(run, earlier)) is not None:
+            # an S3 artifact root: the result from S3, stored in the mirror in local form. A local one (the data
+            # on S3): the result as committed, naming S3 URLs, which Run.read_result maps into the mirror
+            result = self._pull_result(run, earlier) if "artifact" in self.remote else \
+                read_json(path) if (path := run.result_path(earlier)).is_file() else None
+            if result is not None:
                 # every object it names, wherever it is (transform reads the data files validate listed)
                 for url in dict.fromkeys(_urls(result)):
                     # a file pattern (train/part-*.tfrecord) is pulled as its directory
                     self.mirror.pull(url.rsplit("/", 1)[0] if any(c in url for c in "*?[") else url)
+        if "artifact" not in self.remote:
+            return
         if step in CACHED_STEPS:
             self._pull_result(run, step)
         if step == "train":
@@ -139,7 +158,7 @@ class Staging:
     def push(self, step: str, config, result: Any, *, interval=None, roots: dict[str, str]) -> Any:
         """Upload the step's outputs; returns the result as JSON with S3 URLs for mirrored paths."""
         payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
-        if not self.remote:
+        if self.mirror is None:
             return payload
         if step == "generate-data" and "data" in self.remote:
             for partition in payload["partitions"]:
@@ -147,13 +166,16 @@ class Staging:
         if not payload.get("chief", True):
             log.info("not the chief worker: %s output is the chief's to push", step)
             return payload
-        if "artifact" in self.remote and step in STEPS:
+        if step in STEPS:
             run = Run(Path(roots["artifact"]), config.name, interval)
             out = run.step_dir(step)
-            for path in out.glob("*.json"):  # the output's own JSON files name S3 URLs, as results do
+            # the output's own JSON files name S3 URLs, as results do, wherever the artifact root is: the mirror's
+            # paths are gone once the step ends (a local artifact root beside a data root on S3 kept them)
+            for path in [*out.glob("*.json"), *out.glob("rejected/*.json")]:
                 data = read_json(path)
                 if _has_mirror_paths(data, self.mirror):
                     write_json(path, self.mirror.to_urls(data))
+        if "artifact" in self.remote and step in STEPS:
             if payload.get("cached"):
                 # a reused output: only its result.json changed, and the rest is not in the mirror
                 self.mirror.push_file(run.result_path(step))

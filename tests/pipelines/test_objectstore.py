@@ -354,3 +354,26 @@ def test_s3_put_dir_survives_its_own_retried_put_and_stops_at_a_rivals_object(s3
     with pytest.raises(FileExistsError):
         store.put_dir(make_version(tmp_path / "two"), "taxi", "2", last=("saved_model.pb", "manifest.json"))
     assert store.files("taxi", "2") == {"saved_model.pb": len(b"the rival's graph")}
+
+
+def test_a_data_root_on_s3_beside_a_local_artifact_root(s3, small_data, tmp_path, capsys):
+    """A user trial: validate recorded the partitions as paths in its mirror, which is gone when the step ends,
+    and transform then failed with 'No such file or directory: /tmp/skewfree-step-.../part-00000.csv'. Results
+    name the S3 objects; a later step reads them from its own mirror."""
+    from pipelines.cli import main
+    from pipelines.runs import Run
+    from tests.conftest import END
+
+    for path in sorted(small_data.rglob("*.csv")):
+        s3["client"].upload_file(str(path), s3["bucket"], f"raw/{path.relative_to(small_data).as_posix()}")
+    art = tmp_path / "artifacts"
+    run = ["--model", "taxi", "--interval", END.isoformat(), "--artifact-root", str(art)]
+    assert main(["validate", *run, "--data-root", f"{s3['url']}/raw"]) == 0, capsys.readouterr().out
+    assert main(["transform", *run]) == 0, capsys.readouterr().out
+    validation = Run(art, "taxi", END).read_result("validate")
+    assert validation["partitions"] and all(f.startswith(f"{s3['url']}/raw/taxi_trips/")
+                                            for files in validation["partitions"].values() for f in files)
+    assert all(key.startswith(s3["url"]) for key in validation["file_digests"])
+    transformed = Run(art, "taxi", END).read_result("transform")
+    assert transformed["rows"]["train"] > 0 and str(art) in transformed["transform_fn"]
+    assert not list((tmp_path / "staging").iterdir())  # every step's mirror is gone
