@@ -28,7 +28,7 @@ from pipelines.baseline import Baseline, in_candidate_order, local_copy, resolve
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig
 from pipelines.lineage import cached_result, input_digest, model_fingerprint, step_inputs
 from pipelines.report import render as render_report
-from pipelines.runs import Run, write_result
+from pipelines.runs import Run, StepError, write_result
 from pipelines.slicing import slice_metrics, slice_reasons
 from pipelines.storage import staged_dir, write_json
 
@@ -334,6 +334,14 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
     trained = run.read_result("train")
+    from pipelines.train import train_digest
+
+    if trained.get("input_digest") != train_digest(config, transformed, trained.get("params") or {}):
+        # a train that failed (or was not run) after the transform or the model's code or config changed: the
+        # model left from before would be judged, and blessed, as this run's
+        raise StepError(f"the train output of {config.name} {interval} ({trained.get('saved_model')}) was not "
+                        "trained on this run's transform output with this code and config (they changed since, "
+                        "or the last train failed): run train again before evaluate")
     # the model itself (a forced retrain has the same inputs but other weights), the eval split
     # (transform's digest), the thresholds (config), this code and the baseline it is compared with
     fingerprint = model_fingerprint(trained["saved_model"])

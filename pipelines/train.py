@@ -333,14 +333,19 @@ def training_data(params: TrainConfig, transformed: dict, spec: dict, label: str
     return data
 
 
+def train_digest(config: ModelConfig, transformed: dict[str, Any], params: dict[str, Any]) -> str:
+    """What a train output was computed from: this code and config, the transform output, the params. A train
+    result whose ``input_digest`` is not this for the current transform output is another model (``evaluate``)."""
+    return input_digest(step="train", **step_inputs(config), transform=transformed["input_digest"], params=params)
+
+
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
           overrides: dict[str, Any] | None = None, force: bool = False, gpus: int = 0) -> TrainResult:
     started = time.monotonic()
     params: TrainConfig = dataclasses.replace(config.train, **(overrides or {}))
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
-    digest = input_digest(step="train", **step_inputs(config), transform=transformed["input_digest"],
-                          params=dataclasses.asdict(params))
+    digest = train_digest(config, transformed, dataclasses.asdict(params))
     if (hit := cached_result(run, "train", digest, force=force)) is not None:
         return TrainResult(**hit)
 

@@ -31,3 +31,24 @@ def test_evaluate_reuses_its_output_only_for_the_same_model(trained_run, taxi_co
     fresh = evaluate(taxi_config, interval=END, artifact_root=art)
     assert not fresh.cached and fresh.input_digest != first.input_digest
     assert fresh.metrics != first.metrics
+
+
+def test_evaluate_refuses_a_model_left_from_before_the_transform_changed(trained_run, taxi_config, tmp_path):
+    """A user trial ran the steps one by one: train failed on a changed config, and evaluate judged the model the
+    train before had left, blessed it, then crashed. The train output must be of this run's transform output."""
+    import json
+
+    from pipelines.evaluate import evaluate
+    from pipelines.runs import Run, StepError
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    result = Run(art, "taxi", END).result_path("transform")
+    transformed = json.loads(result.read_text())
+    result.write_text(json.dumps({**transformed, "input_digest": "a transform run since"}))
+    blessing = Run(art, "taxi", END).step_dir("evaluate") / "blessing.json"
+    before = blessing.read_bytes()
+    with pytest.raises(StepError, match=r"was not trained on this run's transform output with this code and config "
+                                        r"\(they changed since, or the last train failed\): run train again"):
+        evaluate(taxi_config, interval=END, artifact_root=art, force=True)
+    assert blessing.read_bytes() == before  # the earlier evaluate's output stays as it was
