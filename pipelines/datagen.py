@@ -56,8 +56,12 @@ def generate_data(
     fmt = fmt or config.data.format
     try:
         generator = importlib.import_module(f"{config.module}.datagen")
-    except ModuleNotFoundError:
-        raise ValueError(f"model {config.name!r} ships no demo data generator ({config.module}.datagen)") from None
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{config.module}.datagen":
+            raise  # the generator is there; something it imports is not
+        raise ValueError(f"model {config.name!r} ships no demo data generator ({config.module}.datagen): put its "
+                         f"partitions under the data root ({config.data.location}) and run the demo with "
+                         "--no-generate") from None
     written = unchanged = 0
     partitions = []
     for offset in range(days - 1, -1, -1):

@@ -259,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         staging = Staging({"data": settings.data_root})  # an s3:// data root: written locally, then uploaded
         try:
             roots = staging.local_roots({"data": settings.data_root})
-            gen = generate_data(config, data_root=roots["data"], end=args.end, days=args.days,
-                                rows_per_day=args.rows_per_day)
+            try:
+                gen = generate_data(config, data_root=roots["data"], end=args.end, days=args.days,
+                                    rows_per_day=args.rows_per_day)
+            except ValueError as exc:
+                raise SystemExit(f"error: {exc}") from None
             staging.push("generate-data", config, gen, roots=roots)
         finally:
             staging.close()

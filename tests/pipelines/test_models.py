@@ -176,3 +176,23 @@ def test_classes_in_another_order_than_the_labels_vocabulary_are_refused(tmp_pat
     assert class_names(TaskConfig(type="multiclass", classes=("a", "b")), output) == ["a", "b"]  # nothing to check
     assert class_names(TaskConfig(type="multiclass", label_vocabulary="priority"), output) == \
         ["urgent", "high", "medium", "low"]
+
+
+def test_a_model_without_a_data_generator_says_to_bring_its_data(models_dir, tmp_path, monkeypatch):
+    """`./dev demo --model <yours>` without --no-generate ended in a traceback; a datagen module that fails on an
+    import of its own is not called missing."""
+    from pipelines.datagen import generate_data
+    from skewfree import demo
+
+    (models_dir / "late" / "datagen.py").unlink()
+    config = load_model_config("late")
+    with pytest.raises(ValueError, match=r"model 'late' ships no demo data generator \(late.datagen\): put its "
+                                         r"partitions under the data root \(.*\) and run the demo with --no-generate"):
+        generate_data(config, data_root=str(tmp_path / "data"), end=END, days=2)
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path / "home"))
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(["--model", "late", "--end", END.isoformat(), "--days", "2"])
+    assert str(exit_.value).startswith("error: model 'late' ships no demo data generator")
+    (models_dir / "late" / "datagen.py").write_text("import a_package_nobody_installed\n")
+    with pytest.raises(ModuleNotFoundError, match="a_package_nobody_installed"):
+        generate_data(config, data_root=str(tmp_path / "data"), end=END, days=2)
