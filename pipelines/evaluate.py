@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,11 +160,13 @@ def multiclass_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str
     recalls, precisions = [], []
     for k, name in enumerate(classes):
         hits = float(((predicted == k) & (ids == k)).sum())
-        # a class that never occurs (or is never predicted) has no recall (precision): 0, not a pass
-        recalls.append(float(hits / (ids == k).sum()) if (ids == k).any() else 0.0)
+        # a class the eval rows do not have has no recall: NaN (a threshold on it refuses, saying why), and the
+        # macro recall is over the classes they have (a 0 for it would read as a model that misses them all).
+        # A class never predicted has precision 0, not a pass.
+        recalls.append(float(hits / (ids == k).sum()) if (ids == k).any() else float("nan"))
         precisions.append(float(hits / (predicted == k).sum()) if (predicted == k).any() else 0.0)
         metrics[f"recall/{name}"], metrics[f"precision/{name}"] = recalls[-1], precisions[-1]
-    metrics["macro_recall"] = float(np.mean(recalls))
+    metrics["macro_recall"] = float(np.nanmean(recalls)) if not np.isnan(recalls).all() else float("nan")
     metrics["macro_precision"] = float(np.mean(precisions))
     return metrics
 
@@ -200,6 +203,20 @@ def task_metrics(task: TaskConfig, labels: np.ndarray, predictions: np.ndarray,
                          else float(np.mean(metric(labels, predictions).numpy())))
     metrics["examples"] = float(len(labels))
     return metrics
+
+
+def threshold_reasons(thresholds, metrics: dict[str, float], classes: list[str] | None) -> list[str]:
+    """Why the value thresholds refuse the candidate (fails closed: a metric not computed, NaN)."""
+    reasons = []
+    for bound in thresholds:
+        if bound.metric not in metrics:
+            reasons.append(f"threshold on {bound.metric!r}, which this run did not compute (classes: {classes})")
+        elif bound.metric.startswith("recall/") and math.isnan(metrics[bound.metric]):
+            reasons.append(f"{bound.metric} cannot be measured: the eval rows have no {bound.metric[7:]!r} label, so "
+                           "its threshold cannot be met; evaluate on more days ([data] eval_days) or drop it")
+        elif (why := bound.violation(metrics[bound.metric])) is not None:
+            reasons.append(why)
+    return reasons
 
 
 def nan_prediction_reason(predictions: np.ndarray) -> str | None:
@@ -378,11 +395,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     reasons = []
     if (why := nan_prediction_reason(serving)) is not None:
         reasons.append(why)
-    for bound in config.thresholds:
-        if bound.metric not in metrics:
-            reasons.append(f"threshold on {bound.metric!r}, which this run did not compute (classes: {classes})")
-        elif (why := bound.violation(metrics[bound.metric])) is not None:
-            reasons.append(why)
+    reasons += threshold_reasons(config.thresholds, metrics, classes)
     tolerance = config.evaluation.skew_tolerance
     if (why := skew_reason(training, serving, examples, tolerance)) is not None:
         reasons.append(why)

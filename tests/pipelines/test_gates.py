@@ -223,3 +223,23 @@ def test_per_slice_metrics_in_the_evaluation(trained_run, tmp_path):
     judged = [s for s in result.slices if s["examples"] >= 150]
     assert any(f"{s['feature']}={s['slice']} ({s['examples']} rows)" in reason for s in judged)
     assert not any(f"={s['slice']} ({s['examples']} rows)" in reason for s in result.slices if s["examples"] < 150)
+
+
+def test_a_class_the_eval_rows_do_not_have_has_no_recall_not_zero():
+    """A user trial: an eval day without 'urgent' rows reported recall/urgent 0, pulled macro_recall down and
+    refused the model with 'recall/urgent=0.0000 is below the minimum 0.5': it missed no urgent ticket."""
+    from pipelines.config import Bound
+    from pipelines.evaluate import multiclass_metrics, threshold_reasons
+
+    classes = ["low", "high", "urgent"]
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.85, 0.05]])
+    metrics = multiclass_metrics(labels, scores, classes)
+    assert metrics["recall/low"] == 0.5 and metrics["recall/high"] == 1.0 and math.isnan(metrics["recall/urgent"])
+    assert metrics["macro_recall"] == 0.75  # over the classes the eval rows have
+    assert metrics["precision/urgent"] == 0.0  # never predicted: no pass
+    assert threshold_reasons([Bound("recall/urgent", min=0.5), Bound("macro_recall", min=0.7),
+                              Bound("recall/low", min=0.6)], metrics, classes) == [
+        "recall/urgent cannot be measured: the eval rows have no 'urgent' label, so its threshold cannot be met; "
+        "evaluate on more days ([data] eval_days) or drop it",
+        "recall/low=0.5000 is below the minimum 0.6"]
