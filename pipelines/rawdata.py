@@ -377,6 +377,19 @@ def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) 
     return found
 
 
+def _uncastable_rows(column: pa.ChunkedArray, kind: str) -> np.ndarray | None:
+    """The rows of a Parquet column whose cells are not of ``kind`` (text that is not a number of it, a float
+    with a fraction for an int); None when that is not how the column fails."""
+    if kind in NUMBER_TEXT and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        ok = pc.match_substring_regex(column, NUMBER_TEXT[kind], ignore_case=True)
+        bad = pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(ok, True)))
+    elif kind == "int" and pa.types.is_floating(column.type):
+        bad = pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(pc.equal(pc.trunc(column), column), True)))
+    else:
+        return None
+    return np.flatnonzero(pc.fill_null(bad, False).to_numpy(zero_copy_only=False))
+
+
 def _beyond_int64(column: pa.ChunkedArray, is_int: pa.ChunkedArray) -> np.ndarray:
     """Rows of integer text (``is_int``) that int64 cannot hold; only cells of 19 or more characters can't."""
     long = pc.and_(pc.fill_null(is_int, False), pc.fill_null(pc.greater_equal(pc.utf8_length(column), 19), False))
@@ -402,11 +415,24 @@ def _read_parquet(read: FileRead, data: bytes, schema: RawSchema, unknown_column
         return
     columns = {}
     for f in schema.features:
+        column, stored = table.column(f.name), table.schema.field(f.name).type
+        said = f"column {f.name!r} has type {stored} in the file, which does not convert to {f.type}"
+        if f.type in NUMBER_TEXT and (pa.types.is_boolean(stored) or pa.types.is_temporal(stored)):
+            # pyarrow casts them (True -> 1, a timestamp -> its epoch count): numbers the data never meant
+            problem("wrong_type", f"{said}: a {stored} column holds no {f.type}s; declare the feature as what the "
+                    "column holds, or write the column as numbers", column=f.name)
+            continue
         try:
-            columns[f.name] = table.column(f.name).cast(f.arrow_type)
+            columns[f.name] = column.cast(f.arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            problem("wrong_type", f"column {f.name!r} has type {table.schema.field(f.name).type} in the file, "
-                    f"which does not convert to {f.type}: {exc}", column=f.name)
+            rows = _uncastable_rows(column, f.type)
+            if rows is not None and len(rows):
+                cells = pc.take(column, pa.array(rows[:EXAMPLES])).to_pylist()
+                problem("wrong_type", f"{said}: {len(rows)} value(s) that are not {f.type}: "
+                        f"{read.where(rows, cells)}", column=f.name, value=len(rows),
+                        lines=read.lines(rows[:EXAMPLES]))
+            else:
+                problem("wrong_type", f"{said}: {exc}", column=f.name)
     read.values = pa.table(columns) if columns else None
     if len(columns) == len(schema.features):
         read.table = read.values

@@ -102,9 +102,11 @@ def check_values(read: FileRead, schema: RawSchema, day: str) -> list[Anomaly]:
         if f.type == "float" and not f.allow_nan:
             add("nan_values", f, pc.or_(pc.is_nan(column), pc.is_inf(column)), "NaN or infinite value(s)",
                 as_written=True,
-                advice=". In any spelling (nan, NAN, inf, 1e400) they reach training as NaN, and a number beyond "
-                       "float32's range (about ±3.4e38) as infinity; a missing value is an empty cell. Fix the "
-                       "data, or set allow_nan=True on the feature if the model handles NaN")
+                advice=(". In any spelling (nan, NAN, inf, 1e400) they reach training as NaN, and a number beyond "
+                        "float32's range (about ±3.4e38) as infinity; a missing value is an empty cell"
+                        if read.fmt == "csv" else ". They reach training as NaN, and a number beyond float32's range "
+                        "(about ±3.4e38) as infinity; a missing value is a null, not NaN")
+                       + ". Fix the data, or set allow_nan=True on the feature if the model handles NaN")
         finite = pc.is_finite(column) if f.type == "float" else pc.is_valid(column)
         # bounds in the column's own type: a float32 cell "42.09" equals the bound 42.09, it is not above it
         if f.min is not None:
@@ -285,7 +287,8 @@ def validate(config: ModelConfig, *, interval: dt.date, data_root: str, artifact
             continue  # statistics of a partly readable day would only add noise to its errors
         table = pa.concat_tables(tables)
         if table.num_rows == 0:
-            anomalies.append(Anomaly("no_rows", f"partition {path} has no rows (only headers)", day=key))
+            anomalies.append(Anomaly("no_rows", f"partition {path} has no rows ("
+                                     + ("only headers)" if fmt == "csv" else "its files hold none)"), day=key))
             continue
         day_digest = input_digest(files=sorted(digests[str(f)] for f in files), schema=repr(schema),
                                   statistics=STATISTICS_VERSION)

@@ -585,6 +585,38 @@ def test_parquet_partitions_pass_the_same_gate(tmp_path, taxi_config):
     assert "column 'fare' has 1 NaN or infinite value(s): row 3 inf" in str(err.value)
 
 
+def test_parquet_columns_of_the_wrong_kind_are_named_with_their_rows(tmp_path, taxi_config):
+    """A user trial: a bool or timestamp column for an int feature was cast silently (True -> 1, a timestamp to its
+    epoch count), caught only by a min/max if any; a cast that failed named no row."""
+    import pyarrow.parquet as pq
+
+    from pipelines.datagen import generate_data
+
+    config = dataclasses.replace(taxi_config, data=dataclasses.replace(taxi_config.data, format="parquet"))
+    generate_data(config, data_root=str(tmp_path / "data"), end=END, days=8, rows_per_day=500, fmt="parquet")
+    path = tmp_path / "data" / "taxi_trips" / f"dt={NEWEST}" / "part-00000.parquet"
+    table = pq.read_table(path)
+    n = table.num_rows
+    seconds = [float(v) if v is not None else None for v in table.column("trip_seconds").to_pylist()]
+    seconds[3], seconds[7] = 12.5, float("nan")
+    hours = ["7"] * n
+    hours[1] = "seven"
+    edited = (table.set_column(table.schema.get_field_index("pickup_day_of_week"), "pickup_day_of_week",
+                               pa.array([i % 2 == 0 for i in range(n)]))
+              .set_column(table.schema.get_field_index("trip_seconds"), "trip_seconds", pa.array(seconds, pa.float64()))
+              .set_column(table.schema.get_field_index("pickup_hour"), "pickup_hour", pa.array(hours)))
+    pq.write_table(edited, path)
+    with pytest.raises(DataValidationError) as err:
+        validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "a")
+    message = str(err.value)
+    assert ("column 'pickup_day_of_week' has type bool in the file, which does not convert to int: a bool column "
+            "holds no ints") in message
+    assert ("column 'trip_seconds' has type double in the file, which does not convert to int: 2 value(s) that are "
+            "not int: rows 4 12.5, 8 nan") in message
+    assert ("column 'pickup_hour' has type string in the file, which does not convert to int: 1 value(s) that are "
+            "not int: row 2 'seven'") in message
+
+
 def test_a_utf8_byte_order_mark_is_read_as_pyarrow_reads_it(data, newest, tmp_path, taxi_config):
     """Excel's "CSV UTF-8" starts with a byte order mark. pyarrow, which transform reads with, skips it; the
     header check read it as part of the first column's name ('\\ufefftrip_miles' missing, invisibly)."""
