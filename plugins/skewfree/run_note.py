@@ -79,7 +79,9 @@ def summary(states: dict[str, str], results: dict[str, Any], answer: dict[str, A
     if failed == "rollout":
         return f"published {version}; rollout failed and was undone: what served before still serves"
     if failed:
-        return f"failed in {failed}: nothing published, what serves is unchanged (see the {failed} log)"
+        error = results.get(f"{failed}_error")
+        return f"failed in {failed}: {error + '. ' if error else ''}Nothing published, what serves is unchanged " \
+               f"(see the {failed} log)"
     if states.get("publish") == "skipped" and evaluation.get("blessed"):
         return f"blessed{_headline(evaluation.get('metrics') or {}, evaluation.get('baseline') or {})}, " \
                "not published (publish=false)"

@@ -376,7 +376,8 @@ def test_each_run_has_a_note_saying_what_it_shipped(stack, blessed_run):
     texts = [note for *_, note in finished]
     assert texts[0].startswith("published 2026111000, now stable (auc "), texts
     assert any(t.startswith("not blessed: auc") and "below the minimum 0.999" in t for t in texts), texts
-    assert any(t.startswith("failed in validate: nothing published") for t in texts), texts
+    assert any(t.startswith("failed in validate: data for taxi interval ") and "failed validation" in t
+               and t.endswith("Nothing published, what serves is unchanged (see the validate log)") for t in texts), texts
     assert any(t.endswith("not promoted: Reject by tester") for t in texts), texts
     assert any(t.endswith("not promoted: Reject at the deadline (nobody answered)") for t in texts), texts
     assert any(t.startswith("rolled back: ") and "now stable (was " in t for t in texts), texts

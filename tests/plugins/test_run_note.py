@@ -40,7 +40,11 @@ def test_a_failed_gate_or_step_is_named_with_its_reasons():
     assert summary(states, unblessed, None) == \
         "not blessed: auc 0.80 is below the minimum 0.85. Nothing published, what serves is unchanged"
     states = {"validate": "failed", "transform": "upstream_failed", "publish": "upstream_failed"}
-    assert summary(states, {}, None).startswith("failed in validate: nothing published")
+    assert summary(states, {}, None) == \
+        "failed in validate: Nothing published, what serves is unchanged (see the validate log)"
+    assert summary(states, {"validate_error": "data for taxi interval 2026-11-10 failed validation: 1 problem(s)"},
+                   None) == ("failed in validate: data for taxi interval 2026-11-10 failed validation: 1 problem(s). "
+                             "Nothing published, what serves is unchanged (see the validate log)")
     evaluated_only = DONE | {"publish": "skipped", "rollout": "skipped"}
     assert summary(evaluated_only, {"evaluate": EVALUATION}, None).endswith("not published (publish=false)")
 

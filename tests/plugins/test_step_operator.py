@@ -31,12 +31,19 @@ def test_failed_step_reports_its_error_line(tmp_path, monkeypatch):
     monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
     for key in ("SKEWFREE_DATA_ROOT", "SKEWFREE_ARTIFACT_ROOT", "SKEWFREE_SERVING_ROOT"):
         monkeypatch.delenv(key, raising=False)
+    from types import SimpleNamespace
+
     op = PipelineStepOperator(task_id="validate", step="validate", model="taxi", interval="2026-11-10")
+    pushed = {}
     with pytest.raises(AirflowFailException) as err:  # bad input: retrying cannot help, no retry
-        op.execute(context={})
+        op.execute(context={"ti": SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))})
     message = str(err.value)
     assert "step validate failed (exit 1), not retried" in message
     assert f"{tmp_path}/data/taxi_trips/dt=2026-11-10 does not exist" in message
+    # the run note's reason: the step's error line, without its prefix
+    assert pushed["error"].startswith("data for taxi interval 2026-11-10 failed validation")
+    assert "[error missing_partition] missing partition for 2026-11-04" in pushed["error"]
+    assert len(pushed["error"]) <= 600  # a note's column holds 1000 characters
 
 
 def test_a_crashed_step_is_an_infrastructure_failure_that_is_retried(tmp_path, monkeypatch):

@@ -83,6 +83,10 @@ class PipelineStepOperator(BaseOperator):
         elif last:
             relog(last, self.log, level)
         if exit_code != 0:
+            # the run note names the problem (skewfree.run_note): the step's one-line error, without its prefix
+            if (ti := context.get("ti")) is not None:
+                ti.xcom_push(key="error", value=last.removeprefix(f"error: {self.step}:").strip()[:600]
+                             or f"exit {exit_code}")
             if last.startswith(f"error: {self.step}:"):
                 # an expected failure (bad data, a refused publish): retrying cannot help, so it fails at once
                 raise AirflowFailException(f"step {self.step} failed (exit {exit_code}), not retried: {last}")
