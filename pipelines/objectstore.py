@@ -117,6 +117,10 @@ class Store:
         """Write one object (atomically); ``exclusive``: only if it does not exist yet (FileExistsError)."""
         raise NotImplementedError
 
+    def remove(self, *parts: str) -> None:
+        """Delete one object; nothing when it is absent."""
+        raise NotImplementedError
+
     def version_dirs(self, *parts: str) -> list[int]:
         """Integer-named subdirectories, as TF Serving sees model versions."""
         return sorted(int(name) for name in self.list_dirs(*parts) if name.isdigit())
@@ -244,6 +248,9 @@ class LocalStore(Store):
             raise FileExistsError(f"{self.path(*parts)} already exists; it is never overwritten")
         atomic_write_bytes(self.path(*parts), payload)
 
+    def remove(self, *parts: str) -> None:
+        self.path(*parts).unlink(missing_ok=True)
+
     def put_dir(self, source: Path, *parts: str, last: Sequence[str] = ()) -> None:
         from pipelines.storage import sweep_leftovers
 
@@ -333,6 +340,9 @@ class S3Store(Store):
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise FileExistsError(f"{self.url(*parts)} already exists; it is never overwritten") from None
             raise
+
+    def remove(self, *parts: str) -> None:
+        self.delete([self.key(*parts)])
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys``; any key S3 could not delete raises (OSError naming it): a step whose stale objects

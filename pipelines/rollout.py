@@ -379,6 +379,7 @@ def canary_rows_of(store: Store, model: str, version: int) -> list[dict]:
 
 
 REJECTED = "rejected.json"  # beside a version's manifest: it was rolled back from, never a default target
+RESTORED = "restored.json"  # a rejected version a rollback named as its target: its rejection, kept, and when
 # what a model was trained from: two versions equal on these are the same training, whatever their bytes
 TRAINED_FROM = ("interval", "input_digests", "accepted_anomalies", "code_version", "params")
 
@@ -442,7 +443,9 @@ def default_rollback_target(store: Store, model: str, stable: int | None) -> int
 def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, store: Store,
              target: int | None, policy: RolloutConfig, reason: str = "") -> RolloutResult:
     """Promote an existing version with the same checks as a rollout, and mark the version rolled back from
-    as rejected (``rejected.json`` in its directory), so a later default rollback never returns to it.
+    as rejected (``rejected.json`` in its directory), so a later default rollback never returns to it. Only a
+    rollback to an older version marks the one it leaves: rolling forward again says nothing against it. A
+    rejected version named as the target is no longer rejected (its record moves to ``restored.json``).
 
     :param target: the version to serve; default the newest good version before the current stable.
     """
@@ -460,7 +463,17 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
     result = promote(client, config_file, model=model, base_path=base_path, version=target,
                      canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True,
                      allow_class_change=True)  # a rollback names the version it wants
-    if result.changed and stable is not None and stable != target:
+    if result.changed and (record := store.read_json(model, str(target), REJECTED)) is not None:
+        # named as the target, it serves again: no longer rejected (a rollout may promote its retraining again)
+        restored = {"restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rejection": record,
+                    "reason": reason or "rolled back to"}
+        store.put_bytes(json.dumps(restored, indent=1).encode(), model, str(target), RESTORED)
+        store.remove(model, str(target), REJECTED)
+        log.info("%s version %d serves again: no longer marked rejected (the record is in %s)", model, target,
+                 RESTORED)
+    if result.changed and stable is not None and stable != target and target < stable:
+        # rolled back to an older version: the one left is the bad one. Rolling forward (to a newer version,
+        # after a rollback too far) says nothing against the version left.
         record = {"rejected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rolled_back_to": target,
                   "reason": reason or "rolled back"}
         try:

@@ -84,6 +84,10 @@ def test_local_and_s3_stores_agree(kind, s3, tmp_path):
     assert store.read_bytes("taxi", "2", "variables", "variables.index") == b"index"
     with pytest.raises(FileExistsError):
         store.put_dir(make_version(tmp_path / "again"), "taxi", "2", last=("saved_model.pb", "manifest.json"))
+    store.put_bytes(b"{}", "taxi", "2", "rejected.json")
+    store.remove("taxi", "2", "rejected.json")
+    store.remove("taxi", "2", "rejected.json")  # absent: nothing to do
+    assert store.read_bytes("taxi", "2", "rejected.json") is None and store.exists("taxi", "2", "manifest.json")
 
 
 def test_mirror_push_writes_the_marker_last_and_prunes(s3, tmp_path):

@@ -326,6 +326,12 @@ def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
     named = rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]), store=store,
                      target=V2, policy=POLICY, reason="asked for by name")
     assert named.changed and stable_of(stack) == V2
+    # a user trial: it served while marked rejected, and V0, left by rolling forward, was marked though never bad
+    assert not (stack["base"] / str(V2) / "rejected.json").exists()
+    restored = json.loads((stack["base"] / str(V2) / "restored.json").read_text())
+    assert restored["reason"] == "asked for by name" and restored["rejection"]["reason"] == "test"
+    assert not (stack["base"] / str(V0) / "rejected.json").exists()
+    assert never_promoted(store, MODEL, V2) is None
 
 
 def test_a_second_save_of_the_same_model_publishes_nothing_new(trained_run, tmp_path, taxi_config):
