@@ -351,14 +351,12 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
     trained = run.read_result("train")
-    from pipelines.train import train_digest
-
-    if trained.get("input_digest") != train_digest(config, transformed, trained.get("params") or {}):
-        # a train that failed (or was not run) after the transform or the model's code or config changed: the
-        # model left from before would be judged, and blessed, as this run's
+    if trained.get("transform_digest") != transformed["input_digest"]:
+        # a train that failed (or was not run) after transform ran again: the model left from before would be
+        # judged, and blessed, as this run's (an output of an older version, without the field, is refused too)
         raise StepError(f"the train output of {config.name} {interval} ({trained.get('saved_model')}) was not "
-                        "trained on this run's transform output with this code and config (they changed since, "
-                        "or the last train failed): run train again before evaluate")
+                        "trained on this run's transform output (transform ran since, or the last train failed): "
+                        "run train again before evaluate")
     # the model itself (a forced retrain has the same inputs but other weights), the eval split
     # (transform's digest), the thresholds (config), this code and the baseline it is compared with
     fingerprint = model_fingerprint(trained["saved_model"])
@@ -372,7 +370,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     import tensorflow_transform as tft
     import tf_keras
 
-    from pipelines.train import class_names
+    from pipelines.train import check_output_shape, class_names
 
     features = config.features_module()
     label = features.transformed_name(features.LABEL_KEY)
@@ -385,6 +383,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     labels = columns.pop(label).astype(np.float64).reshape(-1)
 
     keras_model = tf_keras.models.load_model(trained["saved_model"], compile=False)
+    check_output_shape(keras_model, task, classes)  # a model trained before the task's classes changed
     serve = serving_signature(trained["saved_model"])  # the exported model, loaded fresh from disk, once
     serving = predict_examples(serve, examples, output)
     training = keras_model.predict({k: columns[k] for k in keras_model.input_names}, batch_size=PREDICT_BATCH,

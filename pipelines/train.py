@@ -44,6 +44,7 @@ class TrainResult:
     history: dict[str, float]
     tensorboard: str
     input_digest: str = ""
+    transform_digest: str = ""  # the transform output trained on (its input_digest): evaluate checks it
     cached: bool = False
     # False on a MultiWorkerMirroredStrategy worker that is not the chief: it trained its share and
     # exported to scratch; the chief alone writes the step's output
@@ -333,19 +334,14 @@ def training_data(params: TrainConfig, transformed: dict, spec: dict, label: str
     return data
 
 
-def train_digest(config: ModelConfig, transformed: dict[str, Any], params: dict[str, Any]) -> str:
-    """What a train output was computed from: this code and config, the transform output, the params. A train
-    result whose ``input_digest`` is not this for the current transform output is another model (``evaluate``)."""
-    return input_digest(step="train", **step_inputs(config), transform=transformed["input_digest"], params=params)
-
-
 def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
           overrides: dict[str, Any] | None = None, force: bool = False, gpus: int = 0) -> TrainResult:
     started = time.monotonic()
     params: TrainConfig = dataclasses.replace(config.train, **(overrides or {}))
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
-    digest = train_digest(config, transformed, dataclasses.asdict(params))
+    digest = input_digest(step="train", **step_inputs(config), transform=transformed["input_digest"],
+                          params=dataclasses.asdict(params))
     if (hit := cached_result(run, "train", digest, force=force)) is not None:
         return TrainResult(**hit)
 
@@ -419,6 +415,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             curves={k: [round(float(x), 6) for x in v] for k, v in history.history.items()},
             tensorboard=str(final / "tensorboard") if chief else "",
             input_digest=digest,
+            transform_digest=transformed["input_digest"],
             chief=chief,
         )
         if not chief:

@@ -48,7 +48,7 @@ def test_evaluate_refuses_a_model_left_from_before_the_transform_changed(trained
     result.write_text(json.dumps({**transformed, "input_digest": "a transform run since"}))
     blessing = Run(art, "taxi", END).step_dir("evaluate") / "blessing.json"
     before = blessing.read_bytes()
-    with pytest.raises(StepError, match=r"was not trained on this run's transform output with this code and config "
-                                        r"\(they changed since, or the last train failed\): run train again"):
+    with pytest.raises(StepError, match=r"was not trained on this run's transform output \(transform ran since, or "
+                                        r"the last train failed\): run train again before evaluate"):
         evaluate(taxi_config, interval=END, artifact_root=art, force=True)
     assert blessing.read_bytes() == before  # the earlier evaluate's output stays as it was
