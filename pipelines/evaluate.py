@@ -162,12 +162,13 @@ def multiclass_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str
         hits = float(((predicted == k) & (ids == k)).sum())
         # a class the eval rows do not have has no recall: NaN (a threshold on it refuses, saying why), and the
         # macro recall is over the classes they have (a 0 for it would read as a model that misses them all).
-        # A class never predicted has precision 0, not a pass.
+        # Never predicted, a class the rows have has precision 0 (no pass); one they lack has none: NaN.
         recalls.append(float(hits / (ids == k).sum()) if (ids == k).any() else float("nan"))
-        precisions.append(float(hits / (predicted == k).sum()) if (predicted == k).any() else 0.0)
+        precisions.append(float(hits / (predicted == k).sum()) if (predicted == k).any()
+                          else 0.0 if (ids == k).any() else float("nan"))
         metrics[f"recall/{name}"], metrics[f"precision/{name}"] = recalls[-1], precisions[-1]
-    metrics["macro_recall"] = float(np.nanmean(recalls)) if not np.isnan(recalls).all() else float("nan")
-    metrics["macro_precision"] = float(np.mean(precisions))
+    for name, values in (("macro_recall", recalls), ("macro_precision", precisions)):
+        metrics[name] = float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
     return metrics
 
 
@@ -211,9 +212,10 @@ def threshold_reasons(thresholds, metrics: dict[str, float], classes: list[str] 
     for bound in thresholds:
         if bound.metric not in metrics:
             reasons.append(f"threshold on {bound.metric!r}, which this run did not compute (classes: {classes})")
-        elif bound.metric.startswith("recall/") and math.isnan(metrics[bound.metric]):
-            reasons.append(f"{bound.metric} cannot be measured: the eval rows have no {bound.metric[7:]!r} label, so "
-                           "its threshold cannot be met; evaluate on more days ([data] eval_days) or drop it")
+        elif bound.metric.startswith(("recall/", "precision/")) and math.isnan(metrics[bound.metric]):
+            reasons.append(f"{bound.metric} cannot be measured: the eval rows have no "
+                           f"{bound.metric.split('/', 1)[1]!r} label, so its threshold cannot be met; evaluate on "
+                           "more days ([data] eval_days) or drop it")
         elif (why := bound.violation(metrics[bound.metric])) is not None:
             reasons.append(why)
     return reasons
@@ -378,7 +380,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     output = PRIMARY_OUTPUT[task.type]
 
     tft_output = tft.TFTransformOutput(transformed["transform_fn"])
-    classes = class_names(task, tft_output) if task.type == "multiclass" else None
+    classes = class_names(task, tft_output, features.SCHEMA.label) if task.type == "multiclass" else None
     columns, examples = read_eval_split(transformed["eval_files"], tft_output.transformed_feature_spec())
     labels = columns.pop(label).astype(np.float64).reshape(-1)
 

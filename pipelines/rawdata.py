@@ -380,6 +380,8 @@ def _wrong_types(read: FileRead, strings: pa.Table, schema: RawSchema, problem) 
 def _uncastable_rows(column: pa.ChunkedArray, kind: str) -> np.ndarray | None:
     """The rows of a Parquet column whose cells are not of ``kind`` (text that is not a number of it, a float
     with a fraction for an int); None when that is not how the column fails."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     if kind in NUMBER_TEXT and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         ok = pc.match_substring_regex(column, NUMBER_TEXT[kind], ignore_case=True)
         bad = pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(ok, True)))
@@ -422,17 +424,16 @@ def _read_parquet(read: FileRead, data: bytes, schema: RawSchema, unknown_column
             problem("wrong_type", f"{said}: a {stored} column holds no {f.type}s; declare the feature as what the "
                     "column holds, or write the column as numbers", column=f.name)
             continue
+        # before the cast: pyarrow casts the text 0x10 to 16, and a cast that fails names no row
+        if (rows := _uncastable_rows(column, f.type)) is not None and len(rows):
+            cells = pc.take(column, pa.array(rows[:EXAMPLES])).to_pylist()
+            problem("wrong_type", f"{said}: {len(rows)} value(s) that are not {f.type}: {read.where(rows, cells)}",
+                    column=f.name, value=len(rows), lines=read.lines(rows[:EXAMPLES]))
+            continue
         try:
             columns[f.name] = column.cast(f.arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            rows = _uncastable_rows(column, f.type)
-            if rows is not None and len(rows):
-                cells = pc.take(column, pa.array(rows[:EXAMPLES])).to_pylist()
-                problem("wrong_type", f"{said}: {len(rows)} value(s) that are not {f.type}: "
-                        f"{read.where(rows, cells)}", column=f.name, value=len(rows),
-                        lines=read.lines(rows[:EXAMPLES]))
-            else:
-                problem("wrong_type", f"{said}: {exc}", column=f.name)
+            problem("wrong_type", f"{said}: {exc}", column=f.name)
     read.values = pa.table(columns) if columns else None
     if len(columns) == len(schema.features):
         read.table = read.values

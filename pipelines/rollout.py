@@ -443,9 +443,9 @@ def default_rollback_target(store: Store, model: str, stable: int | None) -> int
 def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, store: Store,
              target: int | None, policy: RolloutConfig, reason: str = "") -> RolloutResult:
     """Promote an existing version with the same checks as a rollout, and mark the version rolled back from
-    as rejected (``rejected.json`` in its directory), so a later default rollback never returns to it. Only a
-    rollback to an older version marks the one it leaves: rolling forward again says nothing against it. A
+    as rejected (``rejected.json`` in its directory), so a later default rollback never returns to it. A
     rejected version named as the target is no longer rejected (its record moves to ``restored.json``).
+    Rolling forward again, from a version an earlier rollback went back to, marks nothing.
 
     :param target: the version to serve; default the newest good version before the current stable.
     """
@@ -460,6 +460,10 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
         raise RolloutError(f"{model} version {target} under {store.url(model)} is not a complete version, "
                            f"refusing to serve it: {problem}")
     log.info("rolling %s back from %s to version %d", model, stable, target)
+    # rolling forward again after a rollback went too far (the version left was a rollback's target) says
+    # nothing against it; any other rollback rejects the version it leaves
+    forward = stable is not None and target > stable and any(
+        record.get("rolled_back_to") == stable for record in rejected_versions(store, model).values())
     result = promote(client, config_file, model=model, base_path=base_path, version=target,
                      canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True,
                      allow_class_change=True)  # a rollback names the version it wants
@@ -471,9 +475,7 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
         store.remove(model, str(target), REJECTED)
         log.info("%s version %d serves again: no longer marked rejected (the record is in %s)", model, target,
                  RESTORED)
-    if result.changed and stable is not None and stable != target and target < stable:
-        # rolled back to an older version: the one left is the bad one. Rolling forward (to a newer version,
-        # after a rollback too far) says nothing against the version left.
+    if result.changed and stable is not None and stable != target and not forward:
         record = {"rejected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rolled_back_to": target,
                   "reason": reason or "rolled back"}
         try:

@@ -41,6 +41,8 @@ STEP_READS: dict[str, tuple[str, ...]] = {
     "evaluate": ("transform", "train"),
     "publish": ("validate", "train", "evaluate"),
 }
+# results a step reads for what they say, not for the files they name (publish records validate's digests)
+NAMES_ONLY = {("publish", "validate")}
 MIRRORED_ROOTS = ("data", "artifact")
 CHECKPOINTS = "train_checkpoints"
 
@@ -113,8 +115,8 @@ class Staging:
         if self.mirror is None and step in STEPS and not is_s3(roots.get("artifact", "")):
             # a local artifact root whose results name S3 objects (validate ran on a data root on S3)
             run = Run(Path(roots["artifact"]), config.name, interval)
-            if any(_urls(read_json(path)) for earlier in STEP_READS[step]
-                   if (path := run.result_path(earlier)).is_file()):
+            if any(_urls(read_json(path)) for earlier in STEP_READS[step] if (step, earlier) not in NAMES_ONLY
+                   and (path := run.result_path(earlier)).is_file()):
                 self._open()
         if self.mirror is None:
             return
@@ -132,7 +134,7 @@ class Staging:
             # on S3): the result as committed, naming S3 URLs, which Run.read_result maps into the mirror
             result = self._pull_result(run, earlier) if "artifact" in self.remote else \
                 read_json(path) if (path := run.result_path(earlier)).is_file() else None
-            if result is not None:
+            if result is not None and (step, earlier) not in NAMES_ONLY:
                 # every object it names, wherever it is (transform reads the data files validate listed)
                 for url in dict.fromkeys(_urls(result)):
                     # a file pattern (train/part-*.tfrecord) is pulled as its directory
@@ -171,7 +173,7 @@ class Staging:
             out = run.step_dir(step)
             # the output's own JSON files name S3 URLs, as results do, wherever the artifact root is: the mirror's
             # paths are gone once the step ends (a local artifact root beside a data root on S3 kept them)
-            for path in [*out.glob("*.json"), *out.glob("rejected/*.json")]:
+            for path in out.glob("*.json"):
                 data = read_json(path)
                 if _has_mirror_paths(data, self.mirror):
                     write_json(path, self.mirror.to_urls(data))

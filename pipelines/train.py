@@ -142,18 +142,22 @@ def in_memory_arrays(file_pattern: str, feature_spec: dict, label: str, *, parse
 SERVING_SIGNATURE = "serving_default"  # serialized tf.Example with raw features
 
 
-def class_names(task: TaskConfig, tft_output) -> list[str]:
+def class_names(task: TaskConfig, tft_output, label: str | None = None) -> list[str]:
     """A multi-class task's class names in label-id order: from the config, or the label's TFT vocabulary.
-    Configured ``classes`` that a TFT vocabulary holds in another order are refused: the label's ids are that
-    vocabulary's order (by frequency, unless pinned), so each name would go to another class's scores."""
+    Configured ``classes`` are refused where the TFT vocabulary named after the ``label`` column (its
+    ``vocab_filename``, as the label's ids are usually made) gives a name another id, or has a name they lack:
+    the ids are that vocabulary's order (by frequency, unless pinned), so each name would go to another
+    class's scores."""
     if task.classes:
-        for name, vocabulary in _vocabularies(tft_output).items():
-            if set(vocabulary) == set(task.classes) and vocabulary != list(task.classes):
-                raise StepError(
-                    f"[task] classes = {list(task.classes)} are not in label-id order: TFT vocabulary {name!r} "
-                    f"holds the same names as {vocabulary}, and a label mapped through it has those ids (TFT "
-                    f"orders a vocabulary by frequency, which can change from one run to the next). Set "
-                    f"label_vocabulary = {name!r} instead of classes, and pin the order (README: multi-class)")
+        vocabulary = _vocabularies(tft_output).get(label) if label else None
+        if vocabulary is not None and (
+                any(vocabulary.index(c) != i for i, c in enumerate(task.classes) if c in vocabulary)
+                or set(vocabulary) - set(task.classes)):
+            raise StepError(
+                f"[task] classes = {list(task.classes)} are not the label's ids: TFT vocabulary {label!r} "
+                f"numbers them {vocabulary}, and a label mapped through it has those ids (TFT orders a vocabulary "
+                f"by frequency, which can change from one run to the next). Set label_vocabulary = {label!r} "
+                "instead of classes, and pin the order (README: multi-class)")
         return list(task.classes)
     try:
         vocabulary = tft_output.vocabulary_by_name(task.label_vocabulary)
@@ -224,7 +228,7 @@ def export_serving_model(model, tft_output, schema, export_dir: Path, task: Task
     features = schema.serving_features()
     raw_spec = serving_feature_spec(schema)
     input_names = list(model.input_names)
-    classes = class_names(task, tft_output) if task.type == "multiclass" else None
+    classes = class_names(task, tft_output, schema.label) if task.type == "multiclass" else None
     check_output_shape(model, task, classes)
 
     def predict_raw(raw: dict) -> dict:

@@ -37,6 +37,7 @@ from pipelines.lineage import input_digest
 from pipelines.rawdata import FileRead, read_partition_file
 from pipelines.runs import Run, write_result
 from pipelines.schema import Feature, RawSchema
+from pipelines.staging import active_mirror
 from pipelines.statistics import (
     js_divergence,
     linf_distance,
@@ -337,7 +338,10 @@ def _conclude(config: ModelConfig, interval: dt.date, run: Run, schema: RawSchem
     with staged_dir(where) as out:
         write_json(out / "statistics.json", {"model": config.name, "interval": interval.isoformat(),
                                              "days": statistics})
-        write_json(out / "validation.json", result.__dict__)
+        written = result.__dict__
+        if blocking and (mirror := active_mirror()) is not None:
+            written = mirror.to_urls(written)  # nothing pushes a refused output, and the mirror goes with the step
+        write_json(out / "validation.json", written)
         if not blocking:
             write_result(out, result)
     if blocking:

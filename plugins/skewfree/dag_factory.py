@@ -53,19 +53,21 @@ def run_interval(dag, dag_run, data_interval_start: dt.datetime | None = None) -
 
 def check_run(context) -> None:
     """Every task's ``pre_execute``: ``refuse_unknown_conf``; and the first task of a manual run says when its
-    logical date lies outside the interval it retrains (Airflow 3 derives a manual run's interval from when it
-    runs, whatever logical date it was given)."""
+    interval does not end on its logical date's day. The REST API and the UI give a manual run the interval
+    that ends at its logical date, but ``airflow dags trigger --logical-date`` the latest one before the run."""
     refuse_unknown_conf(context)
-    dag_run, logical = context.get("dag_run"), context.get("logical_date")
+    dag_run, logical, end = context.get("dag_run"), context.get("logical_date"), context.get("data_interval_end")
     run_type = getattr(dag_run, "run_type", None)
-    if context["task"].task_id != "validate" or logical is None or getattr(run_type, "value", run_type) != "manual":
+    if context["task"].task_id != "validate" or logical is None or end is None or \
+            getattr(run_type, "value", run_type) != "manual":
         return
-    start = dt.date.fromisoformat(run_interval(context["dag"], dag_run, context.get("data_interval_start")))
-    if not start <= logical.date() <= start + dt.timedelta(days=1):
-        log.warning("this manual run's logical date %s is not in the interval it retrains, %s: Airflow 3 gives a "
-                    "manual run the latest complete interval before it runs. To retrain %s, run a backfill: airflow "
-                    "backfill create --dag-id %s --from-date %s --to-date %s", logical.date(), start, logical.date(),
-                    context["dag"].dag_id, logical.date(), logical.date())
+    if logical.date() != end.date():
+        start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))
+        log.warning("this manual run retrains the interval %s..%s, which does not end on its logical date %s: "
+                    "`airflow dags trigger` gives a manual run the latest complete interval before it runs, "
+                    "whatever its logical date. To retrain a past interval, run a backfill: airflow backfill "
+                    "create --dag-id %s --from-date <its first day> --to-date <its first day>", start,
+                    end.date(), logical.date(), context["dag"].dag_id)
 
 # Backfills run several intervals at once; this pool (create it with `airflow pools set
 # skewfree_training 1 "..."`) bounds how many of them train at the same time.
@@ -299,11 +301,11 @@ def approval_notifiers() -> list:
 def needs_approval(publication: dict, model: str, params: dict | None = None) -> str:
     """Promotion waits for a human when the run asks for it, unless the version already serves as stable
     (a rerun that published nothing new) or will not be promoted (``never_promoted``: rolled back from, or a
-    retraining of a version that was): nobody is asked to approve what already serves or what will not be
-    promoted."""
+    retraining of a version that was; ``class_change`` without ``allow_class_change``): nobody is asked to
+    approve what already serves or what will not be promoted."""
     from pathlib import Path
 
-    from pipelines.rollout import never_promoted
+    from pipelines.rollout import class_change, never_promoted
     from pipelines.serving.models import version_labels
     from skewfree.hooks.artifacts import open_root
 
@@ -314,8 +316,11 @@ def needs_approval(publication: dict, model: str, params: dict | None = None) ->
     if stable == publication["version"]:
         log.info("version %s of %s already serves as stable: no approval asked", stable, model)
         return "rollout"
-    if (why := never_promoted(open_root(settings.serving_root, settings.aws_conn_id), model,
-                              publication["version"])) is not None:
+    store = open_root(settings.serving_root, settings.aws_conn_id)
+    why = never_promoted(store, model, publication["version"])
+    if why is None and stable is not None and not params.get("allow_class_change"):
+        why = class_change(store, model, publication["version"], stable)
+    if why is not None:
         log.info("no approval asked, the rollout skips it: %s", why)
         return "rollout"
     return "approve_promotion"

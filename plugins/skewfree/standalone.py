@@ -26,6 +26,13 @@ PASSWORDS = "simple_auth_manager_passwords.json.generated"  # where SimpleAuthMa
 SQLITE_WAITS = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "skewfree.sqlite_connect.CONNECT_ARGS"}
 
 
+def cli_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for Airflow's CLI beside ``./dev airflow``: the SQLite lock wait, on SQLite only (psycopg2 refuses
+    SQLite's ``timeout`` argument)."""
+    sqlite = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite")
+    return {**env, **(SQLITE_WAITS if sqlite else {})}
+
+
 def standalone_env(env: dict[str, str], *, api_port: int, model_server_url: str, slots: int = 2) -> dict[str, str]:
     """``env`` plus what a local Airflow standalone needs to run the Skewfree DAGs on one machine."""
     return {
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and not argv[0].startswith("-"):  # `./dev airflow backfill create ...`: Airflow's CLI on the demo's state
         airflow = str(Path(sys.executable).with_name("airflow"))
-        os.execve(airflow, [airflow, *argv], {**os.environ, **SQLITE_WAITS})
+        os.execve(airflow, [airflow, *argv], cli_env(dict(os.environ)))
     parser = argparse.ArgumentParser(prog="./dev airflow", description=__doc__.splitlines()[0],
                                      epilog="./dev airflow COMMAND ... runs Airflow's CLI on the same state, e.g. "
                                             "./dev airflow backfill create --dag-id taxi_retrain ...")

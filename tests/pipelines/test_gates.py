@@ -237,9 +237,15 @@ def test_a_class_the_eval_rows_do_not_have_has_no_recall_not_zero():
     metrics = multiclass_metrics(labels, scores, classes)
     assert metrics["recall/low"] == 0.5 and metrics["recall/high"] == 1.0 and math.isnan(metrics["recall/urgent"])
     assert metrics["macro_recall"] == 0.75  # over the classes the eval rows have
-    assert metrics["precision/urgent"] == 0.0  # never predicted: no pass
+    # rightly never predicted: no precision either, and macro_precision is over the others (a perfect model on
+    # these rows was refused for a 0 here); a class the rows have but the model never predicts has precision 0
+    assert math.isnan(metrics["precision/urgent"]) and metrics["macro_precision"] == pytest.approx((1 + 2 / 3) / 2)
+    assert multiclass_metrics(np.array([0, 1]), np.array([[0.9, 0.1, 0], [0.8, 0.2, 0]]), classes)[
+        "precision/high"] == 0.0
     assert threshold_reasons([Bound("recall/urgent", min=0.5), Bound("macro_recall", min=0.7),
-                              Bound("recall/low", min=0.6)], metrics, classes) == [
+                              Bound("recall/low", min=0.6), Bound("precision/urgent", min=0.5)], metrics, classes) == [
         "recall/urgent cannot be measured: the eval rows have no 'urgent' label, so its threshold cannot be met; "
         "evaluate on more days ([data] eval_days) or drop it",
-        "recall/low=0.5000 is below the minimum 0.6"]
+        "recall/low=0.5000 is below the minimum 0.6",
+        "precision/urgent cannot be measured: the eval rows have no 'urgent' label, so its threshold cannot be met; "
+        "evaluate on more days ([data] eval_days) or drop it"]

@@ -167,15 +167,28 @@ def test_classes_in_another_order_than_the_labels_vocabulary_are_refused(tmp_pat
     (assets / "priority").write_text("urgent\nhigh\nmedium\nlow\n")
     (assets / "channel").write_text("email\nphone\n")
     output = tft.TFTransformOutput(str(tmp_path))
-    with pytest.raises(StepError, match=r"\[task\] classes = \['low', 'medium', 'high', 'urgent'\] are not in "
-                                        r"label-id order: TFT vocabulary 'priority' holds the same names as "
+    (assets / "previous_priority").write_text("high\nlow\nurgent\nmedium\n")  # a feature's vocabulary
+    task = TaskConfig(type="multiclass", classes=("low", "medium", "high", "urgent"))
+    with pytest.raises(StepError, match=r"\[task\] classes = \['low', 'medium', 'high', 'urgent'\] are not the "
+                                        r"label's ids: TFT vocabulary 'priority' numbers them "
                                         r"\['urgent', 'high', 'medium', 'low'\].*label_vocabulary = 'priority'"):
-        class_names(TaskConfig(type="multiclass", classes=("low", "medium", "high", "urgent")), output)
-    assert class_names(TaskConfig(type="multiclass", classes=("urgent", "high", "medium", "low")), output) == \
-        ["urgent", "high", "medium", "low"]
-    assert class_names(TaskConfig(type="multiclass", classes=("a", "b")), output) == ["a", "b"]  # nothing to check
+        class_names(task, output, "priority")
+    pinned = TaskConfig(type="multiclass", classes=("urgent", "high", "medium", "low"))
+    assert class_names(pinned, output, "priority") == ["urgent", "high", "medium", "low"]
+    # only the label's vocabulary gives its ids (pinned passed beside previous_priority's other order); a label
+    # mapped without one (a static table in the classes' order) is not checked
+    assert class_names(task, output, "label_made_without_a_vocabulary") == list(task.classes)
+    # a day without 'medium' rows: the vocabulary gives 'low' id 2, which classes name 'medium'
+    (assets / "priority").write_text("urgent\nhigh\nlow\n")
+    for classes in (task, pinned):
+        with pytest.raises(StepError, match="are not the label's ids"):
+            class_names(classes, output, "priority")
+    (assets / "priority").write_text("urgent\nhigh\nmedium\nlow\nunheard\n")  # a name classes lack
+    with pytest.raises(StepError, match="are not the label's ids"):
+        class_names(pinned, output, "priority")
+    assert class_names(TaskConfig(type="multiclass", classes=("a", "b")), output) == ["a", "b"]  # no label named
     assert class_names(TaskConfig(type="multiclass", label_vocabulary="priority"), output) == \
-        ["urgent", "high", "medium", "low"]
+        ["urgent", "high", "medium", "low", "unheard"]
 
 
 def test_a_model_without_a_data_generator_says_to_bring_its_data(models_dir, tmp_path, monkeypatch):

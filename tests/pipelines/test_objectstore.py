@@ -381,3 +381,37 @@ def test_a_data_root_on_s3_beside_a_local_artifact_root(s3, small_data, tmp_path
     transformed = Run(art, "taxi", END).read_result("transform")
     assert transformed["rows"]["train"] > 0 and str(art) in transformed["transform_fn"]
     assert not list((tmp_path / "staging").iterdir())  # every step's mirror is gone
+    # a refused validate's report names the S3 objects too (nothing pushes it)
+    newest = sorted(small_data.rglob("*.csv"))[-1]
+    lines = newest.read_text().splitlines(keepends=True)
+    lines[3] = "abc" + lines[3][lines[3].index(","):]
+    s3["client"].put_object(Bucket=s3["bucket"], Key=f"raw/{newest.relative_to(small_data).as_posix()}",
+                            Body="".join(lines).encode())
+    assert main(["validate", *run, "--data-root", f"{s3['url']}/raw"]) != 0
+    report = json.loads((Run(art, "taxi", END).step_dir("validate") / "rejected" / "validation.json").read_text())
+    [wrong] = [a for a in report["anomalies"] if a["kind"] == "wrong_type"]
+    assert wrong["file"].startswith(f"{s3['url']}/raw/") and all(
+        f.startswith(s3["url"]) for files in report["partitions"].values() for f in files)
+
+
+def test_publish_does_not_download_the_data_window_it_only_records(s3, tmp_path, monkeypatch, taxi_config):
+    """validate's result names the data on S3; transform needs those files, publish only their digests (a review
+    finding: publish pulled the whole window)."""
+    from pipelines.runs import Run
+    from pipelines.staging import Staging
+    from pipelines.storage import write_json
+    from tests.conftest import END
+
+    s3["client"].put_object(Bucket=s3["bucket"], Key="raw/x.csv", Body=b"a\n1\n")
+    run = Run(tmp_path / "art", "taxi", END)
+    write_json(run.result_path("validate"), {"partitions": {"d": [f"{s3['url']}/raw/x.csv"]}})
+    pulled = []
+    monkeypatch.setattr(Mirror, "pull", lambda self, url: pulled.append(url))
+    for step, wanted in (("publish", []), ("transform", [f"{s3['url']}/raw/x.csv"])):
+        pulled.clear()
+        staging = Staging({"artifact": str(tmp_path / "art")})
+        try:
+            staging.pull(step, taxi_config, interval=END, roots={"artifact": str(tmp_path / "art")})
+            assert pulled == wanted and (staging.mirror is None) == (not wanted), step
+        finally:
+            staging.close()

@@ -332,6 +332,13 @@ def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
     assert restored["reason"] == "asked for by name" and restored["rejection"]["reason"] == "test"
     assert not (stack["base"] / str(V0) / "rejected.json").exists()
     assert never_promoted(store, MODEL, V2) is None
+    # but an older version promoted over it (allow_older) and left by naming V2 is rejected: it was bad
+    older = V0 - 100
+    shutil.copytree(stack["base"] / str(V0), stack["base"] / str(older))
+    assert go(stack, older, allow_older=True).changed and stable_of(stack) == older
+    rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]), store=store, target=V2,
+             policy=POLICY, reason="older was bad")
+    assert json.loads((stack["base"] / str(older) / "rejected.json").read_text())["reason"] == "older was bad"
 
 
 def test_a_second_save_of_the_same_model_publishes_nothing_new(trained_run, tmp_path, taxi_config):

@@ -600,7 +600,7 @@ def test_parquet_columns_of_the_wrong_kind_are_named_with_their_rows(tmp_path, t
     seconds = [float(v) if v is not None else None for v in table.column("trip_seconds").to_pylist()]
     seconds[3], seconds[7] = 12.5, float("nan")
     hours = ["7"] * n
-    hours[1] = "seven"
+    hours[1], hours[5] = "seven", "0x10"  # pyarrow casts the text 0x10 to 16
     edited = (table.set_column(table.schema.get_field_index("pickup_day_of_week"), "pickup_day_of_week",
                                pa.array([i % 2 == 0 for i in range(n)]))
               .set_column(table.schema.get_field_index("trip_seconds"), "trip_seconds", pa.array(seconds, pa.float64()))
@@ -613,8 +613,8 @@ def test_parquet_columns_of_the_wrong_kind_are_named_with_their_rows(tmp_path, t
             "holds no ints") in message
     assert ("column 'trip_seconds' has type double in the file, which does not convert to int: 2 value(s) that are "
             "not int: rows 4 12.5, 8 nan") in message
-    assert ("column 'pickup_hour' has type string in the file, which does not convert to int: 1 value(s) that are "
-            "not int: row 2 'seven'") in message
+    assert ("column 'pickup_hour' has type string in the file, which does not convert to int: 2 value(s) that are "
+            "not int: rows 2 'seven', 6 '0x10'") in message
 
 
 def test_a_utf8_byte_order_mark_is_read_as_pyarrow_reads_it(data, newest, tmp_path, taxi_config):

@@ -38,6 +38,14 @@ def test_no_approval_is_asked_for_the_version_that_already_serves(monkeypatch, t
     (tmp_path / "serving" / "taxi" / "8").mkdir(parents=True)
     (tmp_path / "serving" / "taxi" / "8" / "rejected.json").write_text('{"reason": "rolled back"}')
     assert decide({"version": 8}, "taxi", params={"require_approval": True}) == "rollout"
+    # nor for one whose class ids differ from stable's, unless the run allows it (then the rollout promotes it)
+    for version, classes in ((7, ["a", "b"]), (9, ["b", "a"])):
+        (tmp_path / "serving" / "taxi" / str(version)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "serving" / "taxi" / str(version) / "manifest.json").write_text(f'{{"classes": {classes}}}'
+                                                                                     .replace("'", '"'))
+    assert decide({"version": 9}, "taxi", params={"require_approval": True}) == "rollout"
+    assert decide({"version": 9}, "taxi", params={"require_approval": True, "allow_class_change": True}) == \
+        "approve_promotion"
 
 
 def test_a_configured_notifier_is_told_when_an_approval_waits(monkeypatch, tmp_path):

@@ -50,6 +50,7 @@ def test_a_crashed_step_is_an_infrastructure_failure_that_is_retried(tmp_path, m
     """A step killed from outside (OOM: exit 137) fails with AirflowException, which Airflow retries
     (retries=1 on every step); only the step's own expected errors skip the retry."""
     import sys
+    from types import SimpleNamespace
 
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -59,9 +60,11 @@ def test_a_crashed_step_is_an_infrastructure_failure_that_is_retried(tmp_path, m
     monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
     monkeypatch.setattr(sys, "executable", str(killed))
     op = PipelineStepOperator(task_id="train", step="train", model="taxi", interval="2026-11-10")
+    pushed = {}
     with pytest.raises(AirflowException, match=r"step train failed \(exit 137\): Killed") as err:
-        op.execute(context={})
+        op.execute(context={"ti": SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))})
     assert not isinstance(err.value, AirflowFailException)
+    assert pushed == {"error": "it crashed (exit 137)"}  # the run note: not whatever line it logged last
 
 
 def test_unknown_backend_is_refused():

@@ -160,17 +160,23 @@ def test_a_run_triggered_without_a_logical_date_retrains_the_latest_interval(cap
         assert template.render(dag=dag, dag_run=SimpleNamespace(run_after=run_after),
                                data_interval_start=dt.datetime(2026, 11, 20, tzinfo=dt.UTC)) == "2026-11-20"
 
-    def pre_execute(logical_date, run_type="manual"):
+    def pre_execute(logical_date, interval_start=None, run_type="manual"):
         caplog.clear()
+        interval = {} if interval_start is None else {"data_interval_start": interval_start,
+                                                      "data_interval_end": interval_start + dt.timedelta(days=1)}
         with caplog.at_level(logging.WARNING):
-            check_run({"dag": dag, "task": dag.get_task("validate"), "logical_date": logical_date,
+            check_run({"dag": dag, "task": dag.get_task("validate"), "logical_date": logical_date, **interval,
                        "dag_run": SimpleNamespace(conf={}, run_type=run_type, run_after=run_after)})
         return caplog.text
 
+    day = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
     assert pre_execute(None) == ""
-    assert pre_execute(dt.datetime(2026, 12, 7, 15, 30, tzinfo=dt.UTC)) == ""  # the demo's: its interval's end
-    said = pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
-    assert ("this manual run's logical date 2026-11-20 is not in the interval it retrains, 2026-12-06: Airflow 3 "
-            "gives a manual run the latest complete interval before it runs. To retrain 2026-11-20, run a backfill: "
-            "airflow backfill create --dag-id taxi_retrain --from-date 2026-11-20 --to-date 2026-11-20") in said
-    assert pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), run_type="scheduled") == ""
+    assert pre_execute(dt.datetime(2026, 12, 7, 15, 30, tzinfo=dt.UTC), day) == ""  # the demo's: its interval's end
+    # the REST API and the UI: the interval that ends at the logical date
+    assert pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), dt.datetime(2026, 11, 19, tzinfo=dt.UTC)) == ""
+    said = pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), day)  # `airflow dags trigger --logical-date`
+    assert ("this manual run retrains the interval 2026-12-06..2026-12-07, which does not end on its logical date "
+            "2026-11-20: `airflow dags trigger` gives a manual run the latest complete interval before it runs, "
+            "whatever its logical date. To retrain a past interval, run a backfill: airflow backfill create "
+            "--dag-id taxi_retrain") in said
+    assert pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), day, run_type="scheduled") == ""

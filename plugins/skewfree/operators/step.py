@@ -84,9 +84,9 @@ class PipelineStepOperator(BaseOperator):
             relog(last, self.log, level)
         if exit_code != 0:
             # the run note names the problem (skewfree.run_note): the step's one-line error, without its prefix
-            if (ti := context.get("ti")) is not None:
+            if (ti := context.get("ti")) is not None:  # (a crash's last line is any line it logged)
                 ti.xcom_push(key="error", value=last.removeprefix(f"error: {self.step}:").strip()[:600]
-                             or f"exit {exit_code}")
+                             if last.startswith(f"error: {self.step}:") else f"it crashed (exit {exit_code})")
             if last.startswith(f"error: {self.step}:"):
                 # an expected failure (bad data, a refused publish): retrying cannot help, so it fails at once
                 raise AirflowFailException(f"step {self.step} failed (exit {exit_code}), not retried: {last}")
