@@ -85,6 +85,10 @@ def infer_schema(data: str | Path, *, label: str, max_values: int = 20) -> tuple
                 notes.append(f"column {name!r} has {bad} NaN/infinite value(s): the contract refuses them; clean "
                              "the data, or set allow_nan=True if the model handles NaN")
             present = pc.filter(present, pc.is_finite(present))
+            if nullable and len(present) and pc.all(pc.equal(pc.trunc(present), present)).as_py():
+                notes.append(f"column {name!r} is inferred as float, but every value is a whole number and some are "
+                             "missing: pandas stores an integer column with missing values as float. If it counts "
+                             "things, declare it int (nullable)")
         bounds = pc.min_max(present).as_py() if len(present) else {"min": None, "max": None}
         values = None
         if name == label and kind == "int" and len(distinct := pc.unique(present)) <= max_values:

@@ -94,3 +94,19 @@ def test_a_numeric_column_made_text_by_a_few_cells_gets_a_note(tmp_path):
     # a text column is not one of them
     (tmp_path / "names.csv").write_text("name,label\n" + "\n".join(f"n{i},0" for i in range(5)) + "\n1,1\n")
     assert not [n for n in infer_schema(tmp_path / "names.csv", label="label")[1] if "inferred as string" in n]
+
+
+def test_a_whole_number_float_column_with_missing_values_gets_a_note(tmp_path):
+    """pandas writes an integer column with missing values as float64 to Parquet: a user trial's count of
+    attachments was inferred as float without a word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "tickets.parquet"
+    pq.write_table(pa.table({"attachments": pa.array([1.0, None, 3.0, 0.0]), "wait": [1.5, None, 2.0, 0.25],
+                             "score": [1.0, 2.0, 3.0, 4.0], "label": [0, 1, 0, 1]}), data)
+    schema, notes = infer_schema(data, label="label")
+    assert schema.feature("attachments").type == "float"
+    [note] = [n for n in notes if "whole number" in n]  # not for wait (fractions), nor score (none missing)
+    assert note.startswith("column 'attachments' is inferred as float, but every value is a whole number and some "
+                           "are missing")
