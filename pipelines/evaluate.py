@@ -27,7 +27,7 @@ import numpy as np
 
 from pipelines.baseline import Baseline, in_candidate_order, local_copy, resolve_baseline
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig
-from pipelines.lineage import cached_result, input_digest, model_fingerprint, step_inputs
+from pipelines.lineage import cached_result, chain_problem, input_digest, model_fingerprint, step_inputs
 from pipelines.report import render as render_report
 from pipelines.runs import Run, StepError, write_result
 from pipelines.slicing import slice_metrics, slice_reasons
@@ -353,12 +353,8 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
     trained = run.read_result("train")
-    if trained.get("transform_digest") != transformed["input_digest"]:
-        # a train that failed (or was not run) after transform ran again: the model left from before would be
-        # judged, and blessed, as this run's (an output of an older version, without the field, is refused too)
-        raise StepError(f"the train output of {config.name} {interval} ({trained.get('saved_model')}) was not "
-                        "trained on this run's transform output (transform ran since, or the last train failed): "
-                        "run train again before evaluate")
+    if (problem := chain_problem(config, interval, run, through="train")) is not None:
+        raise StepError(f"{problem} before evaluate")  # else the model left from before is judged as this run's
     # the model itself (a forced retrain has the same inputs but other weights), the eval split
     # (transform's digest), the thresholds (config), this code and the baseline it is compared with
     fingerprint = model_fingerprint(trained["saved_model"])

@@ -108,5 +108,32 @@ def model_digest(saved_model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
+def transform_data(config: ModelConfig, interval, validation: dict[str, Any]) -> dict[str, list[str]]:
+    """The digests of the validated files transform reads, by split: what its output was computed from."""
+    train_dates, eval_dates = config.split_window(interval)
+    return {split: [validation["file_digests"][f] for d in dates for f in validation["partitions"][d.isoformat()]]
+            for split, dates in (("train", train_dates), ("eval", eval_dates))}
+
+
+def chain_problem(config: ModelConfig, interval, run: Run, *, through: str) -> str | None:
+    """Why this run's outputs up to ``through`` (``"train"``) are not one chain, or None: the transform output
+    must be of the files validate passed last, and the train output of that transform output. A step that failed,
+    or was not run again, after an earlier one changed leaves an output of other inputs (the model before), which
+    evaluate would judge and publish ship as this run's. Code and config may differ: editing a threshold asks for
+    no retraining."""
+    validation, transformed = run.read_result("validate"), run.read_result("transform")
+    try:
+        data = input_digest(data=transform_data(config, interval, validation))
+    except KeyError as exc:
+        data = f"unknown: validate has no {exc}"
+    if transformed.get("data_digest") != data:
+        return (f"the transform output of {config.name} {interval} is not of the files validate passed last "
+                "(validate ran since, or the last transform failed): run transform again")
+    if through == "train" and run.read_result("train").get("transform_digest") != transformed["input_digest"]:
+        return (f"the train output of {config.name} {interval} was not trained on this run's transform output "
+                "(transform ran since, or the last train failed): run train again")
+    return None
+
+
 def step_inputs(config: ModelConfig) -> dict[str, Any]:
     return {"model": config.name, "code": code_version(config)}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
-from pipelines.lineage import code_version, model_digest, model_fingerprint
+from pipelines.lineage import chain_problem, code_version, model_digest, model_fingerprint
 from pipelines.objectstore import MANIFEST, SAVED_MODEL, VERSION_ORDER, Store, manifest_files, open_store
 from pipelines.runs import Run, write_result
 from pipelines.serving.models import labels_in
@@ -73,6 +73,9 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     evaluation = run.read_result("evaluate")
     trained = run.read_result("train")
     validation = run.read_result("validate")
+    if (problem := chain_problem(config, interval, run, through="train")) is not None:
+        # the blessing and the model are from before (a step failed since): their lineage would be this run's
+        raise NotBlessedError(f"{problem}, then evaluate, before publishing")
     if not evaluation["blessed"]:
         raise NotBlessedError(
             f"{config.name} for interval {interval} was not blessed, refusing to publish: "

@@ -306,7 +306,9 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
                              skipped_reason=reason)
     if store is not None and old_stable is not None and not allow_class_change and \
-            (reason := class_change(store, model, version, old_stable)) is not None:
+            (changed := class_change(store, model, version, old_stable)) is not None:
+        reason = (f"{changed}. Pin the label's order in preprocessing_fn (README: multi-class), or set "
+                  "allow_class_change to promote it")
         log.warning("%s: not promoted: %s", model, reason)
         return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
                              skipped_reason=reason)
@@ -395,8 +397,7 @@ def class_change(store: Store, model: str, version: int, stable: int) -> str | N
         return None
     how = "the same classes in another order" if sorted(new) == sorted(old) else "other classes"
     return (f"version {version} has {how} than stable {stable}: class_ids 0..{len(new) - 1} are {new}, stable's "
-            f"{old}, so a client reading class_ids or scores by position would read another class. Pin the label's "
-            f"order in preprocessing_fn (README: multi-class), or set allow_class_change to promote it")
+            f"{old}, so a client reading class_ids or scores by position would read another class")
 
 
 def rejected_versions(store: Store, model: str) -> dict[int, dict]:
@@ -460,6 +461,8 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
         raise RolloutError(f"{model} version {target} under {store.url(model)} is not a complete version, "
                            f"refusing to serve it: {problem}")
     log.info("rolling %s back from %s to version %d", model, stable, target)
+    if stable is not None and (changed := class_change(store, model, target, stable)) is not None:
+        log.warning("%s: this rollback changes the class ids clients see: %s", model, changed)  # served all the same
     # rolling forward again after a rollback went too far (the version left was a rollback's target) says
     # nothing against it; any other rollback rejects the version it leaves
     forward = stable is not None and target > stable and any(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
-from pipelines.lineage import cached_result, input_digest, step_inputs
+from pipelines.lineage import cached_result, input_digest, step_inputs, transform_data
 from pipelines.runs import Run, StepError, write_result
 from pipelines.schema import RawSchema
 from pipelines.storage import staged_dir
@@ -46,6 +46,7 @@ class TransformResult:
     rows: dict[str, int]
     beam_args: list[str]
     input_digest: str = ""
+    data_digest: str = ""  # of the validated files read (lineage.chain_problem: later steps check it)
     cached: bool = False
 
 
@@ -339,8 +340,8 @@ def transform(
         "train": [f for d in train_dates for f in validation["partitions"][d.isoformat()]],
         "eval": [f for d in eval_dates for f in validation["partitions"][d.isoformat()]],
     }
-    digest = input_digest(step="transform", **step_inputs(config),
-                          data={split: [validation["file_digests"][f] for f in fs] for split, fs in files.items()})
+    data = transform_data(config, interval, validation)
+    digest = input_digest(step="transform", **step_inputs(config), data=data)
     if (hit := cached_result(run, "transform", digest, force=force)) is not None:
         return TransformResult(**hit)
 
@@ -452,6 +453,7 @@ def transform(
             rows=rows,
             beam_args=beam_args,
             input_digest=digest,
+            data_digest=input_digest(data=data),
         )
         write_result(out, res)
     log.info("transformed %s rows", rows)

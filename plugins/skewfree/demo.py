@@ -306,7 +306,8 @@ def report(dag_run, dag_id: str, settings, config, interval: dt.date) -> str:
 
     if states.get("validate") == "failed" and (validation := output("validate", "rejected/validation.json")):
         print("\n    validation failed:\n      - " + "\n      - ".join(validation["errors"]))
-    if (evaluation := output("evaluate")) is not None:
+    # this run's evaluation only: an earlier run's output of the interval stays where a step failed before it
+    if states.get("evaluate") == "success" and (evaluation := output("evaluate")) is not None:
         print(f"\n    eval metrics (serving signature, raw rows): {json.dumps(evaluation['metrics'])}")
         print(f"    train/serve skew: max |training path - serving path| = {evaluation['metrics']['max_abs_skew']:.3g}"
               f" over {int(evaluation['metrics']['examples'])} eval rows")

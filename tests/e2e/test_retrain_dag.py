@@ -127,6 +127,7 @@ def test_missing_partition_fails_validate_and_keeps_what_is_served(stack, blesse
     assert states["validate"] == "failed"
     assert states["publish"] == "upstream_failed"
     assert f"missing partition for 2026-11-07: {gone} does not exist" in out.stdout
+    assert "eval metrics" not in out.stdout  # the interval's earlier evaluation is not this run's
     assert sorted(p.name for p in served.parent.iterdir()) == ["2026111000"]
     assert sorted(p.relative_to(served) for p in served.rglob("*")) == before
 

@@ -52,3 +52,28 @@ def test_evaluate_refuses_a_model_left_from_before_the_transform_changed(trained
                                         r"the last train failed\): run train again before evaluate"):
         evaluate(taxi_config, interval=END, artifact_root=art, force=True)
     assert blessing.read_bytes() == before  # the earlier evaluate's output stays as it was
+
+
+def test_publish_refuses_a_blessing_from_before_the_data_changed(trained_run, taxi_config, tmp_path):
+    """A re-trial: new data was validated, train failed, evaluate refused, and publish then shipped the earlier
+    model and blessing with the new files' digests as its lineage. A run's outputs must be one chain."""
+    import json
+
+    from pipelines.evaluate import evaluate
+    from pipelines.publish import NotBlessedError, publish
+    from pipelines.runs import Run, StepError
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    result = Run(art, "taxi", END).result_path("validate")
+    validation = json.loads(result.read_text())
+    newest = validation["partitions"][END.isoformat()][0]
+    validation["file_digests"][newest] = "0" * 64  # the day's file was replaced and validated again
+    result.write_text(json.dumps(validation))
+    says = r"the transform output of taxi 2026-11-10 is not of the files validate passed last \(validate ran since, " \
+           r"or the last transform failed\): run transform again"
+    with pytest.raises(NotBlessedError, match=says + ", then evaluate, before publishing"):
+        publish(taxi_config, interval=END, artifact_root=art, serving_root=str(tmp_path / "serving"))
+    assert not (tmp_path / "serving").exists()
+    with pytest.raises(StepError, match=says + " before evaluate"):
+        evaluate(taxi_config, interval=END, artifact_root=art, force=True)

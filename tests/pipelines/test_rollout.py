@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def test_older_version_is_not_promoted_over_newer_stable(stack):
     assert stable_of(stack) == V1
 
 
-def test_a_version_whose_class_ids_mean_other_classes_is_not_promoted_unless_allowed(stack):
+def test_a_version_whose_class_ids_mean_other_classes_is_not_promoted_unless_allowed(stack, caplog):
     """A user trial: a retrain on other data reordered a frequency-ordered label vocabulary, and the new version
     answered the same request with class_ids 3 where stable said 0 for the same class, promoted silently."""
     ensure_v1_stable(stack)
@@ -136,6 +137,13 @@ def test_a_version_whose_class_ids_mean_other_classes_is_not_promoted_unless_all
         manifests[1].write_text(json.dumps({"classes": ["urgent", "high", "low", "critical"]}))
         assert "has other classes than stable" in go(stack, V2, store=store).skipped_reason
         assert go(stack, V2, store=store, allow_class_change=True).changed and stable_of(stack) == V2
+        # a rollback serves the version it names, and says the class ids change
+        with caplog.at_level(logging.WARNING, logger="pipelines.rollout"):
+            rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]), store=store,
+                     target=V1, policy=POLICY)
+        assert stable_of(stack) == V1
+        assert f"this rollback changes the class ids clients see: version {V1} has other classes than stable {V2}" \
+            in caplog.text
     finally:
         for path in manifests:
             path.unlink(missing_ok=True)
