@@ -38,11 +38,12 @@ STEP_READS: dict[str, tuple[str, ...]] = {
     "validate": (),
     "transform": ("validate",),
     "train": ("transform",),
-    "evaluate": ("transform", "train"),
-    "publish": ("validate", "train", "evaluate"),
+    "evaluate": ("validate", "transform", "train"),
+    "publish": ("validate", "transform", "train", "evaluate"),
 }
-# results a step reads for what they say, not for the files they name (publish records validate's digests)
-NAMES_ONLY = {("publish", "validate")}
+# results a step reads for what they say, not for the files they name: publish records validate's digests, and
+# both check that the outputs are one chain (lineage.chain_problem)
+NAMES_ONLY = {("publish", "validate"), ("publish", "transform"), ("evaluate", "validate")}
 MIRRORED_ROOTS = ("data", "artifact")
 CHECKPOINTS = "train_checkpoints"
 
