@@ -24,6 +24,44 @@ def feature_spec(features: tuple[Feature, ...]) -> dict[str, tf.io.FixedLenFeatu
     }
 
 
+def value_checks(raw: dict, features: tuple[Feature, ...]) -> dict:
+    """``raw``, passed on only after a check that fails the model's call, naming the feature and the rows, when a
+    parsed request holds a value
+    the model was not trained on: NaN or infinity in a float feature, or more than one value in a row of a
+    nullable one (``parse_example`` itself refuses a wrong type, and a required feature missing or with two
+    values). Part of every exported serving signature, so TF Serving refuses such a request as the local
+    server does, rather than answering it with a prediction made of NaN or of the first value."""
+    names, bad = [], []
+    for f in features:
+        value = raw[f.name]
+        batch = tf.shape(value, out_type=tf.int64)[0]
+        if isinstance(value, tf.SparseTensor):
+            rows = value.indices[:, 0]
+            names.append(f"feature {f.name} has more than one value in a row; the model takes one value per row "
+                         "(or none: missing)")  # (no quotes: TensorFlow prints them escaped)
+            bad.append(tf.math.unsorted_segment_sum(tf.ones_like(rows), rows, batch) > 1)
+            batch, values = value.dense_shape[0], value.values
+        else:
+            rows, values = None, value
+        if f.type == "float":
+            infinite = tf.logical_not(tf.math.is_finite(values))
+            names.append(f"feature {f.name} is NaN or infinity, not a value the model was trained on; leave the "
+                         "feature out to send a missing value")
+            bad.append(infinite if rows is None else tf.math.unsorted_segment_max(
+                tf.cast(infinite, tf.int32), rows, batch) > 0)
+    if not bad:
+        return raw
+    bad = tf.stack(bad, axis=1)  # [rows, checks]
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
+        "request refused:", tf.boolean_mask(tf.constant(names), tf.reduce_any(bad, axis=0)),
+        "in rows (from 0):", tf.where(tf.reduce_any(bad, axis=1))[:, 0]], summarize=10)
+    with tf.control_dependencies([check]):  # every read of a value waits for the check (a control edge on the
+        # TFT layer's call alone does not hold once TensorFlow inlines the call)
+        return {name: tf.SparseTensor(tf.identity(value.indices), tf.identity(value.values),
+                                      tf.identity(value.dense_shape)) if isinstance(value, tf.SparseTensor)
+                else tf.identity(value) for name, value in raw.items()}
+
+
 def raw_feature_spec(schema: RawSchema) -> dict:
     return feature_spec(schema.features)
 

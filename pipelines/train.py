@@ -214,7 +214,7 @@ def export_serving_model(model, tft_output, schema, export_dir: Path, task: Task
     import tensorflow as tf
     import tf_keras
 
-    from pipelines.tf_schema import TF_DTYPES, serving_feature_spec
+    from pipelines.tf_schema import TF_DTYPES, serving_feature_spec, value_checks
 
     # The TFT graph takes float32: under a mixed_float16 policy a new layer would cast its inputs to
     # float16, so it is made under float32 (a layer keeps the policy it was made with).
@@ -232,7 +232,7 @@ def export_serving_model(model, tft_output, schema, export_dir: Path, task: Task
     check_output_shape(model, task, classes)
 
     def predict_raw(raw: dict) -> dict:
-        transformed = model.tft_layer(raw)
+        transformed = model.tft_layer(value_checks(raw, features))  # refused before the TFT graph reads them
         return task_outputs(task, model({name: transformed[name] for name in input_names}), classes)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -255,11 +255,12 @@ def export_serving_model(model, tft_output, schema, export_dir: Path, task: Task
                signatures={SERVING_SIGNATURE: serve_tf_examples, RAW_SIGNATURE: serve_raw_features})
     import json
 
-    from pipelines.schema import RAW_FEATURES_ASSET, describe
+    from pipelines.schema import RAW_FEATURES_ASSET, SERVING_CHECKS, SERVING_CHECKS_ASSET, describe
 
     asset = Path(export_dir) / RAW_FEATURES_ASSET
     asset.parent.mkdir(parents=True, exist_ok=True)
     asset.write_text(json.dumps(describe(features), indent=1))
+    (Path(export_dir) / SERVING_CHECKS_ASSET).write_text(json.dumps(SERVING_CHECKS))
 
 
 class NoGPUError(StepError):

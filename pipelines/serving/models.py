@@ -128,6 +128,7 @@ class Servable:
     loaded: Any
     signature_defs: Any
     nullable: frozenset[str] | None = None  # raw features that may be missing (None: not known)
+    checks_values: bool = False  # its signatures refuse NaN and extra values themselves (SERVING_CHECKS)
 
 
 @dataclass
@@ -139,6 +140,7 @@ class Version:
     loaded: Any = None  # the tf.saved_model.load result while AVAILABLE
     signature_defs: Any = None
     nullable: frozenset[str] | None = None
+    checks_values: bool = False
     files: tuple = ()  # what the directory held when a load failed: a change retries at once
     failed_at: float = 0.0
     attempts: int = 0
@@ -165,6 +167,20 @@ def _nullable(path: Path) -> frozenset[str] | None:
     if not asset.is_file():
         return None
     return frozenset(f["name"] for f in json.loads(asset.read_text()) if f["nullable"])
+
+
+def _checks_values(path: Path) -> bool:
+    """Whether the version's signatures refuse every value check the local server would make row by row (an
+    unreadable or older list: no, and the server checks them itself)."""
+    import json
+
+    from pipelines.schema import SERVING_CHECKS, SERVING_CHECKS_ASSET
+
+    asset = Path(path) / SERVING_CHECKS_ASSET
+    try:
+        return asset.is_file() and set(SERVING_CHECKS) <= set(json.loads(asset.read_text()))
+    except (ValueError, TypeError):
+        return False
 
 
 class ModelManager:
@@ -301,7 +317,7 @@ class ModelManager:
             proto = saved_model_pb2.SavedModel()
             proto.ParseFromString((path / "saved_model.pb").read_bytes())
             signature_defs = proto.meta_graphs[0].signature_def
-            nullable = _nullable(path)
+            nullable, checks_values = _nullable(path), _checks_values(path)
         except Exception as exc:  # any load failure is reported in the version status, as TF Serving does
             log.error("failed to load %s version %d: %s", model.spec.name, number, exc)
             try:
@@ -315,7 +331,7 @@ class ModelManager:
             return
         with self._lock:
             version.loaded, version.signature_defs, version.state = loaded, signature_defs, AVAILABLE
-            version.nullable = nullable
+            version.nullable, version.checks_values = nullable, checks_values
         log.info("%s version %d is AVAILABLE", model.spec.name, number)
 
     def _unload(self, version: Version) -> None:
@@ -380,7 +396,7 @@ class ModelManager:
             found = model.versions.get(version)
             if found is None or found.state != AVAILABLE:
                 raise ServingError(404, f"Servable not found for request: {request}")
-            return Servable(found.number, found.loaded, found.signature_defs, found.nullable)
+            return Servable(found.number, found.loaded, found.signature_defs, found.nullable, found.checks_values)
 
     def _label_version(self, model: Model, label: str) -> int:
         if label not in model.labels:

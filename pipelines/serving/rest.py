@@ -15,11 +15,11 @@ import logging
 import math
 import re
 import threading
-import weakref
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from pipelines.schema import RAW_SIGNATURE
@@ -129,11 +129,15 @@ def _check_names(given: dict, names: list[str], where: str) -> None:
 
 
 def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
+    names = sorted(specs)
+    if isinstance(instances, Decoded):
+        if len(names) == 1 and names != ["b64"] and specs[names[0]].dtype.name == "string":
+            return {names[0]: instances.decoded}
+        instances = instances.json()
     if not isinstance(instances, list):
         raise ServingError(400, "'instances' must be a JSON list")
     if not instances:
         raise ServingError(400, "'instances' is an empty list: send at least one instance")
-    names = sorted(specs)
     if (len(names) == 1 and names != ["b64"] and specs[names[0]].dtype.name == "string"
             and (decoded := _b64_values(instances)) is not None):
         return {names[0]: decoded}  # the usual tf.Example batch: every row is {"b64": ...} for the one input
@@ -175,84 +179,29 @@ def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
 
 
 
-FAST_CHECK_MIN_ROWS = 32
-_fast_calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loaded model -> {signature: call}
-
-
-def _fast_call(servable: Servable, name: str, signature):
-    """A checked call of a tf.Example signature for a large batch: the batch's checks and the model run in one
-    compiled graph, side by side, with no Python pass over the rows. The checks: every key is a feature the model
-    takes (``decode_proto`` lists the keys of every row's feature map at once), and a VarLen parse of each
-    feature the model takes says it is of its type, has at most one value a row and, for floats, is finite. ``call(serialized)`` returns the
-    outputs, or None when any check failed or raised (then the caller checks example by example, which names
-    the row and the feature, as for a small batch); outputs of a batch that failed a check are never returned.
-    None when the model has no raw signature to check against.
-
-    The value checks read each row with TensorFlow's Example parser, the model's own, so they check exactly the
-    values the model will use. For canonical encodings (every protobuf library's output) that parser and
-    protobuf agree. For encodings none emits (a list split over several packed blocks, two lists in one
-    Feature, an over-long field tag) the parser reads the first part where protobuf merges all: a large batch
-    is then answered by what the model reads, as TF Serving would, and a small one refused by the row check."""
+def _keys_known(servable: Servable, serialized: np.ndarray) -> bool:
+    """Whether every feature key in a batch of serialized tf.Examples is one the model takes: one protobuf parse
+    of the rows joined, which merges their feature maps, so the keys read are every row's (~1 us a row against
+    ~15 us for the example-by-example check). False also when the joined rows are not one readable Example (then
+    a row is malformed, and the example-by-example check names it) or the model has no raw signature."""
     import tensorflow as tf
 
     raw = servable.loaded.signatures.get(RAW_SIGNATURE)
-    if raw is None or not raw.structured_input_signature[1]:
-        return None
-    calls = _fast_calls.setdefault(servable.loaded, {})
-    if (call := calls.get(name)) is not None:
-        return call
-    specs = raw.structured_input_signature[1]
-    parse_dtype = {n: tf.string if s.dtype == tf.string else tf.float32 if s.dtype.is_floating else tf.int64
-                   for n, s in specs.items()}
-    expected = tf.constant(sorted(specs), dtype=tf.string)
-
-    def field_1(messages):
-        """Every field-1 value of the concatenated ``messages``, read as one message whose field 1 is repeated
-        bytes (``BytesList``; other fields are skipped). One op for the whole batch: decoding message by
-        message costs more than the model's own call."""
-        _, (values,) = tf.io.decode_proto(tf.strings.reduce_join(messages)[None], "tensorflow.BytesList",
-                                          ["value"], [tf.string])
-        return tf.reshape(values, [-1])
-
-    def known_keys(batch):
-        # Example's field 1 is its Features, Features' field 1 its map entries, an entry's field 1 its key:
-        # three reads give every row's Features, every entry, every key. (Read as one Example, the batch
-        # would keep only the last row's Features.) An entry without its key (feature "" to protobuf) yields
-        # no key here: TensorFlow's Example parser refuses such a row, so the call fails and the row is named by
-        # the example-by-example check.
-        keys = field_1(field_1(field_1(batch)))
-        return tf.reduce_all(tf.reduce_any(tf.equal(tf.unique(keys)[0][:, None], expected[None, :]), axis=1))
-
-    def values_fit(batch):
-        parsed = tf.io.parse_example(batch, {n: tf.io.VarLenFeature(d) for n, d in parse_dtype.items()})
-        # a VarLen parse's dense width is the most values any row has: at most one
-        ok = tf.reduce_max(tf.stack([sparse.dense_shape for sparse in parsed.values()])[:, 1]) <= 1
-        floats = [sparse.values for n, sparse in parsed.items() if parse_dtype[n] == tf.float32]
-        if floats:
-            ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(tf.concat(floats, axis=0))))
-        return ok
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def checked(batch):
-        return tf.logical_and(known_keys(batch), values_fit(batch)), signature(examples=batch)
-
-    def call(serialized: np.ndarray):
-        try:
-            ok, outputs = checked(tf.constant(serialized, dtype=tf.string))
-        except (tf.errors.OpError, ValueError, TypeError):
-            return None  # a malformed row, or the model refused: the example-by-example path says which
-        return outputs if bool(ok) else None
-
-    calls[name] = call  # weakly keyed by the model: nothing cached here may refer to servable or the model
-    return call
+    if raw is None:
+        return False
+    try:
+        keys = tf.train.Example.FromString(b"".join(serialized)).features.feature
+    except Exception:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        return False
+    return set(keys) <= set(raw.structured_input_signature[1])
 
 
 def check_examples(servable: Servable, serialized: np.ndarray) -> None:
     """tf.Example requests get the same 400s as named inputs: an unknown feature, a value of the wrong type
     or more than one value is named with what the model expects (``parse_example`` would ignore the
-    first and answer the others with a bare 'Graph execution error'). Batches of ``FAST_CHECK_MIN_ROWS`` or
-    more are first checked inside the model's call (``_fast_call``); smaller ones, and a large one that failed
-    that check, example by example (~15 us each)."""
+    first and answer the others with a bare 'Graph execution error'). ~15 us an example: ``predict`` runs it
+    before the model's call only for a version whose signatures do not check values themselves, or when a
+    key is unknown; otherwise after a call the model refused, to name the row and the feature."""
     import tensorflow as tf
 
     raw = servable.loaded.signatures.get(RAW_SIGNATURE)
@@ -385,17 +334,22 @@ def predict(servable: Servable, body: dict) -> dict:
     else:
         raise ServingError(400, "Missing 'instances' or 'inputs' key in the request body")
     examples = set(columns) == {"examples"} and specs["examples"].dtype == tf.string
-    fast = (_fast_call(servable, body.get("signature_name") or DEFAULT_SIGNATURE, signature)
-            if examples and len(columns["examples"]) >= FAST_CHECK_MIN_ROWS else None)
-    outputs = fast(columns["examples"]) if fast is not None else None
-    if outputs is None:
-        if examples:
+    # A version exported with its value checks refuses NaN and extra values itself (tf_schema.value_checks, as
+    # TF Serving would); what is left is the keys, in one parse. For such a batch, the row-by-row check runs only
+    # after a refusal, to name the row. TensorFlow's Example parser, the model's own, and protobuf agree on
+    # every canonical encoding; for encodings no library emits (a list split over two packed blocks) the model
+    # reads the first block where protobuf merges both: such a row is answered by what the model reads, as TF
+    # Serving would, unless a check runs first (an older version, or an unknown key), which refuses it.
+    checked_by_model = examples and servable.checks_values and _keys_known(servable, columns["examples"])
+    if examples and not checked_by_model:
+        check_examples(servable, columns["examples"])
+    try:
+        outputs = signature(**{n: tf.constant(v, dtype=specs[n].dtype) for n, v in columns.items()})
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+        if checked_by_model:
             check_examples(servable, columns["examples"])
-        try:
-            outputs = signature(**{n: tf.constant(v, dtype=specs[n].dtype) for n, v in columns.items()})
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            log.warning("version %s rejected a request: %s", servable.number, exc)
-            raise ServingError(400, f"the model rejected the request: {model_error(exc)}") from None
+        log.warning("version %s rejected a request: %s", servable.number, exc)
+        raise ServingError(400, f"the model rejected the request: {model_error(exc)}") from None
     outputs = {k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()] for k, v in outputs.items()}
     if not row_format:
         return {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
@@ -524,8 +478,44 @@ def _read_chunked(rfile) -> bytes:
         raise ServingError(408, f"the request body did not arrive within {READ_TIMEOUT_SECONDS:g}s") from None
 
 
+class _B64(msgspec.Struct, forbid_unknown_fields=True):
+    b64: bytes  # msgspec decodes the base64 (standard alphabet, padded) and refuses anything else
+
+
+class _ExampleBatch(msgspec.Struct, forbid_unknown_fields=True):
+    instances: list[_B64]
+    signature_name: str | None = None
+
+
+_EXAMPLE_BATCH = msgspec.json.Decoder(_ExampleBatch)
+
+
+class Decoded:
+    """``instances`` of the usual tf.Example batch, every row ``{"b64": ...}``, read with the base64 decoded
+    (``decoded``: the rows' bytes). ``json()`` is the JSON as sent, for a signature that does not take one
+    string input: its checks name what the request got wrong."""
+
+    def __init__(self, decoded: np.ndarray, raw: bytes):
+        self.decoded, self._raw = decoded, raw
+
+    def json(self) -> list:
+        return json.loads(self._raw)["instances"]
+
+
 def parse_body(raw: bytes) -> dict:
-    """The body's JSON object, or a ServingError 400 for malformed or too deeply nested JSON."""
+    """The body's JSON object, or a ServingError 400 for malformed or too deeply nested JSON. The usual
+    tf.Example batch is read in one pass that decodes its base64 too (``Decoded``); any other body, or one
+    that pass refuses, is read as JSON and checked as such."""
+    try:
+        batch = _EXAMPLE_BATCH.decode(raw)
+    except msgspec.MsgspecError:
+        pass
+    else:
+        if batch.instances:
+            body = {"instances": Decoded(np.array([row.b64 for row in batch.instances], dtype=object), raw)}
+            if batch.signature_name is not None:
+                body["signature_name"] = batch.signature_name
+            return body
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -555,7 +545,9 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
+        data = msgspec.json.encode(payload)
+        if b"null" in data:  # maybe a NaN or infinity, which msgspec writes as null: written as TF Serving does
+            data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

@@ -487,7 +487,38 @@ def test_responses_leave_in_one_send_without_nagle(target):
     handler.request_version, handler.command, handler.requestline = "HTTP/1.1", "POST", "POST / HTTP/1.1"
     handler._send(200, {"predictions": [0.5]})
     assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in options and ("timeout", 10.0) in options
-    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b'{"predictions": [0.5]}')
+    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200")
+    assert json.loads(writes[0].split(b"\r\n\r\n", 1)[1]) == {"predictions": [0.5]}
+    # a model's NaN or infinity is written as TF Serving writes it, not as null
+    writes.clear()
+    handler._send(200, {"predictions": [float("nan"), float("inf"), 0.5]})
+    assert writes[0].endswith(b'{"predictions": [NaN, Infinity, 0.5]}')
+
+
+def test_a_tf_example_batch_read_in_one_pass_is_answered_as_the_json_path(target, canary):
+    """The usual body ({"instances": [{"b64": ...}]}) is read with its base64 in one pass (``rest.Decoded``);
+    bodies that pass refuses (bad base64, another key, a row with another shape) are read as JSON, and a
+    tf.Example batch sent to ``serving_raw`` gets the named-input error it got before."""
+    if not target.local:
+        pytest.skip("the local server's reading of a body")
+    from pipelines.serving import rest
+
+    rows = [{"b64": row["b64"]} for row in canary[:5]]
+    fast = rest.parse_body(json.dumps({"instances": rows}).encode())
+    assert isinstance(fast["instances"], rest.Decoded) and len(fast["instances"].decoded) == 5
+    slow = rest.parse_body(json.dumps({"instances": rows, "extra": 1}).encode())
+    assert isinstance(slow["instances"], list)
+    url = f"{target.url}/v1/models/{MODEL}:predict"
+    status, fast_answer = http("POST", url, {"instances": rows})
+    assert status == 200
+    status, answer = http("POST", url, {"instances": rows, "extra": 1})  # not the one-pass shape: read as JSON
+    assert status == 200 and answer == fast_answer
+    for body, says in (({"instances": [{"b64": "YWJj!"}]}, "row 0: 'b64' value is not valid base64"),
+                       ({"instances": rows, "signature_name": "serving_raw"}, "instances[0]: unknown named input(s) "
+                        "['b64'] and missing"),
+                       ({"instances": rows, "signature_name": "nope"}, 'Serving signature name: "nope" not found')):
+        status, answer = http("POST", url, body)
+        assert status == 400 and says in answer["error"], answer
 
 
 def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
@@ -569,64 +600,83 @@ def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_featu
     assert status == 200 and len(body["predictions"]) == min(256, len(canary)), body
 
 
-def test_the_compiled_batch_check_passes_valid_rows_and_refuses_each_fault(target, canary):
-    """The large-batch path (``rest._fast_call``) returns the model's outputs only for a batch that passes every
-    check; valid rows with missing features and empty value lists must pass it (else every large request
-    pays for the row-by-row check), and each planted fault anywhere in the batch must fail it."""
-    if not target.local:
-        pytest.skip("the local server's own check")
+def test_the_model_refuses_nan_and_extra_values_itself_anywhere_in_a_batch(target, canary, monkeypatch):
+    """The exported signature checks the values it parses (``tf_schema.value_checks``), so TF Serving refuses
+    them too: each planted fault anywhere in a batch fails the model's own call, naming the feature and the
+    row; valid rows with missing features and empty value lists pass it. The local server then checks only
+    the keys (``rest._keys_known``, one parse of the batch), and a version without the checks (an older
+    export) is checked example by example before its call, as before."""
     import base64
+    import struct
 
     import tensorflow as tf
 
     from pipelines.serving import rest
     from pipelines.serving.models import ModelManager, ModelSpec
 
-    manager = ModelManager([ModelSpec(MODEL, str(target.base_path))])
-    manager.poll_once()
-    servable = manager.servable(MODEL)
-    signature = servable.loaded.signatures["serving_default"]
-    call = rest._fast_call(servable, "serving_default", signature)
     good = [base64.b64decode(row["b64"]) for row in canary]
     assert any(len(row["features"]) < 11 for row in canary)  # rows with missing features are among them
-    emptied = tf.train.Example.FromString(good[0])
-    del emptied.features.feature["trip_miles"]
-    emptied.features.feature["trip_miles"].float_list.value[:] = []  # a missing value sent as an empty list
-    valid = (good * 40)[:40] + [emptied.SerializeToString()]
-    outputs = call(np.array(valid, dtype=object))
-    assert outputs is not None
-    np.testing.assert_allclose(outputs["probability"].numpy(),
-                               signature(examples=tf.constant(valid))["probability"].numpy(), atol=1e-6)
 
     def changed(edit) -> bytes:
         example = tf.train.Example.FromString(good[0])
         edit(example.features.feature)
         return example.SerializeToString()
 
-    faults = {
-        "unknown key": changed(lambda f: f["fare_amount"].float_list.value.append(1.0)),
-        "NaN": changed(lambda f: f["fare"].float_list.value.__setitem__(0, float("nan"))),
-        "infinity": changed(lambda f: f["fare"].float_list.value.__setitem__(0, float("inf"))),
-        "two values": changed(lambda f: f["fare"].float_list.value.append(2.0)),
-        "wrong type": changed(lambda f: (f.__delitem__("company"), f["company"].int64_list.value.append(3))),
-        "not an Example": b"not an example",
-        "truncated": good[0][:-3],
-        # a map entry with its value and no key is feature "" (protobuf's default key), unknown to the model;
-        # the key check reads no key from it: TensorFlow's Example parser is what refuses it
-        "entry without a key": good[0] + b"\x0a\x10\x0a\x0e\x12\x0c\x12\x0a\x0a\x08" + bytes(8),
+    emptied = changed(lambda f: (f.__delitem__("trip_miles"), f["trip_miles"].float_list.value.extend([])))
+    valid = (good * 40)[:40] + [emptied]
+    value_faults = {  # the model's own check: feature named, row named
+        "fare": changed(lambda f: f["fare"].float_list.value.__setitem__(0, float("nan"))),
+        "trip_miles": changed(lambda f: f["trip_miles"].float_list.value.__setitem__(0, float("-inf"))),
+        "trip_seconds": changed(lambda f: f["trip_seconds"].int64_list.value.extend([5, 6])),  # nullable
     }
-    for name, bad in faults.items():
-        for position in (0, 20, 40):
+    assert "trip_seconds" in {n for n in _nullable_features(target)}
+    for name, bad in value_faults.items():
+        for position in (0, 20, 41):
             batch = list(valid)
             batch.insert(position, bad)
-            assert call(np.array(batch, dtype=object)) is None, (name, position)
+            status, body = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
+                                {"instances": [{"b64": base64.b64encode(b).decode()} for b in batch]})
+            assert status == 400 and name in body["error"], (name, position, body)
+            if target.local:  # the row-by-row check names the row after the model refused
+                assert f"instances[{position}]: feature {name!r}" in body["error"], body
+    if not target.local:
+        return
+
+    manager = ModelManager([ModelSpec(MODEL, str(target.base_path))])
+    manager.poll_once()
+    servable = manager.servable(MODEL)
+    assert servable.checks_values
+    signature = servable.loaded.signatures["serving_default"]
+    outputs = signature(examples=tf.constant(valid))
+    assert np.isfinite(outputs["probability"].numpy()).all()
+    for name, bad in value_faults.items():
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"feature {name} .*rows \\(from 0\\):.*\\b20\\b"):
+            signature(examples=tf.constant([*valid[:20], bad, *valid[20:]]))
+    # serving_raw takes the same checks: NaN in a named input is refused by the model itself
+    raw = servable.loaded.signatures["serving_raw"]
+    columns = {n: tf.constant([canary[0]["features"].get(n, 0.0 if s.dtype.is_floating else 0 if s.dtype.is_integer
+                                                           else "")] * 3, dtype=s.dtype)
+               for n, s in raw.structured_input_signature[1].items()}
+    columns["fare"] = tf.constant([1.0, float("nan"), 2.0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature fare is NaN.*rows \\(from 0\\):.*1"):
+        raw(**columns)
+
+    assert rest._keys_known(servable, np.array(valid, dtype=object))
+    for bad in (changed(lambda f: f["fare_amount"].float_list.value.append(1.0)),  # unknown key
+                # a map entry with its value and no key is feature "" (protobuf's default key): unknown
+                good[0] + b"\x0a\x10\x0a\x0e\x12\x0c\x12\x0a\x0a\x08" + bytes(8),
+                b"\xff not an example"):
+        for position in (0, 20, 41):
+            batch = list(valid)
+            batch.insert(position, bad)
+            assert not rest._keys_known(servable, np.array(batch, dtype=object)), (bad, position)
+            with pytest.raises(rest.ServingError, match=f"instances\\[{position}\\]"):
+                rest.predict(servable, {"instances": [{"b64": base64.b64encode(b).decode()} for b in batch]})
 
     # An encoding no protobuf library emits: 'fare' as two packed blocks, [value] then [NaN]. Protobuf merges
     # them (the row-by-row check refuses the NaN); TensorFlow's Example parser, the model's own, reads only the
-    # first block. A large batch is judged by what the model reads, as TF Serving would: the NaN never
-    # reaches the model, and the row is answered as the row with that one value.
-    import struct
-
+    # first block. The model's check sees what the model reads, as TF Serving would: the NaN never reaches the
+    # model, and the row is answered as the row with that one value.
     canonical = tf.train.Example.FromString(good[0])
     value = canonical.features.feature["fare"].float_list.value[0]
     del canonical.features.feature["fare"]
@@ -636,16 +686,25 @@ def test_the_compiled_batch_check_passes_valid_rows_and_refuses_each_fault(targe
     crafted = canonical.SerializeToString() + b"\x0a" + bytes([len(entry) + 2]) + b"\x0a" + bytes([len(entry)]) + entry
     with pytest.raises(rest.ServingError, match="feature 'fare' is .*nan"):
         rest.check_examples(servable, np.array([crafted], dtype=object))
-    outputs = call(np.array([crafted, *valid], dtype=object))
-    assert outputs is not None
-    assert outputs["probability"].numpy()[0] == pytest.approx(
+    answer = rest.predict(servable, {"instances": [{"b64": base64.b64encode(b).decode()} for b in [crafted, *valid]]})
+    assert answer["predictions"][0] == pytest.approx(
         signature(examples=tf.constant([good[0]]))["probability"].numpy()[0], abs=1e-6)
 
-    # the cached check keeps no version alive once the server has dropped it (it loads a new one every day)
-    import gc
-    import weakref
+    # a version exported without the checks (no serving_checks.json) is checked row by row before its call
+    import dataclasses
 
-    model = weakref.ref(servable.loaded)
-    del servable, signature, call, outputs, manager
-    gc.collect()
-    assert model() is None
+    older = dataclasses.replace(servable, checks_values=False)
+    checked = []
+    original = rest.check_examples
+    monkeypatch.setattr(rest, "check_examples", lambda *args: checked.append(len(args[1])) or original(*args))
+    rest.predict(older, {"instances": [{"b64": base64.b64encode(b).decode()} for b in valid]})
+    assert checked == [len(valid)]
+    rest.predict(servable, {"instances": [{"b64": base64.b64encode(b).decode()} for b in valid]})
+    assert checked == [len(valid)]  # not for a version that checks values itself
+
+
+def _nullable_features(target) -> set[str]:
+    from pipelines.schema import RAW_FEATURES_ASSET
+
+    described = json.loads((target.base_path / str(target.version) / RAW_FEATURES_ASSET).read_text())
+    return {f["name"] for f in described if f["nullable"]}
