@@ -108,11 +108,17 @@ def model_digest(saved_model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
+def transform_files(config: ModelConfig, interval, validation: dict[str, Any]) -> dict[str, list[str]]:
+    """The validated files transform reads, by split (the window's partitions, as validate listed them)."""
+    train_dates, eval_dates = config.split_window(interval)
+    return {split: [f for d in dates for f in validation["partitions"][d.isoformat()]]
+            for split, dates in (("train", train_dates), ("eval", eval_dates))}
+
+
 def transform_data(config: ModelConfig, interval, validation: dict[str, Any]) -> dict[str, list[str]]:
     """The digests of the validated files transform reads, by split: what its output was computed from."""
-    train_dates, eval_dates = config.split_window(interval)
-    return {split: [validation["file_digests"][f] for d in dates for f in validation["partitions"][d.isoformat()]]
-            for split, dates in (("train", train_dates), ("eval", eval_dates))}
+    return {split: [validation["file_digests"][f] for f in files]
+            for split, files in transform_files(config, interval, validation).items()}
 
 
 def chain_problem(config: ModelConfig, interval, run: Run, *, through: str) -> str | None:

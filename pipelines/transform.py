@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
-from pipelines.lineage import cached_result, input_digest, step_inputs, transform_data
+from pipelines.lineage import cached_result, input_digest, step_inputs, transform_data, transform_files
 from pipelines.runs import Run, StepError, write_result
 from pipelines.schema import RawSchema
 from pipelines.storage import staged_dir
@@ -335,11 +335,7 @@ def transform(
 ) -> TransformResult:
     run = Run(artifact_root, config.name, interval)
     validation = run.read_result("validate")
-    train_dates, eval_dates = config.split_window(interval)
-    files = {
-        "train": [f for d in train_dates for f in validation["partitions"][d.isoformat()]],
-        "eval": [f for d in eval_dates for f in validation["partitions"][d.isoformat()]],
-    }
+    files = transform_files(config, interval, validation)
     data = transform_data(config, interval, validation)
     digest = input_digest(step="transform", **step_inputs(config), data=data)
     if (hit := cached_result(run, "transform", digest, force=force)) is not None:
