@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -90,12 +91,14 @@ def predict_examples(saved_model: str | Path | Any, examples: list[bytes], outpu
 
 
 def read_eval_split(file_pattern: str, transformed_spec: dict) -> tuple[dict[str, np.ndarray], list[bytes]]:
-    """Transformed eval features and, row-aligned, the raw serialized examples they came from."""
+    """Transformed eval features and, row-aligned, the raw serialized examples they came from (and, as the
+    column ``RAW_LABEL_KEY``, the raw label where transform kept it; b"" where a row has none)."""
     import tensorflow as tf
 
-    from pipelines.transform import RAW_EXAMPLE_KEY
+    from pipelines.transform import RAW_EXAMPLE_KEY, RAW_LABEL_KEY
 
-    spec = {**transformed_spec, RAW_EXAMPLE_KEY: tf.io.FixedLenFeature([], tf.string)}
+    spec = {**transformed_spec, RAW_EXAMPLE_KEY: tf.io.FixedLenFeature([], tf.string),
+            RAW_LABEL_KEY: tf.io.FixedLenFeature([], tf.string, default_value=b"")}
     ds = tf.data.TFRecordDataset(tf.io.gfile.glob(file_pattern)).batch(PREDICT_BATCH)
     parts: dict[str, list[np.ndarray]] = {}
     for batch in ds.map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE):
@@ -170,6 +173,29 @@ def multiclass_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str
     for name, values in (("macro_recall", recalls), ("macro_precision", precisions)):
         metrics[name] = float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
     return metrics
+
+
+def class_name_problem(classes: list[str], ids: np.ndarray, raw_labels: np.ndarray, label: str) -> str | None:
+    """Why the served class names are not the eval rows' labels, or None: a row labelled 'Gentoo' whose label id
+    the model is trained on is named 'Adelie' in ``classes`` (the names were given in another order than the
+    mapping ``preprocessing_fn`` made: a vocabulary of another name, a lookup table). Rows without a raw label
+    (not a string column, or a transform output from before it was kept) are not checked."""
+    named = raw_labels != b""
+    pairs = sorted({(int(i), raw.decode(errors="replace")) for i, raw in zip(ids[named], raw_labels[named], strict=True)})
+    wrong = [(i, raw) for i, raw in pairs if not 0 <= i < len(classes) or classes[i] != raw]
+    if not wrong:
+        return None
+    shown = "; ".join(f"rows labelled {raw!r} have id {i}, which the model names "
+                      f"{classes[i]!r}" if 0 <= i < len(classes) else f"rows labelled {raw!r} have id {i}, which "
+                      f"names no class" for i, raw in wrong[:5])
+    names = {i: raw for i, raw in pairs}
+    order = [names.get(i) for i in range(max(names) + 1)]
+    fix = (f"[task] classes = {json.dumps(order)}" if len(pairs) == len(names) and None not in order
+           and len(set(order)) == len(order) else "[task] classes in the order of those ids")
+    return (f"the class names the model would serve are not the labels of column {label!r}: {shown}"
+            f"{f' (and {len(wrong) - 5} more)' if len(wrong) > 5 else ''}. The names are {classes} in id order; "
+            f"the ids are what preprocessing_fn maps the label to. Set {fix}, or set label_vocabulary to the "
+            f"vocab_filename the label is mapped with (README: multi-class)")
 
 
 def regression_metrics(labels: np.ndarray, values: np.ndarray) -> dict[str, float]:
@@ -369,6 +395,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     import tf_keras
 
     from pipelines.train import check_output_shape, class_names
+    from pipelines.transform import RAW_LABEL_KEY
 
     features = config.features_module()
     label = features.transformed_name(features.LABEL_KEY)
@@ -379,6 +406,9 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     classes = class_names(task, tft_output, features.SCHEMA.label) if task.type == "multiclass" else None
     columns, examples = read_eval_split(transformed["eval_files"], tft_output.transformed_feature_spec())
     labels = columns.pop(label).astype(np.float64).reshape(-1)
+    if task.type == "multiclass" and (problem := class_name_problem(classes, labels, columns.pop(RAW_LABEL_KEY),
+                                                                    features.SCHEMA.label)):
+        raise StepError(problem)
 
     keras_model = tf_keras.models.load_model(trained["saved_model"], compile=False)
     check_output_shape(keras_model, task, classes)  # a model trained before the task's classes changed

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # Each transformed eval example also carries its raw row, serialized as the tf.Example a client sends
 # (TFT passes this column through untouched): the skew gate pairs both paths row by row.
 RAW_EXAMPLE_KEY = "__raw_example__"
+# the eval split's raw label, when it is a string column: evaluate checks the served class names against it
+RAW_LABEL_KEY = "__raw_label__"
 
 # FnApiRunner, named: "DirectRunner" first tries to download the Prism runner from GitHub, then falls back to it.
 # One process: benchmarks/transform_runners.py on 2 cores, with files read by pyarrow in 4 MiB batches, ran one
@@ -262,8 +264,15 @@ def staged_remotely(location: str | None, run: Run, files: dict[str, list[str]],
             log.warning("could not delete transform's attempt directory %s (delete it by hand): %s", attempt, exc)
 
 
+def passthrough_keys(schema: RawSchema) -> set[str]:
+    """The columns the eval split carries beside the transformed features: the raw example a client would
+    send, and the raw label when it is a string column (the names the served classes must carry)."""
+    label = next((f for f in schema.features if f.name == schema.label), None)
+    return {RAW_EXAMPLE_KEY} | ({RAW_LABEL_KEY} if label is not None and label.type == "string" else set())
+
+
 def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
-    """Append the RAW_EXAMPLE_KEY passthrough column to every batch (and to the adapter's schema)."""
+    """Append the ``passthrough_keys`` columns to every batch (and to the adapter's schema)."""
     import apache_beam as beam
     import pyarrow as pa
     from tfx_bsl.coders.example_coder import RecordBatchToExamples
@@ -271,16 +280,22 @@ def with_raw_examples(batches, adapter_config, schema: RawSchema, label: str):
 
     serving_names = [f.name for f in schema.serving_features()]
     column_type = pa.large_list(pa.large_binary())
+    keys = sorted(passthrough_keys(schema))
 
     def attach(batch):
         examples = pa.array(RecordBatchToExamples(batch.select(serving_names)), pa.large_binary())
         offsets = pa.array(range(batch.num_rows + 1), pa.int64())
-        return batch.append_column(RAW_EXAMPLE_KEY, pa.LargeListArray.from_arrays(offsets, examples))
+        columns = {RAW_EXAMPLE_KEY: pa.LargeListArray.from_arrays(offsets, examples)}
+        if RAW_LABEL_KEY in keys:  # already a one-value list a row (TFXIO's form)
+            columns[RAW_LABEL_KEY] = batch.column(schema.label).cast(column_type)
+        for key in keys:
+            batch = batch.append_column(key, columns[key])
+        return batch
 
-    config = tfxio.TensorAdapterConfig(
-        adapter_config.arrow_schema.append(pa.field(RAW_EXAMPLE_KEY, column_type)),
-        adapter_config.tensor_representations,
-    )
+    arrow_schema = adapter_config.arrow_schema
+    for key in keys:
+        arrow_schema = arrow_schema.append(pa.field(key, column_type))
+    config = tfxio.TensorAdapterConfig(arrow_schema, adapter_config.tensor_representations)
     return batches | f"AttachRawExamples{label}" >> beam.Map(attach), config
 
 
@@ -382,7 +397,7 @@ def transform(
         FileSystems.set_options(pipeline_options(beam_args))
         with staged_remotely(location, run, files, validation["file_digests"], out) as (work, inputs, digests):
             pipeline = beam.Pipeline(options=pipeline_options(beam_args))
-            with tft_beam.Context(temp_dir=f"{work}/tmp", passthrough_keys={RAW_EXAMPLE_KEY}):
+            with tft_beam.Context(temp_dir=f"{work}/tmp", passthrough_keys=passthrough_keys(schema)):
                 raw = {}
                 for split, split_files in inputs.items():
                     batches, adapter_config = read_raw(pipeline, split.title(), split_files, config.data.format,

@@ -209,3 +209,59 @@ def test_a_model_without_a_data_generator_says_to_bring_its_data(models_dir, tmp
     (models_dir / "late" / "datagen.py").write_text("import a_package_nobody_installed\n")
     with pytest.raises(ModuleNotFoundError, match="a_package_nobody_installed"):
         generate_data(config, data_root=str(tmp_path / "data"), end=END, days=2)
+
+
+def test_served_class_names_are_checked_against_the_raw_labels(tmp_path, monkeypatch):
+    """A re-trial: [task] classes in another order than the label's ids passed train's check when the label's
+    vocabulary had another name than the label (``vocab_filename="species_ids"``): every served ``classes`` name
+    was another class's. The eval split now keeps the raw label, and evaluate refuses names that are not it."""
+    import numpy as np
+    import tensorflow_transform as tft
+
+    from pipelines.datagen import generate_data
+    from pipelines.evaluate import class_name_problem, evaluate
+    from pipelines.runs import StepError
+    from pipelines.train import train
+    from pipelines.transform import transform
+    from pipelines.validate import validate
+
+    team = tmp_path / "team"
+    shutil.copytree(ROOT / "pipelines" / "models" / "penguins", team / "zoo",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    model_py = team / "zoo" / "model.py"
+    model_py.write_text(model_py.read_text().replace("vocab_filename=F.LABEL_KEY", 'vocab_filename="species_ids"')
+                        .replace("vocabulary_size_by_name(F.LABEL_KEY)", 'vocabulary_size_by_name("species_ids")'))
+    monkeypatch.setenv("SKEWFREE_MODELS_DIR", str(team))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    config_toml = team / "zoo" / "config.toml"
+    config = load_model_config("zoo")
+    data, art = tmp_path / "data", tmp_path / "art"
+    generate_data(config, data_root=str(data), end=END, days=7, rows_per_day=300)
+    validate(config, interval=END, data_root=str(data), artifact_root=art)
+    transformed = transform(config, interval=END, artifact_root=art)
+    ids = [v.decode() for v in tft.TFTransformOutput(transformed.transform_fn).vocabulary_by_name("species_ids")]
+    wrong = list(reversed(ids))
+    config_toml.write_text(config_toml.read_text().replace(
+        'label_vocabulary = "species"', f"classes = {json_list(wrong)}"))
+    config = load_model_config("zoo")
+    train(config, interval=END, artifact_root=art, overrides={"epochs": 1})  # no vocabulary named 'species'
+    with pytest.raises(StepError) as err:
+        evaluate(config, interval=END, artifact_root=art)
+    assert (f"the class names the model would serve are not the labels of column 'species': rows labelled "
+            f"{ids[0]!r} have id 0, which the model names {wrong[0]!r}") in str(err.value)
+    assert f"Set [task] classes = {json_list(ids)}, or set label_vocabulary" in str(err.value)
+
+    # the rule alone: names in id order pass; rows without a raw label (not a string column) are not checked
+    raw = np.array([b"b", b"a", b"", b"c"], dtype=object)
+    assert class_name_problem(["a", "b", "c"], np.array([1.0, 0.0, 2.0, 2.0]), raw, "y") is None
+    assert "rows labelled 'b' have id 0, which the model names 'a'" in class_name_problem(
+        ["a", "b", "c"], np.array([0.0, 1.0, 2.0, 2.0]), raw, "y")
+    assert "rows labelled 'c' have id 3, which names no class" in class_name_problem(
+        ["a", "b", "c"], np.array([1.0, 0.0, 2.0, 3.0]), raw, "y")
+    assert class_name_problem(["a"], np.array([5.0]), np.array([b""], dtype=object), "y") is None
+
+
+def json_list(values: list[str]) -> str:
+    import json
+
+    return json.dumps(values)
