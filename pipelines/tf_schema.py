@@ -45,8 +45,9 @@ def value_checks(raw: dict, features: tuple[Feature, ...]) -> dict:
             rows, values = None, value
         if f.type == "float":
             infinite = tf.logical_not(tf.math.is_finite(values))
-            names.append(f"feature {f.name} is NaN or infinity, not a value the model was trained on; leave the "
-                         "feature out to send a missing value")
+            names.append(f"feature {f.name} is NaN or infinity, not a value the model was trained on; " + (
+                "to send a missing value, leave the feature out of the tf.Example" if f.nullable else
+                "the model needs a finite value for it"))
             bad.append(infinite if rows is None else tf.math.unsorted_segment_max(
                 tf.cast(infinite, tf.int32), rows, batch) > 0)
     if not bad:

@@ -179,7 +179,7 @@ def _checks_values(path: Path) -> bool:
     asset = Path(path) / SERVING_CHECKS_ASSET
     try:
         return asset.is_file() and set(SERVING_CHECKS) <= set(json.loads(asset.read_text()))
-    except (ValueError, TypeError):
+    except (OSError, ValueError, TypeError):
         return False
 
 

@@ -508,7 +508,7 @@ def parse_body(raw: bytes) -> dict:
     that pass refuses, is read as JSON and checked as such."""
     try:
         batch = _EXAMPLE_BATCH.decode(raw)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError):  # (msgspec raises the latter for a string it must read)
         pass
     else:
         if batch.instances:
@@ -545,7 +545,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, status: int, payload: dict) -> None:
-        data = msgspec.json.encode(payload)
+        try:
+            data = msgspec.json.encode(payload)
+        except (TypeError, ValueError):  # e.g. a lone surrogate in a name the client sent, quoted in an error
+            data = b"null"
         if b"null" in data:  # maybe a NaN or infinity, which msgspec writes as null: written as TF Serving does
             data = json.dumps(payload).encode()
         self.send_response(status)

@@ -73,6 +73,23 @@ def large_batch_is_served_as_offline(base_path, version: int) -> None:
     assert rest._keys_known(servable, np.array([base64.b64decode(r["b64"]) for r in rows], dtype=object))
     answer = rest.predict(servable, {"instances": [{"b64": r["b64"]} for r in rows]})
     assert len(answer["predictions"]) == len(rows)
+    # NaN in a float feature (a required one where the model has one) is refused by the model itself and named
+    import tensorflow as tf
+
+    from pipelines.schema import RAW_FEATURES_ASSET
+
+    described = json.loads((base_path / str(version) / RAW_FEATURES_ASSET).read_text())
+    floats = sorted((f["nullable"], f["name"]) for f in described if f["type"] == "float")
+    name = floats[0][1]
+    example = tf.train.Example.FromString(base64.b64decode(rows[0]["b64"]))
+    example.features.feature[name].float_list.value[:] = [float("nan")]
+    batch = [{"b64": r["b64"]} for r in rows]
+    batch.insert(5, {"b64": base64.b64encode(example.SerializeToString()).decode()})
+    with pytest.raises(rest.ServingError, match=rf"instances\[5\]: feature '{name}' is \[nan\]"):
+        rest.predict(servable, rest.parse_body(json.dumps({"instances": batch}).encode()))
+    signature = servable.loaded.signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"feature {name} is NaN.*rows \(from 0\):\] \[5\]"):
+        signature(examples=tf.constant([base64.b64decode(r["b64"]) for r in batch]))
     for i, row in enumerate(rows):
         served = served_values({"predictions": [answer["predictions"][i]]}, row)
         offline = _as_list(row["prediction"])

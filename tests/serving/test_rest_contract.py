@@ -513,7 +513,11 @@ def test_a_tf_example_batch_read_in_one_pass_is_answered_as_the_json_path(target
     assert status == 200
     status, answer = http("POST", url, {"instances": rows, "extra": 1})  # not the one-pass shape: read as JSON
     assert status == 200 and answer == fast_answer
-    for body, says in (({"instances": [{"b64": "YWJj!"}]}, "row 0: 'b64' value is not valid base64"),
+    row = json.dumps(rows[0]).encode()
+    for body, says in ((b'{"instances": [' + row + b'], "signature_name": "\xff"}', "JSON Parse error: 'utf-8' codec"),
+                       (b'{"instances": [' + row + b'], "signature_name": "\\ud800"}',  # quoted back in the error
+                        "Serving signature name: "),
+                       ({"instances": [{"b64": "YWJj!"}]}, "row 0: 'b64' value is not valid base64"),
                        ({"instances": rows, "signature_name": "serving_raw"}, "instances[0]: unknown named input(s) "
                         "['b64'] and missing"),
                        ({"instances": rows, "signature_name": "nope"}, 'Serving signature name: "nope" not found')):
@@ -552,8 +556,9 @@ def test_new_version_is_loaded_before_the_old_is_unloaded(target, canary):
 
 
 def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_feature(target, canary):
-    """The whole batch is checked at once; a bad row among good ones is still named with its index and
-    feature (the local server; TF Serving would parse NaN and fail on several values without naming them)."""
+    """A bad row among good ones is named with its index and feature by the local server, whichever check
+    refuses it: the key check, the model's own value checks, or TensorFlow's parser (TF Serving answers with
+    the model's message, which names the feature and the rows, or the parser's)."""
     if not target.local:
         pytest.skip("the row-and-feature wording is the local server's")
     import base64
@@ -588,7 +593,7 @@ def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_featu
                       (edited("fare_amount", [1.0]), "unknown feature 'fare_amount' in the tf.Example"),
                       (retyped("trip_miles"), "feature 'trip_miles' is a int64_list but the model expects float32"),
                       ({"b64": "bm90IGFuIGV4YW1wbGU="}, "'b64' is not a serialized tf.Example")):
-        # a small batch (checked example by example) and large ones the compiled check takes, the bad row first,
+        # a small batch and large ones, the bad row first,
         # in the middle and last (a check that reads only one row's features would pass some of these)
         for before, after in ((1, 1), (40, 1), (0, 40), (20, 20), (40, 0)):
             rows = ([{"b64": r["b64"]} for r in (canary * 50)[:before]] + [bad]
@@ -691,9 +696,16 @@ def test_the_model_refuses_nan_and_extra_values_itself_anywhere_in_a_batch(targe
         signature(examples=tf.constant([good[0]]))["probability"].numpy()[0], abs=1e-6)
 
     # a version exported without the checks (no serving_checks.json) is checked row by row before its call
-    import dataclasses
+    from pipelines.schema import SERVING_CHECKS_ASSET
 
-    older = dataclasses.replace(servable, checks_values=False)
+    older_path = target.base_path.parent / "older" / MODEL
+    shutil.copytree(target.base_path / str(target.version), older_path / "1")
+    (older_path / "1" / SERVING_CHECKS_ASSET).unlink()
+    (older_path / "1" / "manifest.json").unlink()  # (which lists it) as a SavedModel copied in by hand
+    older_manager = ModelManager([ModelSpec(MODEL, str(older_path))])
+    older_manager.poll_once()
+    older = older_manager.servable(MODEL)
+    assert not older.checks_values
     checked = []
     original = rest.check_examples
     monkeypatch.setattr(rest, "check_examples", lambda *args: checked.append(len(args[1])) or original(*args))
