@@ -176,22 +176,35 @@ def multiclass_metrics(labels: np.ndarray, scores: np.ndarray, classes: list[str
 
 
 def class_name_problem(classes: list[str], ids: np.ndarray, raw_labels: np.ndarray, label: str) -> str | None:
-    """Why the served class names are not the eval rows' labels, or None: a row labelled 'Gentoo' whose label id
-    the model is trained on is named 'Adelie' in ``classes`` (the names were given in another order than the
-    mapping ``preprocessing_fn`` made: a vocabulary of another name, a lookup table). Rows without a raw label
-    (not a string column, or a transform output from before it was kept) are not checked."""
+    """Why the served class names are not the eval rows' labels, or None: rows labelled 'Gentoo' whose label id
+    ``classes`` names 'Adelie', while 'Gentoo' is the name of another id (the names were given in another order
+    than the mapping ``preprocessing_fn`` made: a vocabulary of another name, a lookup table). Names are compared
+    without case and surrounding spaces (a ``preprocessing_fn`` may normalise the label before mapping it); a
+    raw label no class is named after (another spelling, an id beyond the classes) is not evidence of a wrong
+    order and passes, as do rows without a raw label (not a string column, or a transform output from before it
+    was kept)."""
+    def norm(name: str) -> str:
+        return name.strip().casefold()
+
     named = raw_labels != b""
-    pairs = sorted({(int(i), raw.decode(errors="replace")) for i, raw in zip(ids[named], raw_labels[named], strict=True)})
-    wrong = [(i, raw) for i, raw in pairs if not 0 <= i < len(classes) or classes[i] != raw]
+    pairs = sorted({(i, raw.decode(errors="replace")) for i, raw in zip(
+        ids[named].astype(np.int64).tolist(), raw_labels[named].tolist(), strict=True)})
+    position = {}
+    for k, name in enumerate(classes):
+        position.setdefault(norm(name), k)
+    wrong = [(i, raw) for i, raw in pairs if 0 <= i < len(classes) and norm(raw) != norm(classes[i])
+             and position.get(norm(raw), i) != i]
     if not wrong:
         return None
-    shown = "; ".join(f"rows labelled {raw!r} have id {i}, which the model names "
-                      f"{classes[i]!r}" if 0 <= i < len(classes) else f"rows labelled {raw!r} have id {i}, which "
-                      f"names no class" for i, raw in wrong[:5])
-    names = {i: raw for i, raw in pairs}
-    order = [names.get(i) for i in range(max(names) + 1)]
-    fix = (f"[task] classes = {json.dumps(order)}" if len(pairs) == len(names) and None not in order
-           and len(set(order)) == len(order) else "[task] classes in the order of those ids")
+    shown = "; ".join(f"rows labelled {raw!r} have id {i}, which the model names {classes[i]!r}"
+                      for i, raw in wrong[:5])
+    order = {}  # id -> the class name its rows carry
+    for i, raw in pairs:
+        if 0 <= i < len(classes) and norm(raw) in position:
+            order.setdefault(i, set()).add(classes[position[norm(raw)]])
+    fitting = [next(iter(order[i])) if len(order.get(i, ())) == 1 else None for i in range(len(classes))]
+    fix = (f"[task] classes = {json.dumps(fitting)}" if None not in fitting and len(set(fitting)) == len(fitting)
+           else "[task] classes in the order of those ids")
     return (f"the class names the model would serve are not the labels of column {label!r}: {shown}"
             f"{f' (and {len(wrong) - 5} more)' if len(wrong) > 5 else ''}. The names are {classes} in id order; "
             f"the ids are what preprocessing_fn maps the label to. Set {fix}, or set label_vocabulary to the "

@@ -254,10 +254,17 @@ def test_served_class_names_are_checked_against_the_raw_labels(tmp_path, monkeyp
     # the rule alone: names in id order pass; rows without a raw label (not a string column) are not checked
     raw = np.array([b"b", b"a", b"", b"c"], dtype=object)
     assert class_name_problem(["a", "b", "c"], np.array([1.0, 0.0, 2.0, 2.0]), raw, "y") is None
-    assert "rows labelled 'b' have id 0, which the model names 'a'" in class_name_problem(
-        ["a", "b", "c"], np.array([0.0, 1.0, 2.0, 2.0]), raw, "y")
-    assert "rows labelled 'c' have id 3, which names no class" in class_name_problem(
-        ["a", "b", "c"], np.array([1.0, 0.0, 2.0, 3.0]), raw, "y")
+    swapped = class_name_problem(["a", "b", "c"], np.array([0.0, 1.0, 2.0, 2.0]), raw, "y")
+    assert "rows labelled 'b' have id 0, which the model names 'a'" in swapped
+    assert 'Set [task] classes = ["b", "a", "c"]' in swapped
+    # a label preprocessing_fn normalises before mapping it (lower case, spaces) is its class, not another's
+    spelled = np.array([b"Adelie ", b"GENTOO", b"Chinstrap"], dtype=object)
+    assert class_name_problem(["adelie", "gentoo", "chinstrap"], np.array([0.0, 1.0, 2.0]), spelled, "y") is None
+    assert "rows labelled 'GENTOO' have id 0, which the model names 'adelie'" in class_name_problem(
+        ["adelie", "gentoo", "chinstrap"], np.array([1.0, 0.0, 2.0]), spelled, "y")
+    # names that are no raw label (codes for names) and ids beyond the classes (an OOV bucket) say nothing of order
+    assert class_name_problem(["low", "high"], np.array([0.0, 1.0]), np.array([b"L", b"H"], dtype=object), "y") is None
+    assert class_name_problem(["a", "b", "c"], np.array([1.0, 0.0, 2.0, 3.0]), raw, "y") is None
     assert class_name_problem(["a"], np.array([5.0]), np.array([b""], dtype=object), "y") is None
 
 
