@@ -419,12 +419,13 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     classes = class_names(task, tft_output, features.SCHEMA.label) if task.type == "multiclass" else None
     columns, examples = read_eval_split(transformed["eval_files"], tft_output.transformed_feature_spec())
     labels = columns.pop(label).astype(np.float64).reshape(-1)
-    if task.type == "multiclass" and (problem := class_name_problem(classes, labels, columns.pop(RAW_LABEL_KEY),
-                                                                    features.SCHEMA.label)):
-        raise StepError(problem)
+    raw_labels = columns.pop(RAW_LABEL_KEY)
 
     keras_model = tf_keras.models.load_model(trained["saved_model"], compile=False)
     check_output_shape(keras_model, task, classes)  # a model trained before the task's classes changed
+    if task.type == "multiclass" and (problem := class_name_problem(classes, labels, raw_labels,
+                                                                    features.SCHEMA.label)):
+        raise StepError(problem)
     serve = serving_signature(trained["saved_model"])  # the exported model, loaded fresh from disk, once
     serving = predict_examples(serve, examples, output)
     training = keras_model.predict({k: columns[k] for k in keras_model.input_names}, batch_size=PREDICT_BATCH,
