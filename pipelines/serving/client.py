@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import numbers
 import struct
 import time
 import urllib.error
@@ -49,6 +50,8 @@ def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
         kind = types.get(name)
         if kind is None:  # before a missing value is skipped: a misspelt column is named even where it is empty
             raise ValueError(f"unknown feature {name!r}; the model takes {sorted(types)}")
+        if isinstance(value, numbers.Number) and not isinstance(value, bool | int | float):
+            value = value.item() if hasattr(value, "item") else value  # numpy's scalars (a frame's to_numpy())
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         if kind == "DT_STRING":

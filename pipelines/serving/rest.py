@@ -150,6 +150,10 @@ def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
         if not isinstance(instance, dict):
             raise ServingError(400, f"{where}: expected a JSON object with named inputs {names}, "
                                     f"got {_json_type(instance)}")
+        if set(instance) == {"b64"} and names != ["b64"]:
+            raise ServingError(400, f"{where}: a {{\"b64\": ...}} row is a serialized tf.Example, which "
+                                    "serving_default takes (leave signature_name out); this signature takes the named "
+                                    f"inputs {names}")
         _check_names(instance, names, where)
         for n in names:
             columns[n].append(instance[n])
@@ -225,7 +229,7 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
             if kind is None:
                 continue
             if kind != kinds[name]:
-                raise ServingError(400, f"instances[{i}]: feature {name!r} is a {kind} but the model expects "
+                raise ServingError(400, f"instances[{i}]: feature {name!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} but the model expects "
                                         f"{expected[name].name} ({kinds[name]})")
             if kind == "float_list" and not all(math.isfinite(v) for v in feature.float_list.value):
                 raise ServingError(400, f"instances[{i}]: feature {name!r} is {list(feature.float_list.value)}: NaN and "

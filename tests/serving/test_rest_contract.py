@@ -157,7 +157,7 @@ def test_tf_example_with_a_wrong_type_is_400_naming_the_feature(target, canary):
     assert status == 400, body
     assert "trip_miles" in body["error"]
     if target.local:
-        assert "feature 'trip_miles' is a int64_list but the model expects float32 (float_list)" in body["error"]
+        assert "feature 'trip_miles' is an int64_list but the model expects float32 (float_list)" in body["error"]
 
 
 def test_tf_example_with_an_unknown_feature_is_400_on_the_local_server(target, canary):
@@ -323,6 +323,11 @@ def test_the_client_refuses_values_a_tf_example_cannot_carry():
     assert encode_example({"x": math.inf}, types) != encode_example({}, types)  # a value (the server refuses it)
     with pytest.raises(ValueError, match="unknown feature 'fair'"):  # a misspelt column, also where it is empty
         encode_example({"fair": float("nan")}, types)
+    # numpy's scalars (a frame's to_numpy(), or values taken from an array) are numbers like Python's
+    assert encode_example({"n": np.int64(3), "x": np.float32(1.5)}, types) == encode_example({"n": 3, "x": 1.5}, types)
+    assert encode_example({"n": np.float64("nan"), "x": np.float32("nan")}, types) == encode_example({}, types)
+    with pytest.raises(ValueError, match="feature 'n': 2.5 is not an integer"):
+        encode_example({"n": np.float32(2.5)}, types)
     # nothing is sent when a row cannot be encoded, and the error names the row
     with pytest.raises(ValueError, match=r"^rows\[1\]: feature 'n': 2.5 is not an integer$"):
         ModelServerClient("http://127.0.0.1:9").predict_rows(MODEL, [{"n": 1}, {"n": 2.5}], types=types)
@@ -518,8 +523,8 @@ def test_a_tf_example_batch_read_in_one_pass_is_answered_as_the_json_path(target
                        (b'{"instances": [' + row + b'], "signature_name": "\\ud800"}',  # quoted back in the error
                         "Serving signature name: "),
                        ({"instances": [{"b64": "YWJj!"}]}, "row 0: 'b64' value is not valid base64"),
-                       ({"instances": rows, "signature_name": "serving_raw"}, "instances[0]: unknown named input(s) "
-                        "['b64'] and missing"),
+                       ({"instances": rows, "signature_name": "serving_raw"}, "instances[0]: a {\"b64\": ...} row is a "
+                        "serialized tf.Example, which serving_default takes (leave signature_name out)"),
                        ({"instances": rows, "signature_name": "nope"}, 'Serving signature name: "nope" not found')):
         status, answer = http("POST", url, body)
         assert status == 400 and says in answer["error"], answer
@@ -591,7 +596,7 @@ def test_tf_examples_with_nan_or_several_values_are_400_naming_the_row_and_featu
                        "features ['pickup_day_of_week', 'pickup_hour'] are missing, but the model needs a value"),
                       (edited("fare", [1.0, 2.0]), "feature 'fare' has 2 values; the model takes one value"),
                       (edited("fare_amount", [1.0]), "unknown feature 'fare_amount' in the tf.Example"),
-                      (retyped("trip_miles"), "feature 'trip_miles' is a int64_list but the model expects float32"),
+                      (retyped("trip_miles"), "feature 'trip_miles' is an int64_list but the model expects float32"),
                       ({"b64": "bm90IGFuIGV4YW1wbGU="}, "'b64' is not a serialized tf.Example")):
         # a small batch and large ones, the bad row first,
         # in the middle and last (a check that reads only one row's features would pass some of these)
