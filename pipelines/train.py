@@ -393,6 +393,10 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
         data = training_data(params, transformed, spec, label, Path(cache_dir))
         with strategy.scope():
             model = module.build_model(tft_output, learning_rate=params.learning_rate)
+        # the export's checks, before an epoch is spent: classes that misname the label's ids, an output that
+        # does not fit the task (export_serving_model makes them again on the model it saves)
+        check_output_shape(model, config.task, class_names(config.task, tft_output, features.SCHEMA.label)
+                           if config.task.type == "multiclass" else None)
         history = model.fit(
             **data,
             epochs=params.epochs,

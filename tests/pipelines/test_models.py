@@ -250,6 +250,13 @@ def test_served_class_names_are_checked_against_the_raw_labels(tmp_path, monkeyp
     assert (f"the class names the model would serve are not the labels of column 'species': rows labelled "
             f"{ids[0]!r} have id 0, which the model names {wrong[0]!r}") in str(err.value)
     assert f"Set [task] classes = {json_list(ids)}, or set label_vocabulary" in str(err.value)
+    # train makes the export's checks before an epoch is spent (a user trial waited for the fit to be refused)
+    import tf_keras
+
+    config_toml.write_text(config_toml.read_text().replace(json_list(wrong), json_list([*ids, "Emperor"])))
+    monkeypatch.setattr(tf_keras.Model, "fit", lambda *args, **kwargs: pytest.fail("fitted before the checks"))
+    with pytest.raises(StepError, match=r"a multiclass task needs 4 scores"):
+        train(load_model_config("zoo"), interval=END, artifact_root=art, overrides={"epochs": 1})
 
     # the rule alone: names in id order pass; rows without a raw label (not a string column) are not checked
     raw = np.array([b"b", b"a", b"", b"c"], dtype=object)
