@@ -171,6 +171,14 @@ def print_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_stream(a, b) -> bool:
+    """Whether two streams write to one file, pipe or terminal."""
+    try:
+        return os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno()))
+    except (OSError, ValueError, AttributeError):  # not a file (captured by a test): they differ
+        return False
+
+
 def serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -271,10 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StepError, ValueError, FileNotFoundError, FileExistsError) as exc:
         # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.
         message = staging.describe(str(exc))
-        print(f"error: {args.step}: {message}", file=sys.stderr, flush=True)
-        # the last line is what the orchestrator reports: keep the whole message on it (also where stdout is
-        # stderr: the step operator reads both as one stream, and stdout's buffer may flush after stderr)
-        print(f"error: {args.step}: {' '.join(message.split())}", flush=True)
+        one_line = f"error: {args.step}: {' '.join(message.split())}"
+        # The last line of stdout is what the orchestrator reports: the whole message on one line. Where stdout
+        # is stderr (a terminal, the step operator's pipe, 2>&1) everything goes to stdout, in order, and a
+        # one-line message is printed once; elsewhere stderr gets it as written, too.
+        same = _same_stream(sys.stdout, sys.stderr)
+        if "\n" in message or not same:
+            print(f"error: {args.step}: {message}", file=sys.stdout if same else sys.stderr, flush=True)
+        print(one_line, flush=True)
         return 1
     payload = jsonable(dataclasses.asdict(payload) if dataclasses.is_dataclass(payload) else payload)
     if xcom := os.environ.get("SKEWFREE_XCOM_RETURN"):  # a pod: KubernetesPodOperator's sidecar reads it

@@ -18,3 +18,40 @@ def test_the_versions_table_shows_each_tasks_headline_metric(tmp_path, capsys):
         name = "rmse" if model == "delivery" else "auc"
         assert header.split()[3] == name and row.split()[3] == f"{metrics[name]:.4f}", (header, row)
 
+
+
+def test_a_step_error_is_printed_once_where_stdout_is_stderr_and_is_stdouts_last_line(tmp_path):
+    """A user trial saw train's refusal twice in a terminal and in the task log (the step operator reads stdout
+    and stderr as one pipe). A one-line error is now printed once there; a multi-line one is printed as written,
+    then on one line; with separate streams stderr gets it as written. stdout's last line always carries it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    one = ["train", "--model", "taxi", "--interval", "1999-01-01", "--artifact-root", str(tmp_path / "art")]
+    many = ["validate", "--model", "taxi", "--interval", "1999-01-01", "--data-root", str(tmp_path / "none"),
+            "--artifact-root", str(tmp_path / "art")]
+
+    def run(argv, merged):
+        out = subprocess.run([sys.executable, "-m", "pipelines", *argv], cwd=root, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE)
+        assert out.returncode == 1, out.stdout + (out.stderr or "")
+        return [line for line in out.stdout.splitlines() if line.startswith("error: ")], out.stderr
+
+    lines, _ = run(one, merged=True)
+    assert lines == ["error: train: step 'transform' has no completed output for taxi interval 1999-01-01 (expected "
+                     f"{tmp_path}/art/taxi/runs/1999-01-01/transform/result.json); run it first"]
+    lines, stderr = run(one, merged=False)
+    assert len(lines) == 1 and stderr.strip().splitlines()[-1] == lines[0]
+    lines, _ = run(many, merged=True)
+    assert len(lines) == 2 and lines[0].endswith("most severe first (report: "
+                                                 f"{tmp_path}/art/taxi/runs/1999-01-01/validate/rejected/validation.json):")
+    assert lines[1].startswith(lines[0] + " 1. [error missing_partition] missing partition for 1998-12-26")
+    merged = subprocess.run([sys.executable, "-m", "pipelines", *many], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+    assert merged.strip().splitlines()[-1] == lines[1]  # the orchestrator's line, last
+    lines, stderr = run(many, merged=False)
+    assert len(lines) == 1 and "\n  7. [error missing_partition] missing partition for 1999-01-01" in stderr
