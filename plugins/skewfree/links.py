@@ -20,7 +20,10 @@ def _model(ti_key) -> str:
 
 
 def _result(ti_key) -> dict[str, Any]:
-    value = XCom.get_value(ti_key=ti_key, key="return_value")
+    """The task's result, or {} for a task that failed before returning one. (``XCom.get_all`` rather than
+    ``get_value``: its lookup of an absent XCom logs no 'XCom not found' error beside the step's own.)"""
+    values = XCom.get_all(key="return_value", dag_id=ti_key.dag_id, task_id=ti_key.task_id, run_id=ti_key.run_id)
+    value = values[0] if values else None
     return value if isinstance(value, dict) else {}
 
 

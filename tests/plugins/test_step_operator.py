@@ -132,12 +132,13 @@ def test_extra_links_point_at_the_report_the_version_and_tensorboard(monkeypatch
     results = {"evaluate": {"interval": "2026-11-10", "blessed": True}, "publish": {"version": 2026111000},
                "rollout": {"stable": 2026111001, "previous_stable": 2026111000},
                "train": {"interval": "2026-11-10", "tensorboard": "/a/taxi/runs/2026-11-10/train/tensorboard"}}
-    monkeypatch.setattr(links.XCom, "get_value", lambda *, ti_key, key: results[ti_key.task_id])
+    monkeypatch.setattr(links.XCom, "get_all", lambda *, key, dag_id, task_id, run_id:
+                        [results[task_id]] if key == "return_value" and task_id in results else None)
     monkeypatch.setenv("AIRFLOW_CONN_MODEL_SERVER_DEFAULT", "http://127.0.0.1:8501")
     dag = retrain_dag("taxi")
 
     def shown(task_id):
-        key = SimpleNamespace(dag_id="taxi_retrain", task_id=task_id)
+        key = SimpleNamespace(dag_id="taxi_retrain", task_id=task_id, run_id="manual__1")
         task = dag.get_task(task_id)
         return {link.name: link.get_link(task, ti_key=key) for link in task.operator_extra_links}
 
@@ -151,6 +152,8 @@ def test_extra_links_point_at_the_report_the_version_and_tensorboard(monkeypatch
     results["train"].pop("tensorboard")  # a result without TensorBoard logs: no link
     assert shown("train") == {"TensorBoard": ""}
     assert shown("validate") == {}
+    results.pop("evaluate")  # a step that failed returned nothing: no link (and no lookup that logs an error)
+    assert shown("evaluate") == {"Model report": ""}
 
 
 def test_the_result_json_is_the_xcom_not_a_log_line(tmp_path, monkeypatch, caplog):
