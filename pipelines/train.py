@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import shutil
@@ -153,11 +154,16 @@ def class_names(task: TaskConfig, tft_output, label: str | None = None) -> list[
         if vocabulary is not None and (
                 any(vocabulary.index(c) != i for i, c in enumerate(task.classes) if c in vocabulary)
                 or set(vocabulary) - set(task.classes)):
+            hashed = vocabulary == sorted(vocabulary, key=lambda name: hashlib.sha1(name.encode()).digest())
             raise StepError(
                 f"[task] classes = {list(task.classes)} are not the label's ids: TFT vocabulary {label!r} "
-                f"numbers them {vocabulary}, and a label mapped through it has those ids (TFT orders a vocabulary "
-                f"by frequency, which can change from one run to the next). Set label_vocabulary = {label!r} "
-                "instead of classes, and pin the order (README: multi-class)")
+                f"numbers them {vocabulary}, and a label mapped through it has those ids. Set label_vocabulary = "
+                f"{label!r} instead of classes" + (
+                    " (its order is the one fingerprint_shuffle=True gives, by a hash of each name; without it, "
+                    "TFT orders a vocabulary by frequency, which can change from one run to the next; README: "
+                    "multi-class)" if hashed else
+                    ", and pin the order with fingerprint_shuffle=True: TFT orders a vocabulary by frequency, "
+                    "which can change from one run to the next (README: multi-class)"))
         return list(task.classes)
     try:
         vocabulary = tft_output.vocabulary_by_name(task.label_vocabulary)

@@ -171,8 +171,16 @@ def test_classes_in_another_order_than_the_labels_vocabulary_are_refused(tmp_pat
     task = TaskConfig(type="multiclass", classes=("low", "medium", "high", "urgent"))
     with pytest.raises(StepError, match=r"\[task\] classes = \['low', 'medium', 'high', 'urgent'\] are not the "
                                         r"label's ids: TFT vocabulary 'priority' numbers them "
-                                        r"\['urgent', 'high', 'medium', 'low'\].*label_vocabulary = 'priority'"):
+                                        r"\['urgent', 'high', 'medium', 'low'\].*label_vocabulary = 'priority' "
+                                        r"instead of classes, and pin the order with fingerprint_shuffle=True: TFT "
+                                        r"orders a vocabulary by frequency"):
         class_names(task, output, "priority")
+    # a vocabulary in fingerprint_shuffle's order (a user trial was told to pin an order it had pinned)
+    (assets / "priority").write_text("medium\nlow\nurgent\nhigh\n")
+    with pytest.raises(StepError, match=r"instead of classes \(its order is the one fingerprint_shuffle=True gives, "
+                                        r"by a hash of each name; without it"):
+        class_names(task, output, "priority")
+    (assets / "priority").write_text("urgent\nhigh\nmedium\nlow\n")
     pinned = TaskConfig(type="multiclass", classes=("urgent", "high", "medium", "low"))
     assert class_names(pinned, output, "priority") == ["urgent", "high", "medium", "low"]
     # only the label's vocabulary gives its ids (pinned passed beside previous_priority's other order); a label
