@@ -57,17 +57,21 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _convert(values: list, dtype, where: str, *, examples: bool = False, rows: list[int] | None = None) -> np.ndarray:
+def _convert(values: list, dtype, where: str, *, examples: bool = False, rows: list[int] | None = None,
+             row_format: bool = False) -> np.ndarray:
     """JSON values for one input -> numpy, refusing anything TF Serving would refuse; an error names the row
-    (``rows``: each value's row, when not every row gave one). ``examples``: the input is a signature's
-    serialized tf.Examples (a JSON object there is a likely mistake)."""
+    (``rows``: each value's row, when not every row gave one): ``inputs: named input 'fare', row 2``, or with
+    ``row_format`` (``where`` is then the input's name, or "" for a signature's only input) ``instances[2]:
+    named input 'fare'``. ``examples``: the input is a signature's serialized tf.Examples (a JSON object there
+    is a likely mistake)."""
     import tensorflow as tf
 
     if dtype == tf.string and (decoded := _b64_values(values)) is not None:
         return decoded
     out = []
     for i, value in enumerate(values):
-        at = f"{where}, row {i if rows is None else rows[i]}"
+        row = i if rows is None else rows[i]
+        at = f"instances[{row}]{where and f': {where}'}" if row_format else f"{where}, row {row}"
         if isinstance(value, dict) and set(value) == {"b64"} and dtype == tf.string:
             try:
                 out.append(base64.b64decode(value["b64"], validate=True))
@@ -157,8 +161,8 @@ def _row_inputs(instances: Any, specs: dict) -> dict[str, np.ndarray]:
         _check_names(instance, names, where)
         for n in names:
             columns[n].append(instance[n])
-    return {n: _convert(columns[n], specs[n].dtype, f"instances: named input '{n}'", examples=n == "examples")
-            for n in names}
+    return {n: _convert(columns[n], specs[n].dtype, f"named input '{n}'" if len(names) > 1 else "",
+                        examples=n == "examples", row_format=True) for n in names}
 
 
 def _columnar_inputs(inputs: Any, specs: dict) -> dict[str, np.ndarray]:
@@ -307,7 +311,8 @@ def _missing_as_examples(servable: Servable, body: dict, specs: dict) -> dict | 
                                         "a value for it (its raw schema does not let it be missing)")
     for name, spec in specs.items():  # the values given pass the checks a request without missing ones gets
         given = [i for i, row in enumerate(rows) if not _is_missing(row[name])]
-        _convert([rows[i][name] for i in given], spec.dtype, f"{where}: named input '{name}'", rows=given)
+        _convert([rows[i][name] for i in given], spec.dtype, f"named input '{name}'" if where == "instances" else
+                 f"{where}: named input '{name}'", rows=given, row_format=where == "instances")
     types = {n: "DT_STRING" if spec.dtype.name == "string" else "DT_FLOAT" if spec.dtype.is_floating else "DT_INT64"
              for n, spec in specs.items()}
     try:

@@ -181,8 +181,8 @@ def test_errors_name_the_row_and_say_what_to_send_instead(target, canary):
     rows = [_row(canary)] * 5
     rows[3] = {**rows[3], "trip_miles": True}
     status, body = http("POST", url, {"signature_name": "serving_raw", "instances": rows})
-    assert status == 400 and "named input 'trip_miles', row 3: JSON boolean true is not of expected type float32" \
-        in body["error"], body
+    assert status == 400 and "instances[3]: named input 'trip_miles': JSON boolean true is not of expected type " \
+        "float32" in body["error"], body
     # named raw features sent to serving_default
     status, body = http("POST", url, {"instances": [_row(canary)]})
     assert status == 400 and '"signature_name": "serving_raw"' in body["error"], body
@@ -259,11 +259,12 @@ def test_json_nan_and_null_are_missing_where_the_schema_allows_it(target, canary
         for feature in ("trip_miles", "fare"):
             for rows_format in (True, False):
                 status, body = post(feature, rows_format)
-                assert status == 400 and f"'{feature}', row 0: {literal} is not a value the model was trained on" \
+                where = f"instances[0]: named input '{feature}':" if rows_format else f"'{feature}', row 0:"
+                assert status == 400 and f"{where} {literal} is not a value the model was trained on" \
                     in body["error"], (feature, body)
         row["company"] = None  # with a missing value beside it the rows go another way: the same refusal
         status, body = post("trip_miles")
-        assert status == 400 and f"'trip_miles', row 0: {literal} is not a value" in body["error"], body
+        assert status == 400 and f"instances[0]: named input 'trip_miles': {literal} is not a value" in body["error"], body
         return
     status, body = post("trip_miles")
     assert status == 200, body
@@ -295,12 +296,13 @@ def test_a_request_with_missing_values_gets_every_other_check(target, canary):
             body = ({"signature_name": "serving_raw", "instances": [row, bad]} if rows_format else
                     {"signature_name": "serving_raw", "inputs": {k: [row[k], bad[k]] for k in row}})
             status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict", body)
-            assert status == 400 and f"named input '{feature}', row 1: " in answer["error"], (feature, value, answer)
+            where = f"instances[1]: named input '{feature}': " if rows_format else f"named input '{feature}', row 1: "
+            assert status == 400 and where in answer["error"], (feature, value, answer)
             assert says in answer["error"], (feature, value, answer)
     # the row named is the request's row, also when earlier rows left that feature out
     status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict", {
         "signature_name": "serving_raw", "instances": [{**row, "fare": None}, row, {**row, "fare": 1e39}]})
-    assert status == 400 and "named input 'fare', row 2: 1e+39 is out of the range of float32" in answer["error"], answer
+    assert status == 400 and "instances[2]: named input 'fare': 1e+39 is out of the range of float32" in answer["error"], answer
     columns = {k: [v, v, v] for k, v in row.items()} | {"fare": [1.0, 2.0]}
     status, answer = http("POST", f"{target.url}/v1/models/{MODEL}:predict",
                           {"signature_name": "serving_raw", "inputs": columns})
@@ -522,7 +524,7 @@ def test_a_tf_example_batch_read_in_one_pass_is_answered_as_the_json_path(target
     for body, says in ((b'{"instances": [' + row + b'], "signature_name": "\xff"}', "JSON Parse error: 'utf-8' codec"),
                        (b'{"instances": [' + row + b'], "signature_name": "\\ud800"}',  # quoted back in the error
                         "Serving signature name: "),
-                       ({"instances": [{"b64": "YWJj!"}]}, "row 0: 'b64' value is not valid base64"),
+                       ({"instances": [rows[0], {"b64": "YWJj!"}]}, "instances[1]: 'b64' value is not valid base64"),
                        ({"instances": rows, "signature_name": "serving_raw"}, "instances[0]: a {\"b64\": ...} row is a "
                         "serialized tf.Example, which serving_default takes (leave signature_name out)"),
                        ({"instances": rows, "signature_name": "nope"}, 'Serving signature name: "nope" not found')):
