@@ -287,10 +287,18 @@ def main(argv: list[str] | None = None) -> int:
         if "\n" in message or not same:
             print(f"error: {args.step}: {message}", file=sys.stdout if same else sys.stderr, flush=True)
         print(one_line, flush=True)
+        # a pod's failed step: KubernetesPodOperator pushes the XCom file of a failed container too, and the
+        # run note names the problem from it (the local step operator pushes the line itself)
+        _write_pod_xcom({"error": one_line.removeprefix(f"error: {args.step}:").strip()})
         return 1
     payload = jsonable(dataclasses.asdict(payload) if dataclasses.is_dataclass(payload) else payload)
-    if xcom := os.environ.get("SKEWFREE_XCOM_RETURN"):  # a pod: KubernetesPodOperator's sidecar reads it
-        Path(xcom).parent.mkdir(parents=True, exist_ok=True)
-        Path(xcom).write_text(json.dumps(payload, default=str))
+    _write_pod_xcom(payload)
     print(json.dumps(payload, default=str), flush=True)
     return 0
+
+
+def _write_pod_xcom(payload: dict) -> None:
+    """In a pod (``SKEWFREE_XCOM_RETURN``), the step's XCom: the file KubernetesPodOperator's sidecar reads."""
+    if xcom := os.environ.get("SKEWFREE_XCOM_RETURN"):
+        Path(xcom).parent.mkdir(parents=True, exist_ok=True)
+        Path(xcom).write_text(json.dumps(payload, default=str))

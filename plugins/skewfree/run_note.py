@@ -79,7 +79,10 @@ def summary(states: dict[str, str], results: dict[str, Any], answer: dict[str, A
     if failed == "rollout":
         return f"published {version}; rollout failed and was undone: what served before still serves"
     if failed:
-        error = results.get(f"{failed}_error")
+        # the local step operator pushes the step's error line as the XCom "error"; a pod's step writes it as
+        # its result, which KubernetesPodOperator pushes for a failed container too
+        pod_result = results.get(failed)
+        error = results.get(f"{failed}_error") or (pod_result.get("error") if isinstance(pod_result, dict) else None)
         return f"failed in {failed}: {error + '. ' if error else ''}Nothing published, what serves is unchanged " \
                f"(see the {failed} log)"
     if states.get("publish") == "skipped" and evaluation.get("blessed"):

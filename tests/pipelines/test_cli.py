@@ -55,3 +55,9 @@ def test_a_step_error_is_printed_once_where_stdout_is_stderr_and_is_stdouts_last
     assert merged.strip().splitlines()[-1] == lines[1]  # the orchestrator's line, last
     lines, stderr = run(many, merged=False)
     assert len(lines) == 1 and "\n  7. [error missing_partition] missing partition for 1999-01-01" in stderr
+    # in a pod the line is also the step's XCom, which KubernetesPodOperator pushes for a failed container (the
+    # run note reads it there)
+    env["SKEWFREE_XCOM_RETURN"] = str(tmp_path / "xcom" / "return.json")
+    lines, _ = run(one, merged=True)
+    assert json.loads((tmp_path / "xcom" / "return.json").read_text()) == {
+        "error": lines[0].removeprefix("error: train: ")}

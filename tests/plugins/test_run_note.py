@@ -45,6 +45,12 @@ def test_a_failed_gate_or_step_is_named_with_its_reasons():
     assert summary(states, {"validate_error": "data for taxi interval 2026-11-10 failed validation: 1 problem(s)"},
                    None) == ("failed in validate: data for taxi interval 2026-11-10 failed validation: 1 problem(s). "
                              "Nothing published, what serves is unchanged (see the validate log)")
+    # the kubernetes backend: the step's pod wrote its error as its XCom, which KubernetesPodOperator pushes for a
+    # failed container too (the run note named no reason there)
+    assert summary(states, {"validate": {"error": "data for taxi interval 2026-11-10 failed validation"}}, None) == (
+        "failed in validate: data for taxi interval 2026-11-10 failed validation. Nothing published, what serves is "
+        "unchanged (see the validate log)")
+    assert summary(states, {"validate": ["not", "a", "result"]}, None).startswith("failed in validate: Nothing")
     evaluated_only = DONE | {"publish": "skipped", "rollout": "skipped"}
     assert summary(evaluated_only, {"evaluate": EVALUATION}, None).endswith("not published (publish=false)")
 
