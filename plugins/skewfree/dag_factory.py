@@ -61,6 +61,13 @@ def check_run(context) -> None:
     if context["task"].task_id != "validate" or logical is None or end is None or \
             getattr(run_type, "value", run_type) != "manual":
         return
+    if logical == end:  # a logical date on the schedule (midnight for a daily model): the scheduled run's
+        start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))
+        refuse(context, f"this manual run's logical date {logical.isoformat()} is the logical date of the scheduled "
+                        f"run of the interval {logical.date()}, which one DAG may have only once: Airflow would never "
+                        f"create that run (the schedule stops there, logging 'run already exists'), and a backfill "
+                        f"of {logical.date()} would skip it. Nothing ran. Delete this run and trigger it again with a "
+                        f"time of day, e.g. {logical.date()}T12:00:00Z: it retrains the same interval, {start}")
     if logical.date() != end.date():
         start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))
         log.warning("this manual run retrains the interval %s..%s, which does not end on its logical date %s: "
@@ -124,11 +131,18 @@ def refuse_unknown_conf(context) -> None:
     """Every task's ``pre_execute``: a trigger's conf key that is no parameter of the DAG fails the task before
     it runs. Airflow passes such a key through unread, so a typo (``epocs``, ``require_aproval``) would run with
     the default: a gate silently off."""
-    from airflow.sdk.exceptions import AirflowFailException
-
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     if problem := unknown_conf(conf, {*context["dag"].params, *context["task"].params}, context["dag"].dag_id):
-        raise AirflowFailException(problem)
+        refuse(context, problem)
+
+
+def refuse(context, problem: str) -> None:
+    """Fail the task before it runs, not retried; its XCom ``error`` gives the run note the reason."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if (ti := context.get("ti")) is not None:
+        ti.xcom_push(key="error", value=problem[:600])
+    raise AirflowFailException(problem)
 
 
 def unknown_conf(conf: dict, known: set[str], dag_id: str) -> str | None:

@@ -69,15 +69,18 @@ def summary(states: dict[str, str], results: dict[str, Any], answer: dict[str, A
         done = results.get("rollback") or {}
         if states["rollback"] == "success" and done.get("stable"):
             return f"rolled back: {done['stable']} now stable (was {done.get('previous_stable')})"
+        error = results.get("rollback_error")
         return f"rollback {states['rollback']}: nothing changed" if states["rollback"] == "skipped" else \
-            "rollback failed: what served before still serves (see the rollback log)"
+            f"rollback failed: {error + '. What' if error else 'what'} served before still serves (see the rollback log)"
     failed = next((task for task in ORDER if states.get(task) == "failed"), None)
     if failed == "is_blessed":
         reasons = "; ".join(evaluation.get("reasons") or []) or "see the is_blessed log"
         return f"not blessed: {reasons}. Nothing published, what serves is unchanged"
     version = publication.get("version")
     if failed == "rollout":
-        return f"published {version}; rollout failed and was undone: what served before still serves"
+        error = results.get("rollout_error")
+        return f"published {version}; rollout failed and was undone: {error + '. What' if error else 'what'} " \
+               "served before still serves"
     if failed:
         # the local step operator pushes the step's error line as the XCom "error"; a pod's step writes it as
         # its result, which KubernetesPodOperator pushes for a failed container too

@@ -32,6 +32,9 @@ def test_runs_that_promote_nothing_say_why():
         "published 2026112400, not promoted: version 2026112400 already serves as stable"
     failed_rollout = DONE | {"rollout": "failed"}
     assert "rollout failed and was undone" in summary(failed_rollout, results, None)
+    assert summary(failed_rollout, results | {"rollout_error": "canary mismatch on eval row 0"}, None) == (
+        "published 2026112400; rollout failed and was undone: canary mismatch on eval row 0. What served before "
+        "still serves")
 
 
 def test_a_failed_gate_or_step_is_named_with_its_reasons():
@@ -59,6 +62,10 @@ def test_a_rollback_says_which_version_serves_now():
     done = {"rollback": {"stable": 2026112300, "previous_stable": 2026112400}}
     assert summary({"rollback": "success"}, done, None) == "rolled back: 2026112300 now stable (was 2026112400)"
     assert summary({"rollback": "failed"}, {}, None).startswith("rollback failed: what served before still serves")
+    # the reason the rollback task gave (a user trial found it only in the task log)
+    nothing = "taxi has no good version to roll back to before stable 2026120500"
+    assert summary({"rollback": "failed"}, {"rollback_error": nothing}, None) == (
+        f"rollback failed: {nothing}. What served before still serves (see the rollback log)")
 
 
 def test_an_unanswered_request_reads_as_waiting():

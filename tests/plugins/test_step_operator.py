@@ -176,3 +176,27 @@ def test_the_result_json_is_the_xcom_not_a_log_line(tmp_path, monkeypatch, caplo
     info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert "pipelines.train: slow disk" in info and not any('"slices"' in m for m in info), info
     assert any("its result (" in m and "is this task's XCom return_value" in m for m in info), info
+
+
+def test_a_refused_rollback_gives_the_run_note_its_reason(tmp_path, monkeypatch):
+    """A user trial's failed rollbacks all read 'rollback failed: what served before still serves'; the reason
+    ('no good version to roll back to', 'no version 2026999900') was only in the task log."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines import rollout
+    from skewfree.operators.rollout import RolloutOperator
+
+    def refused(*args, **kwargs):
+        raise rollout.RolloutError("taxi has no version 2026999900 under /s/taxi; versions are [2026120500]")
+
+    monkeypatch.setattr(rollout, "rollback", refused)
+    monkeypatch.setenv("SKEWFREE_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW_CONN_MODEL_SERVER_DEFAULT", "http://127.0.0.1:9")
+    pushed = {}
+    op = RolloutOperator(task_id="rollback", model="taxi", rollback=True)
+    with pytest.raises(AirflowFailException, match="no version 2026999900"):
+        op.execute({"params": {"target_version": 2026999900}, "run_id": "manual__1",
+                    "ti": SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))})
+    assert pushed == {"error": "taxi has no version 2026999900 under /s/taxi; versions are [2026120500]"}

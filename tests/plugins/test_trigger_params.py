@@ -122,8 +122,12 @@ def test_a_conf_key_that_is_no_parameter_fails_every_task_before_it_runs():
     for dag, hook in ((retrain, check_run), (rollback, refuse_unknown_conf)):  # (check_run calls it first)
         assert dag.tasks and all(t._pre_execute_hook is hook for t in dag.tasks), dag.dag_id
 
+    pushed = {}
+
     def run(dag, task_id: str, conf) -> None:
-        refuse_unknown_conf({"dag": dag, "task": dag.get_task(task_id), "dag_run": SimpleNamespace(conf=conf)})
+        pushed.clear()
+        refuse_unknown_conf({"dag": dag, "task": dag.get_task(task_id), "dag_run": SimpleNamespace(conf=conf),
+                             "ti": SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))})
 
     for conf in (None, {}, {"epochs": 3, "require_approval": True}):  # scheduled runs, the UI form
         run(retrain, "validate", conf)
@@ -131,6 +135,7 @@ def test_a_conf_key_that_is_no_parameter_fails_every_task_before_it_runs():
         run(retrain, "rollout", {"epocs": 3, "require_aproval": True, "epochs": 2})
     assert str(err.value).startswith("the trigger's conf has 'epocs' (did you mean 'epochs'?), 'require_aproval' "
                                      "(did you mean 'require_approval'?), which are no parameter of taxi_retrain")
+    assert pushed == {"error": str(err.value)}  # the run note's reason (it said only "see the validate log")
     run(rollback, "rollback", {"target_version": 2026120600})
     with pytest.raises(AirflowFailException, match=r"'version' \(did you mean 'target_version'\?\), which is no "
                                                    r"parameter of taxi_rollback: nothing ran. Its parameters are "
@@ -148,6 +153,8 @@ def test_a_run_triggered_without_a_logical_date_retrains_the_latest_interval(cap
     import datetime as dt
     import logging
     from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
 
     from skewfree.dag_factory import check_run, retrain_dag
 
@@ -173,7 +180,17 @@ def test_a_run_triggered_without_a_logical_date_retrains_the_latest_interval(cap
     assert pre_execute(None) == ""
     assert pre_execute(dt.datetime(2026, 12, 7, 15, 30, tzinfo=dt.UTC), day) == ""  # the demo's: its interval's end
     # the REST API and the UI: the interval that ends at the logical date
-    assert pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), dt.datetime(2026, 11, 19, tzinfo=dt.UTC)) == ""
+    assert pre_execute(dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC), dt.datetime(2026, 11, 19, tzinfo=dt.UTC)) == ""
+    # ... but a logical date at midnight is the logical date of the scheduled run of 2026-11-20, which Airflow then
+    # never creates: the daily schedule stopped there for good (a user trial), so the run is refused
+    with pytest.raises(AirflowFailException) as err:
+        pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), dt.datetime(2026, 11, 19, tzinfo=dt.UTC))
+    assert str(err.value) == (
+        "this manual run's logical date 2026-11-20T00:00:00+00:00 is the logical date of the scheduled run of the "
+        "interval 2026-11-20, which one DAG may have only once: Airflow would never create that run (the schedule "
+        "stops there, logging 'run already exists'), and a backfill of 2026-11-20 would skip it. Nothing ran. Delete "
+        "this run and trigger it again with a time of day, e.g. 2026-11-20T12:00:00Z: it retrains the same interval, "
+        "2026-11-19")
     said = pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), day)  # `airflow dags trigger --logical-date`
     assert ("this manual run retrains the interval 2026-12-06..2026-12-07, which does not end on its logical date "
             "2026-11-20: `airflow dags trigger` gives a manual run the latest complete interval before it runs, "

@@ -70,6 +70,8 @@ class RolloutOperator(BaseOperator):
                     allow_class_change=bool(params.get("allow_class_change", False)), **common,
                 )
         except rollout.RolloutError as exc:
+            if (ti := context.get("ti")) is not None:  # the run note's reason (skewfree.run_note)
+                ti.xcom_push(key="error", value=str(exc)[:600])
             raise AirflowFailException(str(exc)) from None
         if result.skipped_reason or not result.changed:
             # skipped, not succeeded: the `stable` asset event (which schedules other DAGs) means a promotion
