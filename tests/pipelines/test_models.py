@@ -287,3 +287,31 @@ def json_list(values: list[str]) -> str:
     import json
 
     return json.dumps(values)
+
+
+@pytest.mark.slow
+def test_an_error_in_preprocessing_fn_is_the_modules_named_with_its_line(models_dir, tmp_path):
+    """A user trial's preprocessing_fn raised a TypeError while TFT traced it: the step 'crashed (exit 1)' and
+    was retried. It is now the step's expected failure, naming the module's line and the error."""
+    from pipelines.datagen import generate_data
+    from pipelines.runs import StepError
+    from pipelines.transform import transform
+    from pipelines.validate import validate
+
+    model_py = models_dir / "late" / "model.py"
+    model_py.write_text(model_py.read_text().replace(
+        "    return outputs\n", "    outputs['mixed_xf'] = tf.cast(inputs['items'], tf.float32) + inputs['hour']\n"
+                               "    return outputs\n", 1))
+    line = model_py.read_text().splitlines().index(
+        "    outputs['mixed_xf'] = tf.cast(inputs['items'], tf.float32) + inputs['hour']") + 1
+    config = load_model_config("late")
+    generate_data(config, data_root=str(tmp_path / "data"), end=END, days=7, rows_per_day=300)
+    validate(config, interval=END, data_root=str(tmp_path / "data"), artifact_root=tmp_path / "art",
+             accept=["volume", "categorical_drift", "new_values", "numeric_drift", "null_increase"])
+    with pytest.raises(StepError) as err:
+        transform(config, interval=END, artifact_root=tmp_path / "art")
+    assert str(err.value).startswith(
+        f"late: preprocessing_fn failed while TFT traced it at {model_py.resolve()}:{line} (outputs['mixed_xf'] = "
+        "tf.cast(inputs['items'], tf.float32) + inputs['hour']): TypeError: "), str(err.value)
+    assert "int64" in str(err.value) and str(err.value).endswith("fix preprocessing_fn and run transform again")
+    assert not (tmp_path / "art" / "late" / "runs" / str(END) / "transform" / "result.json").exists()
