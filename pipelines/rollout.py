@@ -265,11 +265,13 @@ def run_canary(client: ModelServerClient, model: str, version: int, rows: list[d
 
 def promote(client: ModelServerClient, config_file: Path, *, model: str, base_path: str, version: int,
             canary_rows: list[dict], policy: RolloutConfig, allow_older: bool = False,
-            store: Store | None = None, allow_class_change: bool = False) -> RolloutResult:
+            store: Store | None = None, allow_class_change: bool = False, backfill: bool = False) -> RolloutResult:
     """Make ``version`` the stable version of ``model`` with every check, or restore what was serving.
 
     Versions are ordered by data time, so a version older than the current stable one (a backfill)
-    is not promoted unless ``allow_older`` is set; the result then says so and nothing changes.
+    is not promoted unless ``allow_older`` is set; the result then says so and nothing changes. A
+    ``backfill`` run's version (a re-run of past days) needs newer data than stable's: one of stable's own
+    interval is not promoted either (a backfill of the serving day replaced it, and a rollback's choice).
     With the serving root's ``store`` (a rollout's promotion), a version rolled back from (its
     ``rejected.json``) is not promoted either: a re-run that publishes the same model again gets that
     version back, and only a rollback naming it as its target serves it again. Nor is a version whose
@@ -282,12 +284,12 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
     with cfg.model_lock(model, wait), terminate_raises():
         return _promote_locked(cfg, client, model=model, base_path=base_path, version=version,
                                canary_rows=canary_rows, policy=policy, allow_older=allow_older, store=store,
-                               allow_class_change=allow_class_change)
+                               allow_class_change=allow_class_change, backfill=backfill)
 
 
 def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model: str, base_path: str, version: int,
                     canary_rows: list[dict], policy: RolloutConfig, allow_older: bool,
-                    store: Store | None, allow_class_change: bool = False) -> RolloutResult:
+                    store: Store | None, allow_class_change: bool = False, backfill: bool = False) -> RolloutResult:
     from tensorflow_serving.config import model_server_config_pb2
 
     before = cfg.snapshot(model)
@@ -318,6 +320,12 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
                              skipped_reason=f"version {version} was trained on older data than stable "
                                             f"{old_stable}; set allow_older_than_serving to promote it")
+    if old_stable is not None and backfill and version // 100 <= old_stable // 100 and not allow_older:
+        log.warning("%s version %d is a backfill of stable %d's interval: not promoted", model, version, old_stable)
+        return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
+                             skipped_reason=f"version {version} is a backfill's, of the interval stable {old_stable} "
+                                            "was trained on: a backfill promotes only newer data; set "
+                                            "allow_older_than_serving to promote it")
 
     check = "load"
     promoted_labels = {STABLE: version, **({PREVIOUS: old_stable} if old_stable is not None else {})}

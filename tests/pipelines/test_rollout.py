@@ -117,6 +117,22 @@ def test_older_version_is_not_promoted_over_newer_stable(stack):
     assert stable_of(stack) == V1
 
 
+def test_a_backfill_of_the_serving_interval_is_not_promoted(stack):
+    """A user trial backfilled stable's own day (--reprocess-behavior completed, force): the new version of that
+    day, one number higher, replaced stable, which a rollback had chosen. A backfill promotes only newer data."""
+    same_day = V1 + 1
+    shutil.copytree(stack["base"] / str(V1), stack["base"] / str(same_day))
+    try:
+        ensure_v1_stable(stack)
+        result = go(stack, same_day, backfill=True)
+        assert not result.changed and result.stable == V1 and stable_of(stack) == V1
+        assert result.skipped_reason == (f"version {same_day} is a backfill's, of the interval stable {V1} was trained "
+                                         "on: a backfill promotes only newer data; set allow_older_than_serving to "
+                                         "promote it")
+    finally:
+        shutil.rmtree(stack["base"] / str(same_day))
+
+
 def test_a_version_whose_class_ids_mean_other_classes_is_not_promoted_unless_allowed(stack, caplog):
     """A user trial: a retrain on other data reordered a frequency-ordered label vocabulary, and the new version
     answered the same request with class_ids 3 where stable said 0 for the same class, promoted silently."""

@@ -68,6 +68,8 @@ class RolloutOperator(BaseOperator):
                     canary_rows=rollout.canary_rows_of(store, config.name, version),
                     allow_older=bool(params.get("allow_older_than_serving", False)), store=store,
                     allow_class_change=bool(params.get("allow_class_change", False)), **common,
+                    backfill=getattr(run_type := getattr(context.get("dag_run"), "run_type", None), "value",
+                                     run_type) == "backfill",
                 )
         except rollout.RolloutError as exc:
             if (ti := context.get("ti")) is not None:  # the run note's reason (skewfree.run_note)
