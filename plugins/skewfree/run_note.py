@@ -3,9 +3,10 @@
 
 An Airflow listener (registered by ``skewfree_plugin``): when a run of a ``<model>_retrain`` or ``<model>_rollback``
 DAG finishes, the scheduler (or ``dag.test()``) calls it inside its own database session; it reads the run's task
-states, results (XComs) and the approval's answer, and sets the note, unless somebody already wrote one. The Task
-SDK gives tasks no way to write a note, so it is written where the run's state is decided. A failure here is
-logged by Airflow and changes nothing else.
+states, results (XComs) and the approval's answer, and sets the note, unless a person wrote one (its own note
+from an earlier finish of a run cleared and run again is replaced). The Task SDK gives tasks no way to write a
+note, so it is written where the run's state is decided. A failure here is logged by Airflow and changes
+nothing else.
 """
 
 from __future__ import annotations
@@ -129,14 +130,18 @@ def _annotate(dag_run, session, *, bound: bool) -> None:
     from airflow.models.dagrun import DagRunNote
     from sqlalchemy import select
 
-    if session.scalar(select(DagRunNote.content).where(DagRunNote.dag_run_id == dag_run.id)):
-        return  # somebody wrote one: theirs stays
+    existing = session.get(DagRunNote, dag_run.id)
+    if existing is not None and existing.user_id is not None:
+        return  # a person wrote it (the UI and the REST API record who): theirs stays
     note = run_summary(dag_run, session)
     if not note:
         return
     note = note[:1000]  # the column's limit
+    # this listener's earlier note (no user) is replaced: a run cleared and run again shipped something else
     if bound:  # the scheduler's session: committed with the run's new state
         dag_run.note = note
+    elif existing is not None:
+        existing.content = note
     else:
         row = DagRunNote(content=note)
         row.dag_run_id = dag_run.id

@@ -71,3 +71,43 @@ def test_a_rollback_says_which_version_serves_now():
 def test_an_unanswered_request_reads_as_waiting():
     assert answer_text(None) == "not asked"
     assert answer_text({"chosen": [], "by": None, "at": None, "pending": True}) == "waiting for an answer"
+
+
+def test_a_run_run_again_gets_a_new_note_but_a_persons_note_stays(monkeypatch):
+    """A user trial cleared a backfill run and ran it again: it published another version and made it stable, but
+    the note still said its first finish ('not promoted'). The listener's own note (no user) is now replaced; one a
+    person wrote (the UI and the REST API record the user) stays."""
+    from types import SimpleNamespace
+
+    from airflow.models.dagrun import DagRunNote
+
+    from skewfree import run_note
+
+    monkeypatch.setattr(run_note, "run_summary", lambda dag_run, session: "published 2026120501, now stable")
+
+    class Session:
+        def __init__(self, existing):
+            self.existing, self.added = existing, []
+
+        def get(self, model, key):
+            assert model is DagRunNote and key == 7
+            return self.existing
+
+        def add(self, row):
+            self.added.append(row)
+
+    run = SimpleNamespace(id=7, note=None)
+    first = Session(None)
+    run_note._annotate(run, first, bound=False)
+    assert [(row.content, row.dag_run_id, row.user_id) for row in first.added] == [
+        ("published 2026120501, now stable", 7, None)]
+    ours = DagRunNote(content="published 2026120500, not promoted: version 2026120500 was trained on older data")
+    run_note._annotate(run, Session(ours), bound=False)
+    assert ours.content == "published 2026120501, now stable"
+    run_note._annotate(run, Session(DagRunNote(content="old", user_id=None)), bound=True)
+    assert run.note == "published 2026120501, now stable"  # the scheduler's session: through the DagRun
+    theirs = DagRunNote(content="bad data on the 5th, see INC-12", user_id="alice")
+    bound_run = SimpleNamespace(id=7, note="bad data on the 5th, see INC-12")
+    for bound in (False, True):
+        run_note._annotate(bound_run, Session(theirs), bound=bound)
+        assert theirs.content == bound_run.note == "bad data on the 5th, see INC-12"
