@@ -128,7 +128,6 @@ def run_summary(dag_run, session) -> str | None:
 
 def _annotate(dag_run, session, *, bound: bool) -> None:
     from airflow.models.dagrun import DagRunNote
-    from sqlalchemy import select
 
     existing = session.get(DagRunNote, dag_run.id)
     if existing is not None and existing.user_id is not None:
