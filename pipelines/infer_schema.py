@@ -35,8 +35,10 @@ def _files(data: Path) -> tuple[list[Path], str]:
 
 
 def _read(files: list[Path], fmt: str) -> pa.Table:
-    if fmt == "parquet":
-        return pa.concat_tables([pq.read_table(p) for p in files], promote_options="permissive")
+    if fmt == "parquet":  # an empty string is missing, as an empty CSV cell is (pipelines.rawdata)
+        from pipelines.rawdata import empty_as_missing
+
+        return pa.concat_tables([empty_as_missing(pq.read_table(p)) for p in files], promote_options="permissive")
     tables = []
     for path in files:  # TFXIO's rule: only an empty cell is missing
         tables.append(pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(

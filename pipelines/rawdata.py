@@ -1,7 +1,8 @@
 """Reading one raw partition file exactly as ``transform`` will, and saying precisely what is wrong.
 
 Both steps parse cells with ``csv_convert_options``, TFXIO's CSV rules (``tfxio.CsvTFXIO``, which
-``transform`` used to read with): only an empty cell is missing, so ``NA`` and ``null`` are strings,
+``transform`` used to read with): only an empty cell is missing, so ``NA`` and ``null`` are strings (and a
+Parquet file's empty string is missing too, ``empty_as_missing``: the exported model reads one so at serving),
 and ``nan``, ``NAN``, ``inf`` or ``1e400`` are floats; a float is parsed as a double (Python's
 ``float()``) and rounded to float32. What ``validate`` passes is what training gets, and ``transform``
 reads only the bytes ``validate`` checked (``read_batches`` compares the file's sha256).
@@ -56,6 +57,16 @@ def csv_parse_options(**kw) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(newlines_in_values=True, **kw)
 
 
+def empty_as_missing(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """``data`` with every empty string of its text columns a missing value, as an empty CSV cell is: the one
+    rule for training data in either format, and the one the exported model applies to a request
+    (``pipelines.tf_schema.value_checks``), so a client that sends an empty cell as "" gets what training saw."""
+    arrays = [pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+              if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) else column
+              for column in data.columns]
+    return type(data).from_arrays(arrays, names=data.column_names)
+
+
 def typed(data: pa.Table | pa.RecordBatch, schema: RawSchema, *,
           leave_out: Collection[str] = ()) -> pa.Table | pa.RecordBatch:
     """Columns parsed with ``csv_convert_options`` in the schema's order and types (floats to float32), but
@@ -106,7 +117,8 @@ def read_batches(path: str | Path, fmt: str, schema: RawSchema, digest: str, *,
             meta = parquet.metadata
             size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             rows = max(1, block_bytes * meta.num_rows // max(size, 1))
-            yield from parquet.iter_batches(batch_size=rows, columns=schema.names)
+            for batch in parquet.iter_batches(batch_size=rows, columns=schema.names):
+                yield empty_as_missing(batch)
         except (pa.ArrowException, OSError, KeyError) as exc:
             raise _unreadable(path, exc) from exc
 
@@ -409,7 +421,7 @@ def _beyond_int64(column: pa.ChunkedArray, is_int: pa.ChunkedArray) -> np.ndarra
 
 def _read_parquet(read: FileRead, data: bytes, schema: RawSchema, unknown_columns: str, problem) -> None:
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        table = empty_as_missing(pq.read_table(pa.BufferReader(data)))
     except (pa.ArrowInvalid, OSError) as exc:
         problem("unreadable", f"not a readable Parquet file (truncated or corrupted?): {exc}")
         return

@@ -121,7 +121,7 @@ RAW_FEATURES_ASSET = "assets.extra/raw_features.json"
 # which request values the exported signatures refuse themselves (``tf_schema.value_checks``): the local server
 # checks example by example what a version exported without them would take
 SERVING_CHECKS_ASSET = "assets.extra/serving_checks.json"
-SERVING_CHECKS = ["finite floats", "at most one value a row"]
+SERVING_CHECKS = ["finite floats", "at most one value a row", "empty strings are missing"]
 RAW_SIGNATURE = "serving_raw"  # the exported signature with one named input per raw feature (train exports it)
 
 

@@ -30,10 +30,20 @@ def value_checks(raw: dict, features: tuple[Feature, ...]) -> dict:
     the model was not trained on: NaN or infinity in a float feature, or more than one value in a row of a
     nullable one (``parse_example`` itself refuses a wrong type, and a required feature missing or with two
     values). Part of every exported serving signature, so TF Serving refuses such a request as the local
-    server does, rather than answering it with a prediction made of NaN or of the first value."""
-    names, bad = [], []
+    server does, rather than answering it with a prediction made of NaN or of the first value.
+
+    An empty string is a missing value, as training reads an empty cell (``pipelines.rawdata``): dropped from a
+    nullable string feature, refused in a required one. A client that sends a CSV row's empty cell as "" is
+    answered as training saw that row, not with an unknown value's bucket."""
+    raw, names, bad = dict(raw), [], []
     for f in features:
         value = raw[f.name]
+        if f.type == "string" and isinstance(value, tf.SparseTensor):
+            value = raw[f.name] = tf.sparse.retain(value, tf.strings.length(value.values) > 0)
+        elif f.type == "string":
+            names.append(f"feature {f.name} is an empty string, which training reads as a missing value; the model "
+                         "needs a value for it")
+            bad.append(tf.equal(value, ""))
         batch = tf.shape(value, out_type=tf.int64)[0]
         if isinstance(value, tf.SparseTensor):
             rows = value.indices[:, 0]

@@ -40,9 +40,10 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
-    """A serialized tf.Example of one row of raw features: ``None``, NaN (an empty cell of a pandas frame) or
-    an absent key is a missing feature, as a sparse row needs (the server names a row that misses a feature
-    the model needs); infinity is sent as it is, and refused. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
+    """A serialized tf.Example of one row of raw features: ``None``, NaN (an empty cell of a pandas frame), ""
+    (an empty cell of ``csv.DictReader``, as training reads one) or an absent key is a missing feature, as a
+    sparse row needs (the server names a row that misses a feature the model needs); infinity is sent as it
+    is, and refused. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
     ``DT_INT64`` (see ``ModelServerClient.feature_types``). A value of the wrong type or a feature the
     model does not take raises ``ValueError`` naming it."""
     entries = b""
@@ -52,7 +53,7 @@ def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
             raise ValueError(f"unknown feature {name!r}; the model takes {sorted(types)}")
         if isinstance(value, numbers.Number) and not isinstance(value, bool | int | float):
             value = value.item() if hasattr(value, "item") else value  # numpy's scalars (a frame's to_numpy())
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value in ("", b""):
             continue
         if kind == "DT_STRING":
             if not isinstance(value, str | bytes):

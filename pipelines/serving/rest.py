@@ -242,6 +242,9 @@ def check_examples(servable: Servable, serialized: np.ndarray) -> None:
             if len(getattr(feature, kind).value) > 1:
                 raise ServingError(400, f"instances[{i}]: feature {name!r} has {len(getattr(feature, kind).value)}"
                                         " values; the model takes one value per row (or none: missing)")
+            if kind == "bytes_list" and name in required and feature.bytes_list.value[:1] == [b""]:
+                raise ServingError(400, f"instances[{i}]: feature {name!r} is an empty string, which training "
+                                        "reads as a missing value; the model needs a value for it")
         features = example.features.feature
         absent = [name for name in required if name not in features  # (`in` first: indexing would add it)
                   or not (kind := features[name].WhichOneof("kind")) or not getattr(features[name], kind).value]

@@ -247,6 +247,30 @@ def test_a_parquet_cell_infinite_as_float32_is_named_as_stored(tmp_path):
     assert nan.kind == "nan_values" and "has 1 NaN or infinite value(s): row 2 1e+308." in nan.message, nan.message
 
 
+def test_a_parquet_empty_string_is_a_missing_value_as_an_empty_csv_cell_is(tmp_path):
+    """The one rule in both formats, and the one the exported model applies to a request (tf_schema.value_checks):
+    an empty string is missing. A required column's empty strings are its nulls; transform reads them so too."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from pipelines.rawdata import read_batches, read_partition_file
+    from pipelines.schema import Feature, RawSchema
+    from pipelines.validate import check_values
+
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table({"plan": ["gold", "", None, "basic"], "tier": ["a", "b", "", "c"],
+                             "y": [0, 1, 0, 1]}), path)
+    schema = RawSchema((Feature("plan", "string"), Feature("tier", "string", nullable=False),
+                        Feature("y", "int", nullable=False)), "y")
+    read = read_partition_file(path, "parquet", schema, day=str(END))
+    assert read.table.column("plan").to_pylist() == ["gold", None, None, "basic"]
+    [null] = check_values(read, schema, str(END))
+    assert null.column == "tier" and "row 3" in null.message, null.message
+    [batch] = read_batches(path, "parquet", schema, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert batch.column(batch.schema.get_field_index("plan")).to_pylist() == ["gold", None, None, "basic"]
+
+
 def test_nan_passes_where_the_schema_allows_it(data, newest, tmp_path):
     from pipelines.rawdata import read_partition_file
     from pipelines.schema import RawSchema
