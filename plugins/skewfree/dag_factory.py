@@ -406,6 +406,9 @@ def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
         schedule=None,
         start_date=dt.datetime.combine(config.start_date, dt.time(), tzinfo=dt.UTC),
         catchup=False,
+        # manual only, so unpaused costs nothing, and a rollback is needed at once: a paused DAG's run stays
+        # queued without a word (a user trial, in an emergency)
+        is_paused_upon_creation=False,
         max_active_runs=1,
         tags=["skewfree", config.name, "rollback"],
         default_args={"owner": config.owner, "pre_execute": refuse_unknown_conf},
@@ -413,7 +416,8 @@ def rollback_dag(model: str, *, dag_id: str | None = None) -> DAG:
         params={
             "target_version": Param(
                 None, type=["null", "integer"], minimum=1, title="Target version",
-                description="A published version (YYYYMMDDnn). Empty: the newest good version before the one "
+                description="A published version (YYYYMMDDnn), a number (JSON: 2026120600, not \"2026120600\"). "
+                            "Empty: the newest good version before the one "
                             "serving as stable (never one rolled back from). It must exist under the serving "
                             "root; the task lists the versions if not."),
         },

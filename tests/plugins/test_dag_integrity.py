@@ -25,6 +25,7 @@ print(json.dumps({
         "tasks": [t.task_id for t in bag.dags["taxi_rollback"].tasks],
         "schedule": type(bag.dags["taxi_rollback"].timetable).__name__,
         "params": {k: bag.dags["taxi_rollback"].params[k] for k in bag.dags["taxi_rollback"].params},
+        "paused_at_creation": [bag.dags[d].is_paused_upon_creation for d in ("taxi_rollback", "taxi_retrain")],
     } if "taxi_rollback" in bag.dags else None,
     "timetable": type(dag.timetable).__name__ if dag else None,
     "interval_template": dag.get_task("train").interval if dag else None,
@@ -82,6 +83,9 @@ def test_rollback_dag_is_manual_with_a_version_param(tmp_path):
     assert rollback["tasks"] == ["rollback"]
     assert rollback["schedule"] == "NullTimetable"  # manual triggers only
     assert rollback["params"] == {"target_version": None}
+    # a rollback is needed at once: its DAG starts unpaused (a paused one's run stays queued without a word);
+    # the retraining DAG keeps Airflow's default
+    assert rollback["paused_at_creation"] == [False, None]
 
 
 def test_dropping_a_model_folder_adds_its_dags_and_a_broken_one_is_named(tmp_path):
