@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -82,6 +83,22 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+
+VARIABLES_INDEX = "variables/variables.index"
+_SHARD = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})")
+
+
+def _variables_problem(found: dict[str, int]) -> str | None:
+    """Why a SavedModel without a manifest cannot load: its variables' index or a data shard is missing."""
+    if VARIABLES_INDEX not in found:
+        return f"no {MANIFEST} and no {VARIABLES_INDEX} (an interrupted copy, or files removed)"
+    shards = [m.groups() for name in found if (m := _SHARD.fullmatch(name))]
+    counts = {int(of) for _, of in shards}
+    if len(counts) != 1 or {int(i) for i, _ in shards} != set(range(counts.pop())):
+        return f"no {MANIFEST}, and its variables' data shards are not one complete set: " \
+               f"{sorted(n for n in found if n.startswith('variables/variables.data'))[:5] or 'none'}"
+    return None
+
 class Store:
     """A root (local directory or S3 prefix) addressed by relative parts: ``store.read_json("m", "1", "x.json")``."""
 
@@ -141,13 +158,14 @@ class Store:
         a version is complete when its ``saved_model.pb`` is there and, when it has a ``manifest.json``
         (every version publish writes has one, uploaded last), every file the manifest lists is there
         with the size and content it records. A SavedModel copied in by hand (no manifest) is complete
-        once its graph is there, as TF Serving sees it.
+        once its graph and its variables (``variables.index`` and every data shard it is split into) are
+        there, as TF Serving needs them to load it.
         """
         found = self.files(*parts)
         if SAVED_MODEL not in found:
             return f"no {SAVED_MODEL} (an interrupted copy or upload)"
         if MANIFEST not in found:
-            return None
+            return _variables_problem(found)
         try:
             manifest = json.loads(self.read_bytes(*parts, MANIFEST) or b"null")
         except ValueError as exc:

@@ -7,8 +7,12 @@ Driven by TF Serving's model config file (``model_config_list``; the server re-r
 3. canary: send real eval rows to the candidate's version endpoint and compare with the offline
    predictions from ``evaluate`` (``canary_tolerance``) and with the latency budget;
 4. move ``stable`` to the candidate (a label may only point at a loaded version, hence after 2)
-   and ``previous`` to the old stable; wait until the server resolves ``stable`` to the candidate;
-5. keep the last ``keep_versions`` versions loaded for an instant rollback.
+   and ``previous`` to the newest AVAILABLE version older than it (the old stable, in a rollout);
+   wait until the server resolves ``stable`` to the candidate;
+5. keep loaded, for an instant rollback, the newest ``keep_versions`` versions up to stable and no newer
+   one: a request that names no label or version gets the highest loaded version (TF Serving's rule), so
+   after a rollback the version rolled back from is unloaded, and a candidate a killed rollout left loaded
+   beside stable is unloaded by the next promotion.
 
 Any failure restores the config file as it was, waits until stable is back and the candidate is
 unloaded, and raises ``RolloutError`` saying which check failed and what is serving now.
@@ -280,11 +284,25 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
     this model's entry of the config file (only this model's) before it returns or exits.
     """
     cfg = ServingConfigFile(config_file)
-    wait = policy.load_timeout_seconds + 2 * policy.label_timeout_seconds + 60
-    with cfg.model_lock(model, wait), terminate_raises():
+    with cfg.model_lock(model, _lock_wait(policy)), terminate_raises():
         return _promote_locked(cfg, client, model=model, base_path=base_path, version=version,
                                canary_rows=canary_rows, policy=policy, allow_older=allow_older, store=store,
                                allow_class_change=allow_class_change, backfill=backfill)
+
+
+def _lock_wait(policy: RolloutConfig) -> float:
+    """How long a promotion waits for this model's rollout lock: as long as another one may hold it."""
+    return policy.load_timeout_seconds + 2 * policy.label_timeout_seconds + 60
+
+
+def _available_older(client: ModelServerClient, model: str, version: int, versions: list[int]) -> list[int]:
+    """``versions`` older than ``version`` the server has AVAILABLE, newest first: those a label may name (a label
+    on a version that failed to load makes the server refuse every label of the model) and worth keeping."""
+    try:
+        states = client.version_states(model)
+    except OSError:
+        states = {}
+    return [v for v in sorted(set(versions), reverse=True) if v < version and states.get(v) == "AVAILABLE"]
 
 
 def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model: str, base_path: str, version: int,
@@ -328,7 +346,11 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
                                             "allow_older_than_serving to promote it")
 
     check = "load"
-    promoted_labels = {STABLE: version, **({PREVIOUS: old_stable} if old_stable is not None else {})}
+    if old_stable is not None and (stray := [v for v in loaded if v > old_stable and v not in labels.values()]):
+        # a candidate a killed rollout left loaded beside stable: requests without a label get it
+        log.warning("%s: unloading version(s) %s, newer than stable %d and unlabelled (a rollout killed before "
+                    "it could restore the config)", model, stray, old_stable)
+        loaded = [v for v in loaded if v not in stray]
     try:
         cfg.update(model, base_path, lambda e: set_versions(e, [*loaded, version], labels))
         log.info("loading %s version %d beside stable %s", model, version, old_stable)
@@ -342,6 +364,8 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         log.info("canary passed: %s", canary)
 
         check = "promotion"
+        older = _available_older(client, model, version, [*loaded, *([old_stable] if old_stable else [])])
+        promoted_labels = {STABLE: version, **({PREVIOUS: older[0]} if older else {})}
         cfg.update(model, base_path, lambda e: set_versions(e, [*loaded, version], promoted_labels))
         wait_for_label(client, model, STABLE, version, policy.label_timeout_seconds)
     except BaseException as exc:  # anything, a kill included: this model's previous entry is put back
@@ -353,11 +377,12 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
                            f"{type(exc).__name__ + ': ' if not isinstance(exc, RolloutError | TimeoutError) else ''}"
                            f"{exc}. Rolled back: {serving}") from None
 
-    # Promoted. Keep the newest versions loaded for rollback, always stable and previous.
-    keep = [version, *([old_stable] if old_stable is not None else [])]
-    keep += [v for v in sorted(loaded, reverse=True) if v not in keep][: max(0, policy.keep_versions - len(keep))]
+    # Promoted. Keep loaded the newest available versions older than stable, previous among them, and no newer
+    # one (after a rollback, the version rolled back from would get every request that names no label)
+    keep = [version, *older[: max(0, policy.keep_versions - 1)]]
     cfg.update(model, base_path, lambda e: set_versions(e, keep, promoted_labels))
-    log.info("%s version %d is stable (previous %s); loaded versions %s", model, version, old_stable, sorted(keep))
+    log.info("%s version %d is stable (was %s, previous %s); loaded versions %s", model, version, old_stable,
+             promoted_labels.get(PREVIOUS), sorted(keep))
     return RolloutResult(model, version, old_stable, version, sorted(keep), canary)
 
 
@@ -376,7 +401,10 @@ def _serving_now(client: ModelServerClient, model: str, old_stable: int | None, 
         states = client.version_states(model) if old_stable is not None else {}
     except OSError as exc:
         states = {"unknown": f"the model server did not answer ({exc}); the config file names the previous state"}
-    return "; ".join([f"{stable}, candidate {candidate} unloaded, versions {json.dumps(states)}", *notes])
+    left = states.get(candidate)  # (what the server said: a timeout above may have left it loaded)
+    unloaded = "state unknown" if "unknown" in states else "unloaded" if left in (None, "END") else \
+        f"not unloaded yet ({left})"
+    return "; ".join([f"{stable}, candidate {candidate} {unloaded}, versions {json.dumps(states)}", *notes])
 
 
 def canary_rows_of(store: Store, model: str, version: int) -> list[dict]:
@@ -457,7 +485,20 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
     Rolling forward again, from a version an earlier rollback went back to, marks nothing.
 
     :param target: the version to serve; default the newest good version before the current stable.
+
+    All of it holds this model's rollout lock: the stable version read, the target chosen, the promotion and the
+    record of the version left (a rollout that ran meanwhile has moved stable, and it is that version the
+    rollback leaves).
     """
+    cfg = ServingConfigFile(config_file)
+    with cfg.model_lock(model, _lock_wait(policy)), terminate_raises():
+        return _rollback_locked(cfg, client, config_file, model=model, base_path=base_path, store=store,
+                                target=target, policy=policy, reason=reason)
+
+
+def _rollback_locked(cfg: ServingConfigFile, client: ModelServerClient, config_file: Path, *, model: str,
+                     base_path: str, store: Store, target: int | None, policy: RolloutConfig,
+                     reason: str) -> RolloutResult:
     labels = version_labels(config_file, model)
     published = store.version_dirs(model)
     stable = labels.get(STABLE)
@@ -475,9 +516,9 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
     # nothing against it; any other rollback rejects the version it leaves
     forward = stable is not None and target > stable and any(
         record.get("rolled_back_to") == stable for record in rejected_versions(store, model).values())
-    result = promote(client, config_file, model=model, base_path=base_path, version=target,
-                     canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True,
-                     allow_class_change=True)  # a rollback names the version it wants
+    result = _promote_locked(cfg, client, model=model, base_path=base_path, version=target,
+                             canary_rows=canary_rows_of(store, model, target), policy=policy, allow_older=True,
+                             store=None, allow_class_change=True)  # a rollback names the version it wants
     if result.changed and (record := store.read_json(model, str(target), REJECTED)) is not None:
         # named as the target, it serves again: no longer rejected (a rollout may promote its retraining again)
         restored = {"restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rejection": record,

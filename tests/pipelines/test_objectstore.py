@@ -187,24 +187,33 @@ def test_one_rule_for_a_complete_version(kind, s3, tmp_path):
     for version in ("1", "2", "3", "4"):
         store.put_dir(publishable(tmp_path / version), "taxi", version, last=("saved_model.pb", "manifest.json"))
     # 2: an interrupted copy (no graph); 3: a variables shard of another size; 4: a listed file gone
-    # 5: a SavedModel copied in by hand, no manifest: complete once its graph is there, as TF Serving sees it
+    # 5: a SavedModel copied in by hand, no manifest: complete once its graph and variables are there, as TF
+    # Serving needs them; 6, 7: without the variables' index (a user trial removed a version's manifest and its
+    # index: a rollback served it, and the server could not load it again), or with a data shard missing
+    files = {"saved_model.pb": b"graph", "variables/variables.index": b"index",
+             "variables/variables.data-00000-of-00002": b"a", "variables/variables.data-00001-of-00002": b"b"}
+    copies = {"5": files, "6": {k: v for k, v in files.items() if k != "variables/variables.index"},
+              "7": {k: v for k, v in files.items() if not k.endswith("00001-of-00002")}}
     if kind == "local":
         root = tmp_path / "root" / "taxi"
         (root / "2" / "saved_model.pb").unlink()
         (root / "3" / "variables" / "variables.data-00000-of-00001").write_bytes(b"y" * 9_999)
         (root / "4" / "variables" / "variables.index").unlink()
-        (root / "5").mkdir()
-        (root / "5" / "saved_model.pb").write_bytes(b"graph")
     else:
         store.delete([store.key("taxi", "2", "saved_model.pb"), store.key("taxi", "4", "variables", "variables.index")])
         store.put_bytes(b"y" * 9_999, "taxi", "3", "variables", "variables.data-00000-of-00001")
-        store.put_bytes(b"graph", "taxi", "5", "saved_model.pb")
+    for version, copied in copies.items():
+        for rel, payload in copied.items():
+            store.put_bytes(payload, "taxi", version, *rel.split("/"))
     assert store.complete_versions("taxi") == [1, 5]
     partial = store.partial_versions("taxi")
-    assert sorted(partial) == [2, 3, 4]
+    assert sorted(partial) == [2, 3, 4, 6, 7]
     assert "no saved_model.pb" in partial[2]
     assert "variables/variables.data-00000-of-00001 has 9999 bytes, its manifest.json says 10000" in partial[3]
     assert "missing, e.g. variables/variables.index" in partial[4]
+    assert partial[6] == "no manifest.json and no variables/variables.index (an interrupted copy, or files removed)"
+    assert "its variables' data shards are not one complete set: ['variables/variables.data-00000-of-00002']" \
+        in partial[7]
 
 
 def test_a_local_file_changed_in_place_fails_its_digest(tmp_path):

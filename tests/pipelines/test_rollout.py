@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -209,12 +210,15 @@ def test_rollback_to_a_named_version_and_unknown_versions(stack):
                  store=LocalStore(stack["base"].parent), target=123, policy=POLICY)
     result = rollback(stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
                       store=LocalStore(stack["base"].parent), target=V0, policy=POLICY)
-    assert result.stable == V0  # a rollback may go to older data on purpose
+    assert result.stable == V0 and result.previous_stable == V1  # a rollback may go to older data on purpose
     assert stable_of(stack) == V0
+    # the version rolled back from is unloaded: a request that names no label or version gets the highest
+    # loaded version (TF Serving's rule), which a user trial found was still the one rolled back from
     labels = version_labels(stack["config"], MODEL)
-    assert labels == {"stable": V0, "previous": V1}
-    loaded = [v for v, s in stack["client"].version_states(MODEL).items() if s == "AVAILABLE"]
-    assert V0 in loaded and V1 in loaded and len(loaded) <= POLICY.keep_versions
+    assert labels == {"stable": V0}  # (previous: the newest available version older than stable; none here)
+    assert list(version_states_of(stack)) == [V0]
+    answer = stack["client"].predict(MODEL, {"instances": [{"b64": stack["canary"][0]["b64"]}]})
+    assert answer == stack["client"].predict(MODEL, {"instances": [{"b64": stack["canary"][0]["b64"]}]}, version=V0)
 
 
 def test_concurrent_rollouts_of_two_models_and_of_one_model_all_land(stack):
@@ -250,10 +254,89 @@ def test_concurrent_rollouts_of_two_models_and_of_one_model_all_land(stack):
         t.join(timeout=300)
     assert errors == []
     assert results["taxi_two"].stable == V2 and version_labels(stack["config"], "taxi_two") == {"stable": V2}
-    # the two promotions of taxi ran one after the other: the last one serves, the first is its previous
+    # the two promotions of taxi ran one after the other: the last one serves; a rollout's previous is the
+    # version before it, and nothing newer than stable stays loaded
     taxi = version_labels(stack["config"], MODEL)
-    assert {taxi["stable"], taxi["previous"]} == {V2, V0}
+    assert taxi in ({"stable": V2, "previous": V0}, {"stable": V0}), taxi
     assert stable_of(stack) == taxi["stable"]
+    assert max(version_states_of(stack)) == taxi["stable"]
+    for record in stack["base"].glob("*/rejected.json"):  # (the rollback rejected what it left)
+        record.unlink()
+
+
+def test_a_rollback_beside_a_rollout_leaves_the_version_stable_when_it_runs(stack, monkeypatch):
+    """A user trial started a rollback while a rollout was at its canary: the rollback read stable before it
+    waited for the rollout's lock, so it marked the version stable before the rollout rejected, and the one it
+    really left (the rollout's) unmarked, which a re-run then promoted again. It reads stable under the lock."""
+    import pipelines.rollout
+
+    ensure_v1_stable(stack)
+    for record in stack["base"].glob("*/rejected.json"):
+        record.unlink()
+    at_canary, go_on = threading.Event(), threading.Event()
+    real_canary = pipelines.rollout.run_canary
+
+    def held_canary(*args, **kwargs):
+        at_canary.set()
+        assert go_on.wait(120)
+        return real_canary(*args, **kwargs)
+
+    monkeypatch.setattr(pipelines.rollout, "run_canary", held_canary)
+    results = {}
+    rollout_thread = threading.Thread(target=lambda: results.update(rollout=go(stack, V2)))
+    rollout_thread.start()
+    assert at_canary.wait(120)
+    rollback_thread = threading.Thread(target=lambda: results.update(rollback=rollback(
+        stack["client"], stack["config"], model=MODEL, base_path=str(stack["base"]),
+        store=LocalStore(stack["base"].parent), target=V0, policy=POLICY, reason="overlap")))
+    rollback_thread.start()
+    time.sleep(1.0)  # the rollback is waiting for the lock
+    go_on.set()
+    rollout_thread.join(timeout=300)
+    rollback_thread.join(timeout=300)
+    assert results["rollout"].stable == V2
+    assert results["rollback"].stable == V0 and results["rollback"].previous_stable == V2
+    assert json.loads((stack["base"] / str(V2) / "rejected.json").read_text())["rolled_back_to"] == V0
+    assert not (stack["base"] / str(V1) / "rejected.json").exists()
+    assert never_promoted(LocalStore(stack["base"].parent), MODEL, V2) is not None  # a re-run cannot promote it
+    assert stable_of(stack) == V0
+    (stack["base"] / str(V2) / "rejected.json").unlink()
+
+
+def test_a_rollback_restores_service_when_stable_cannot_load(stack, tmp_path):
+    """A user trial's stable version lost files and the server restarted: a label on a version that is not
+    loaded makes the server refuse every label of the model, and the rollback set 'previous' to that broken
+    version, so it failed and put the broken state back. previous names only an available version."""
+    from pipelines.rollout import set_versions
+
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list {\n}\n")
+    ServingConfigFile(config).update(MODEL, str(stack["base"]), lambda e: set_versions(e, [V1, V4], {"stable": V4}))
+    port = free_port()
+    server = subprocess.Popen(  # a restart: no earlier config to keep serving
+        [sys.executable, "-m", "pipelines", "serve", "--model-config-file", str(config), "--port", str(port),
+         "--model-config-file-poll-wait-seconds", "0.2", "--file-system-poll-wait-seconds", "0.2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = ModelServerClient(f"http://127.0.0.1:{port}")
+        deadline, states = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and not (states.get(V1) == "AVAILABLE" and states.get(V4) == "END"):
+            time.sleep(0.3)
+            with contextlib.suppress(OSError):
+                states = client.version_states(MODEL)
+        assert states.get(V1) == "AVAILABLE" and states.get(V4) == "END", states
+        status, body = client.request("GET", f"/v1/models/{MODEL}/labels/stable")
+        assert status != 200, body  # the outage: no stable
+        result = rollback(client, config, model=MODEL, base_path=str(stack["base"]),
+                          store=LocalStore(stack["base"].parent), target=V1, policy=POLICY, reason="broken stable")
+        assert result.changed and result.stable == V1 and result.previous_stable == V4
+        assert version_labels(config, MODEL) == {"stable": V1}
+        status, body = client.request("GET", f"/v1/models/{MODEL}/labels/stable")
+        assert status == 200 and body["model_version_status"][0]["version"] == str(V1), body
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        (stack["base"] / str(V4) / "rejected.json").unlink(missing_ok=True)
 
 
 def test_an_unexpected_exception_restores_this_models_entry_only(stack, monkeypatch):
@@ -301,6 +384,25 @@ def test_a_rollout_killed_mid_promotion_leaves_the_previous_stable(stack):
     assert version_labels(stack["config"], MODEL) == before == loaded
     assert ServingConfigFile(stack["config"]).snapshot(MODEL) == entry_before  # this model's entry, as it was
     assert stable_of(stack) == V1
+    # SIGKILL (the OOM killer, an eviction) restores nothing: the candidate stays loaded beside stable, and a
+    # request naming no label gets it. The next promotion unloads it (a user trial)
+    child = subprocess.Popen([sys.executable, "-c", KILLED, stack["client"].url, str(stack["config"]),
+                              str(stack["base"]), str(V3)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "canary started"
+    child.kill()
+    child.wait(timeout=60)
+    assert V3 in version_states_of(stack) and version_labels(stack["config"], MODEL)["stable"] == V1
+    go(stack, V2)
+    assert stable_of(stack) == V2 and V3 not in version_states_of(stack)
+    ensure_v1_stable(stack)
+    for record in stack["base"].glob("*/rejected.json"):
+        record.unlink()
+
+
+def version_states_of(stack) -> dict[int, str]:
+    """The versions the server has AVAILABLE (or loading) now, once the config file's last edit is in force."""
+    time.sleep(1.0)  # the server re-reads the config file every 0.2 s
+    return {v: s for v, s in stack["client"].version_states(MODEL).items() if s in ("AVAILABLE", "LOADING")}
 
 
 def test_default_rollbacks_never_return_to_a_rolled_back_version(stack):
