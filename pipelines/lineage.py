@@ -23,10 +23,10 @@ STACK = ("tensorflow", "tf-keras", "tensorflow-transform", "apache-beam", "tfx-b
 
 
 @functools.cache
-def _files_digest(*roots: Path, skip: Path | None = None) -> str:
+def _files_digest(*roots: Path, skip: Path | None = None, suffixes: tuple[str, ...] = (".py", ".toml")) -> str:
     h = hashlib.sha256()
     for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".toml") and p.is_file()):
+        for path in sorted(p for p in root.rglob("*") if p.suffix in suffixes and p.is_file()):
             if skip is not None and skip in path.parents:
                 continue
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -55,6 +55,15 @@ def code_version(config: ModelConfig) -> str:
     h.update(_files_digest(config.module_dir()).encode())
     h.update(b"config\0" + Path(config.source).read_bytes())
     h.update(json.dumps(stack_versions(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def transform_code(config: ModelConfig) -> str:
+    """The code a transform output was made with: the pipeline's and the model's Python (``preprocessing_fn`` and
+    what it imports), not its config. Recorded by transform; a later step refuses an output of other code."""
+    h = hashlib.sha256()
+    h.update(_files_digest(_PACKAGE, skip=(_PACKAGE / "models"), suffixes=(".py",)).encode())
+    h.update(_files_digest(config.module_dir(), suffixes=(".py",)).encode())
     return h.hexdigest()[:16]
 
 
@@ -125,8 +134,10 @@ def chain_problem(config: ModelConfig, interval, run: Run, *, through: str) -> s
     """Why this run's outputs up to ``through`` (``"train"``) are not one chain, or None: the transform output
     must be of the files validate passed last, and the train output of that transform output. A step that failed,
     or was not run again, after an earlier one changed leaves an output of other inputs (the model before), which
-    evaluate would judge and publish ship as this run's. Code and config may differ: editing a threshold asks for
-    no retraining."""
+    evaluate would judge and publish ship as this run's. The transform output must also be of this code
+    (``transform_code``): with ``model.py`` edited since, train would fit the new ``build_model`` behind the old
+    TFT graph, and the manifest would record code that is not what serves. (The config is in every step's cache
+    digest, through ``code_version``: editing it re-runs transform and train too.)"""
     validation, transformed = run.read_result("validate"), run.read_result("transform")
     try:
         data = input_digest(data=transform_data(config, interval, validation))
@@ -135,6 +146,9 @@ def chain_problem(config: ModelConfig, interval, run: Run, *, through: str) -> s
     if transformed.get("data_digest") != data:
         return (f"the transform output of {config.name} {interval} is not of the files validate passed last "
                 "(validate ran since, or the last transform failed): run transform again")
+    if transformed.get("code", transform_code(config)) != transform_code(config):  # (older outputs: unrecorded)
+        return (f"the transform output of {config.name} {interval} was made with other code: model.py (its "
+                "preprocessing_fn), features.py or the pipeline changed since: run transform again")
     if through == "train" and run.read_result("train").get("transform_digest") != transformed["input_digest"]:
         return (f"the train output of {config.name} {interval} was not trained on this run's transform output "
                 "(transform ran since, or the last train failed): run train again")

@@ -37,13 +37,13 @@ log = logging.getLogger(__name__)
 STEP_READS: dict[str, tuple[str, ...]] = {
     "validate": (),
     "transform": ("validate",),
-    "train": ("transform",),
+    "train": ("validate", "transform"),
     "evaluate": ("validate", "transform", "train"),
     "publish": ("validate", "transform", "train", "evaluate"),
 }
 # results a step reads for what they say, not for the files they name: publish records validate's digests, and
-# both check that the outputs are one chain (lineage.chain_problem)
-NAMES_ONLY = {("publish", "validate"), ("publish", "transform"), ("evaluate", "validate")}
+# train, evaluate and publish check that the outputs are one chain (lineage.chain_problem)
+NAMES_ONLY = {("publish", "validate"), ("publish", "transform"), ("evaluate", "validate"), ("train", "validate")}
 MIRRORED_ROOTS = ("data", "artifact")
 CHECKPOINTS = "train_checkpoints"
 

@@ -22,7 +22,7 @@ from typing import Any
 from pipelines.cluster import WORKERS_ENV
 from pipelines.cluster import configure as configure_cluster
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig, TrainConfig
-from pipelines.lineage import cached_result, input_digest, step_inputs
+from pipelines.lineage import cached_result, chain_problem, input_digest, step_inputs
 from pipelines.runs import Run, StepError, write_result
 from pipelines.schema import RAW_SIGNATURE
 from pipelines.storage import staged_dir
@@ -351,6 +351,8 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
     params: TrainConfig = dataclasses.replace(config.train, **(overrides or {}))
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
+    if (problem := chain_problem(config, interval, run, through="transform")) is not None:
+        raise StepError(f"{problem} before train")  # else it fits this code behind another code's TFT graph
     digest = input_digest(step="train", **step_inputs(config), transform=transformed["input_digest"],
                           params=dataclasses.asdict(params))
     if (hit := cached_result(run, "train", digest, force=force)) is not None:

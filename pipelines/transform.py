@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import ModelConfig
-from pipelines.lineage import cached_result, input_digest, step_inputs, transform_data, transform_files
+from pipelines.lineage import (
+    cached_result,
+    input_digest,
+    step_inputs,
+    transform_code,
+    transform_data,
+    transform_files,
+)
 from pipelines.runs import Run, StepError, write_result
 from pipelines.schema import RawSchema
 from pipelines.storage import staged_dir
@@ -49,6 +56,7 @@ class TransformResult:
     beam_args: list[str]
     input_digest: str = ""
     data_digest: str = ""  # of the validated files read (lineage.chain_problem: later steps check it)
+    code: str = ""  # lineage.transform_code when it ran (lineage.chain_problem: later steps check it too)
     cached: bool = False
 
 
@@ -480,6 +488,7 @@ def transform(
             beam_args=beam_args,
             input_digest=digest,
             data_digest=input_digest(data=data),
+            code=transform_code(config),
         )
         write_result(out, res)
     log.info("transformed %s rows", rows)
