@@ -472,8 +472,10 @@ def default_rollback_target(store: Store, model: str, stable: int | None) -> int
     candidates = [v for v in store.complete_versions(model) if v != stable and v not in rejected
                   and (stable is None or v < stable)]
     if not candidates:
+        partial = sorted(v for v in store.partial_versions(model) if stable is None or v < stable)
         raise RolloutError(f"{model} has no good version to roll back to before stable {stable} (rejected: "
-                           f"{sorted(rejected)}; published: {store.version_dirs(model)}); name a target_version")
+                           f"{sorted(rejected)}; " + (f"partial, so not loadable: {partial}; " if partial else "")
+                           + f"published: {store.version_dirs(model)}); name a target_version")
     return max(candidates)
 
 

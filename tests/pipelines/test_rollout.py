@@ -604,3 +604,16 @@ def test_a_publish_that_loses_the_race_for_a_number_takes_the_next_one(trained_r
         publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
     assert (base / "2026111000").read_bytes() == b"someone else's"
     assert (base / "2026111001" / "saved_model.pb").read_bytes() == b"someone else's"
+
+
+def test_the_default_rollback_target_names_the_partial_versions_it_passed_over(tmp_path):
+    """A fault trial was told there was no good version to roll back to, with the partial one it expected among
+    the 'published' ones and no word of why it was passed over."""
+    from pipelines.rollout import default_rollback_target
+
+    for version in (V0, V1):
+        (tmp_path / MODEL / str(version)).mkdir(parents=True)
+    (tmp_path / MODEL / str(V1) / "saved_model.pb").write_bytes(b"graph")  # V0: no graph, an interrupted copy
+    with pytest.raises(RolloutError, match=rf"no good version to roll back to before stable {V1} \(rejected: \[\]; "
+                                           rf"partial, so not loadable: \[{V0}\]; published: \[{V0}, {V1}\]\)"):
+        default_rollback_target(LocalStore(tmp_path), MODEL, V1)
