@@ -28,7 +28,15 @@ import numpy as np
 
 from pipelines.baseline import Baseline, in_candidate_order, local_copy, resolve_baseline
 from pipelines.config import PRIMARY_OUTPUT, ModelConfig, TaskConfig
-from pipelines.lineage import cached_result, chain_problem, input_digest, model_fingerprint, step_inputs
+from pipelines.lineage import (
+    VERDICT_KEYS,
+    cached_result,
+    chain_problem,
+    config_part,
+    input_digest,
+    model_fingerprint,
+    step_inputs,
+)
 from pipelines.report import render as render_report
 from pipelines.runs import Run, StepError, write_result
 from pipelines.slicing import slice_metrics, slice_reasons
@@ -399,6 +407,8 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     fingerprint = model_fingerprint(trained["saved_model"])
     baseline = resolve_baseline(config.name, serving_root, server_config) if serving_root else None
     digest = input_digest(step="evaluate", **step_inputs(config), transform=transformed["input_digest"],
+                          # its verdict's settings (thresholds, slices, skew tolerance) and canary_rows
+                          verdict=config_part(config, (*VERDICT_KEYS, "rollout")),
                           saved_model=fingerprint,
                           baseline=[baseline.version, baseline.content_digest, baseline.interval] if baseline else None)
     if (hit := cached_result(run, "evaluate", digest, force=force or fingerprint is None)) is not None:

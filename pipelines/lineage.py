@@ -46,14 +46,33 @@ def stack_versions() -> dict[str, str]:
     return found
 
 
+# config.toml's keys that change no step's output: evaluate's verdict (VERDICT_KEYS, in its own digest) and
+# the operations' settings (when runs start, the owner, validate's drift limits, rollout, pods). Editing them
+# reuses transform's and train's outputs, and leaves the code version a manifest records as it was.
+VERDICT_KEYS = ("thresholds", "evaluation")
+OPERATION_KEYS = ("schedule", "start_date", "owner", "validation", "rollout", "kubernetes")
+
+
+def config_part(config: ModelConfig, keys: tuple[str, ...] | None = None) -> str:
+    """A digest of the model config's settings (``keys``; default: those outputs depend on), as parsed TOML:
+    a comment or a reformatted line changes nothing."""
+    import tomllib
+
+    raw = tomllib.loads(Path(config.source).read_text())
+    kept = {k: v for k, v in raw.items() if (k in keys if keys is not None else
+                                             k not in VERDICT_KEYS + OPERATION_KEYS)}
+    return input_digest(config=kept)
+
+
 def code_version(config: ModelConfig) -> str:
     """What a model's outputs were computed with: the shared pipeline code (not other models' folders),
-    this model's own folder (its code and config) and the ML stack's versions. Editing one model's
-    ``model.py`` leaves every other model's caches and lineage as they were."""
+    this model's own code, the settings of its config that outputs depend on (``config_part``) and the ML
+    stack's versions. Editing one model's ``model.py`` leaves every other model's caches and lineage as they
+    were; editing a threshold leaves this model's transform and train outputs too."""
     h = hashlib.sha256()
     h.update(_files_digest(_PACKAGE, skip=(_PACKAGE / "models")).encode())
-    h.update(_files_digest(config.module_dir()).encode())
-    h.update(b"config\0" + Path(config.source).read_bytes())
+    h.update(_files_digest(config.module_dir(), suffixes=(".py",)).encode())
+    h.update(b"config\0" + config_part(config).encode())
     h.update(json.dumps(stack_versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -136,8 +155,9 @@ def chain_problem(config: ModelConfig, interval, run: Run, *, through: str) -> s
     or was not run again, after an earlier one changed leaves an output of other inputs (the model before), which
     evaluate would judge and publish ship as this run's. The transform output must also be of this code
     (``transform_code``): with ``model.py`` edited since, train would fit the new ``build_model`` behind the old
-    TFT graph, and the manifest would record code that is not what serves. (The config is in every step's cache
-    digest, through ``code_version``: editing it re-runs transform and train too.)"""
+    TFT graph, and the manifest would record code that is not what serves. Config may differ: the settings
+    outputs depend on are in every step's cache digest (``code_version``), and editing a threshold asks for
+    no retraining (``config_part``)."""
     validation, transformed = run.read_result("validate"), run.read_result("transform")
     try:
         data = input_digest(data=transform_data(config, interval, validation))

@@ -25,6 +25,29 @@ def test_evaluate_reuses_its_output_only_for_the_same_model(trained_run, taxi_co
     forced = evaluate(taxi_config, interval=END, artifact_root=art, force=True)
     assert not forced.cached and forced.metrics == first.metrics  # recomputed: the same numbers
 
+    # a threshold edited: the same model is judged again, not trained again (a fault trial's re-ran both)
+    import dataclasses
+    from pathlib import Path
+
+    from pipelines.config import load_model_config
+    from pipelines.transform import transform
+
+    edited = tmp_path / "taxi" / "config.toml"
+    edited.parent.mkdir()
+    edited.write_text(Path(taxi_config.source).read_text().replace("accuracy = { min = 0.75 }",
+                                                                   "accuracy = { min = 0.99 }"))
+    stricter = dataclasses.replace(taxi_config, source=edited,
+                                   thresholds=load_model_config(edited).thresholds)
+    train(taxi_config, interval=END, artifact_root=art)  # (the fixture trained with other params)
+    judged_before = evaluate(taxi_config, interval=END, artifact_root=art)
+    assert transform(stricter, interval=END, artifact_root=art).cached
+    assert train(stricter, interval=END, artifact_root=art).cached
+    judged = evaluate(stricter, interval=END, artifact_root=art)
+    assert not judged.cached and not judged.blessed and judged.metrics == judged_before.metrics
+    assert any("accuracy" in reason and "0.99" in reason for reason in judged.reasons), judged.reasons
+    back = evaluate(taxi_config, interval=END, artifact_root=art)  # its own thresholds again: judged again
+    assert not back.cached and back.blessed == judged_before.blessed and back.metrics == judged_before.metrics
+
     # another model under the same run (a retrain): evaluated again, not the old model's blessing
     retrained = train(taxi_config, interval=END, artifact_root=art, overrides={"epochs": 1})
     assert not retrained.cached

@@ -98,6 +98,17 @@ def test_editing_one_models_code_changes_only_its_code_version(models_dir):
     after = {name: lineage.code_version(load_model_config(name)) for name in ("late", "late2", "taxi")}
     assert after["late"] != before["late"]
     assert after["late2"] == before["late2"] and after["taxi"] == before["taxi"]  # their caches still hit
+    # a threshold, the owner or a comment is no new code: transform's and train's outputs are reused (a fault
+    # trial's threshold edit re-ran both); a [train] setting is
+    config_toml = models_dir / "late" / "config.toml"
+    text = config_toml.read_text()
+    assert "[thresholds]" in text and 'owner = ' not in text
+    config_toml.write_text('owner = "someone-else"  # edited\n' + text.replace("[thresholds]", "[thresholds]\n# tuned"))
+    assert lineage.code_version(load_model_config("late")) == after["late"]
+    config_toml.write_text(text.replace("auc = { min = 0.8 }", "auc = { min = 0.7 }\naccuracy = { min = 0.5 }"))
+    assert lineage.code_version(load_model_config("late")) == after["late"]
+    config_toml.write_text(text.replace("[train]", "[train]\nseed = 12345", 1))
+    assert lineage.code_version(load_model_config("late")) != after["late"]
 
 
 @pytest.mark.slow
