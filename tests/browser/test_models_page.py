@@ -245,9 +245,9 @@ def test_the_extra_links_targets_resolve(airflow_ui, published, page, monkeypatc
 
     older, _ = published["versions"]
     results = {"evaluate": {"interval": str(END)}, "publish": {"version": older}}
-    monkeypatch.setattr(links.XCom, "get_value", lambda *, ti_key, key: results[ti_key.task_id])
-    report = links.ReportLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="evaluate"))
-    version = links.VersionLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="publish"))
+    monkeypatch.setattr(links.XCom, "get_all", lambda *, key, dag_id, task_id, run_id: [results[task_id]])
+    report = links.ReportLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="evaluate", run_id="manual__1"))
+    version = links.VersionLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="publish", run_id="manual__1"))
     page.goto(airflow_ui["url"] + report)
     assert page.locator("#plots svg").count() >= 2 and "2026-11-10" in page.title()
     page.goto(airflow_ui["url"] + version)
@@ -255,7 +255,7 @@ def test_the_extra_links_targets_resolve(airflow_ui, published, page, monkeypatc
 
     # train -> TensorBoard: a redirect to the TensorBoard this Airflow names, at the run's curves
     results["train"] = {"interval": str(END), "tensorboard": "/runs/train/tensorboard"}  # train's result
-    board = links.TensorBoardLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="train"))
+    board = links.TensorBoardLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="train", run_id="manual__1"))
     request = urllib.request.Request(airflow_ui["url"] + board, headers={"Authorization": f"Bearer {airflow_ui['token']}"})
     with pytest.raises(urllib.error.HTTPError) as redirect:  # not followed: nothing listens there
         urllib.request.build_opener(NoRedirect).open(request, timeout=30)
@@ -263,7 +263,7 @@ def test_the_extra_links_targets_resolve(airflow_ui, published, page, monkeypatc
     assert redirect.value.headers["Location"] == f"{TENSORBOARD}/#timeseries&regexInput=taxi/runs/{END}"
 
     # publish -> model server: the version's status, fetched by the api-server from the model server
-    server = links.ModelServerLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="publish"))
+    server = links.ModelServerLink().get_link(None, ti_key=SimpleNamespace(dag_id="taxi_retrain", task_id="publish", run_id="manual__1"))
     deadline = time.monotonic() + 120
     while True:  # the model server loads the versions in the background
         status = json.loads(page.goto(airflow_ui["url"] + server).text())
