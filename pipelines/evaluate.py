@@ -407,8 +407,10 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     fingerprint = model_fingerprint(trained["saved_model"])
     baseline = resolve_baseline(config.name, serving_root, server_config) if serving_root else None
     digest = input_digest(step="evaluate", **step_inputs(config), transform=transformed["input_digest"],
-                          # its verdict's settings (thresholds, slices, skew tolerance) and canary_rows
-                          verdict=config_part(config, (*VERDICT_KEYS, "rollout")),
+                          # its verdict's settings (thresholds, slices, skew tolerance) and the canary rows it
+                          # ships (no other [rollout] setting)
+                          verdict=config_part(config, VERDICT_KEYS),
+                          canary_rows=max(CANARY_ROWS, config.rollout.canary_rows),
                           saved_model=fingerprint,
                           baseline=[baseline.version, baseline.content_digest, baseline.interval] if baseline else None)
     if (hit := cached_result(run, "evaluate", digest, force=force or fingerprint is None)) is not None:

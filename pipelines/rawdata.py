@@ -61,10 +61,24 @@ def empty_as_missing(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBat
     """``data`` with every empty string of its text columns a missing value, as an empty CSV cell is: the one
     rule for training data in either format, and the one the exported model applies to a request
     (``pipelines.tf_schema.value_checks``), so a client that sends an empty cell as "" gets what training saw."""
-    arrays = [pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
-              if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) else column
-              for column in data.columns]
-    return type(data).from_arrays(arrays, names=data.column_names)
+    return type(data).from_arrays([_blank_to_null(column) for column in data.columns], names=data.column_names)
+
+
+def _blank_to_null(column):
+    """A text column (any of Arrow's string and binary types, dictionary-encoded too: pandas writes a Categorical
+    so) with its empty values null; any other column as it is."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if getattr(pa.types, "is_string_view", lambda _: False)(kind) or \
+            getattr(pa.types, "is_binary_view", lambda _: False)(kind):
+        column = column.cast(pa.string() if pa.types.is_string_view(kind) else pa.binary())
+        kind = column.type
+    if not any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                       pa.types.is_large_binary)):
+        return column
+    empty = pa.scalar(b"" if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) else "", kind)
+    return pc.if_else(pc.equal(column, empty), pa.scalar(None, kind), column)
 
 
 def typed(data: pa.Table | pa.RecordBatch, schema: RawSchema, *,

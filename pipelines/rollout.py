@@ -284,25 +284,50 @@ def promote(client: ModelServerClient, config_file: Path, *, model: str, base_pa
     this model's entry of the config file (only this model's) before it returns or exits.
     """
     cfg = ServingConfigFile(config_file)
-    with cfg.model_lock(model, _lock_wait(policy)), terminate_raises():
+    with _model_lock(cfg, model, policy), terminate_raises():
         return _promote_locked(cfg, client, model=model, base_path=base_path, version=version,
                                canary_rows=canary_rows, policy=policy, allow_older=allow_older, store=store,
                                allow_class_change=allow_class_change, backfill=backfill)
 
 
 def _lock_wait(policy: RolloutConfig) -> float:
-    """How long a promotion waits for this model's rollout lock: as long as another one may hold it."""
-    return policy.load_timeout_seconds + 2 * policy.label_timeout_seconds + 60
+    """How long a promotion waits for this model's rollout lock: as long as another one may hold it (the load,
+    the canary, the label; a failure then waits for the old label and the candidate's unload)."""
+    return 2 * policy.load_timeout_seconds + 2 * policy.label_timeout_seconds + 120
 
 
-def _available_older(client: ModelServerClient, model: str, version: int, versions: list[int]) -> list[int]:
-    """``versions`` older than ``version`` the server has AVAILABLE, newest first: those a label may name (a label
-    on a version that failed to load makes the server refuse every label of the model) and worth keeping."""
+@contextlib.contextmanager
+def _model_lock(cfg: ServingConfigFile, model: str, policy: RolloutConfig) -> Iterator[None]:
+    """This model's rollout lock, or a RolloutError saying who holds it (the task's own failure, named)."""
+    try:
+        lock = cfg.model_lock(model, _lock_wait(policy))
+        lock.__enter__()
+    except TimeoutError as exc:
+        raise RolloutError(f"{exc}: another rollout or rollback of {model} is still running; nothing changed, "
+                           "try again when it ends") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _available_older(client: ModelServerClient, model: str, version: int,
+                     versions: list[int]) -> tuple[list[int], list[int]]:
+    """Of ``versions`` older than ``version``, newest first: those the server has AVAILABLE, which a label may
+    name (a label on a version that failed to load makes the server refuse every label of the model) and which
+    are kept loaded; and those whose state it did not say (no answer), kept loaded but named by no label."""
+    older = [v for v in sorted(set(versions), reverse=True) if v < version]
     try:
         states = client.version_states(model)
-    except OSError:
-        states = {}
-    return [v for v in sorted(set(versions), reverse=True) if v < version and states.get(v) == "AVAILABLE"]
+    except OSError as exc:
+        states, why = {}, f"{type(exc).__name__}: {exc}"
+    else:
+        why = "it listed none"
+    if version not in states:  # it answered for the candidate moments ago: this answer says nothing
+        log.warning("%s: the server did not say which versions are available (%s): versions %s stay loaded, "
+                    "without the previous label", model, why, older)
+        return [], older
+    return [v for v in older if states.get(v) == "AVAILABLE"], []
 
 
 def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model: str, base_path: str, version: int,
@@ -346,11 +371,14 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
                                             "allow_older_than_serving to promote it")
 
     check = "load"
-    if old_stable is not None and (stray := [v for v in loaded if v > old_stable and v not in labels.values()]):
-        # a candidate a killed rollout left loaded beside stable: requests without a label get it
-        log.warning("%s: unloading version(s) %s, newer than stable %d and unlabelled (a rollout killed before "
+    if stray := [v for v in loaded if v not in labels.values() and (old_stable is None or v > old_stable)]:
+        # a candidate a killed rollout left loaded beside stable (or as the only version): requests without a
+        # label get it. Unloaded first, and for good: a failure below restores the entry without it
+        log.warning("%s: unloading version(s) %s, unlabelled and newer than stable %s (a rollout killed before "
                     "it could restore the config)", model, stray, old_stable)
         loaded = [v for v in loaded if v not in stray]
+        cfg.update(model, base_path, lambda e: set_versions(e, loaded, labels))
+        before = cfg.snapshot(model)
     try:
         cfg.update(model, base_path, lambda e: set_versions(e, [*loaded, version], labels))
         log.info("loading %s version %d beside stable %s", model, version, old_stable)
@@ -364,7 +392,7 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         log.info("canary passed: %s", canary)
 
         check = "promotion"
-        older = _available_older(client, model, version, [*loaded, *([old_stable] if old_stable else [])])
+        older, unknown = _available_older(client, model, version, [*loaded, *([old_stable] if old_stable else [])])
         promoted_labels = {STABLE: version, **({PREVIOUS: older[0]} if older else {})}
         cfg.update(model, base_path, lambda e: set_versions(e, [*loaded, version], promoted_labels))
         wait_for_label(client, model, STABLE, version, policy.label_timeout_seconds)
@@ -379,7 +407,7 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
 
     # Promoted. Keep loaded the newest available versions older than stable, previous among them, and no newer
     # one (after a rollback, the version rolled back from would get every request that names no label)
-    keep = [version, *older[: max(0, policy.keep_versions - 1)]]
+    keep = [version, *(older or unknown)[: max(0, policy.keep_versions - 1)]]
     cfg.update(model, base_path, lambda e: set_versions(e, keep, promoted_labels))
     log.info("%s version %d is stable (was %s, previous %s); loaded versions %s", model, version, old_stable,
              promoted_labels.get(PREVIOUS), sorted(keep))
@@ -398,12 +426,14 @@ def _serving_now(client: ModelServerClient, model: str, old_stable: int | None, 
         notes.append(f"WARNING: the server did not confirm it: {type(exc).__name__}: {exc}")
     stable = f"stable is version {old_stable}" if old_stable is not None else "no stable version (first rollout)"
     try:
-        states = client.version_states(model) if old_stable is not None else {}
+        states = client.version_states(model)  # ({} once a first rollout's model is gone from the config)
     except OSError as exc:
         states = {"unknown": f"the model server did not answer ({exc}); the config file names the previous state"}
-    left = states.get(candidate)  # (what the server said: a timeout above may have left it loaded)
-    unloaded = "state unknown" if "unknown" in states else "unloaded" if left in (None, "END") else \
-        f"not unloaded yet ({left})"
+    left = states.get(candidate)  # what the server says, whatever the waits above saw
+    if "unknown" in states or (left is None and notes and not states):
+        unloaded = "state unknown"
+    else:
+        unloaded = "unloaded" if left in (None, "END") else f"not unloaded yet ({left})"
     return "; ".join([f"{stable}, candidate {candidate} {unloaded}, versions {json.dumps(states)}", *notes])
 
 
@@ -493,7 +523,7 @@ def rollback(client: ModelServerClient, config_file: Path, *, model: str, base_p
     rollback leaves).
     """
     cfg = ServingConfigFile(config_file)
-    with cfg.model_lock(model, _lock_wait(policy)), terminate_raises():
+    with _model_lock(cfg, model, policy), terminate_raises():
         return _rollback_locked(cfg, client, config_file, model=model, base_path=base_path, store=store,
                                 target=target, policy=policy, reason=reason)
 

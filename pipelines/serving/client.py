@@ -53,7 +53,8 @@ def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
             raise ValueError(f"unknown feature {name!r}; the model takes {sorted(types)}")
         if isinstance(value, numbers.Number) and not isinstance(value, bool | int | float):
             value = value.item() if hasattr(value, "item") else value  # numpy's scalars (a frame's to_numpy())
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value in ("", b""):
+        if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str | bytes)
+                                                                                 and not value):
             continue
         if kind == "DT_STRING":
             if not isinstance(value, str | bytes):

@@ -259,8 +259,8 @@ def test_a_parquet_empty_string_is_a_missing_value_as_an_empty_csv_cell_is(tmp_p
     from pipelines.validate import check_values
 
     path = tmp_path / "part-00000.parquet"
-    pq.write_table(pa.table({"plan": ["gold", "", None, "basic"], "tier": ["a", "b", "", "c"],
-                             "y": [0, 1, 0, 1]}), path)
+    pq.write_table(pa.table({"plan": pa.array(["gold", "", None, "basic"]).dictionary_encode(),  # (a Categorical)
+                             "tier": ["a", "b", "", "c"], "y": [0, 1, 0, 1]}), path)
     schema = RawSchema((Feature("plan", "string"), Feature("tier", "string", nullable=False),
                         Feature("y", "int", nullable=False)), "y")
     read = read_partition_file(path, "parquet", schema, day=str(END))

@@ -339,6 +339,8 @@ def test_the_client_refuses_values_a_tf_example_cannot_carry():
     assert encode_example({"n": "", "x": "", "s": ""}, types) == encode_example({}, types)
     assert encode_example({"s": b""}, types) == encode_example({}, types)
     assert encode_example({"s": " "}, types) != encode_example({}, types)  # a value, as in training
+    with pytest.raises(ValueError, match=r"feature 's': array\(\['a'\]"):  # (not a TypeError: the row is named)
+        encode_example({"s": np.array(["a"])}, types)
 
 def _raw_exchange(url: str, request: bytes) -> tuple[int, float]:
     """Send bytes as they are (malformed on purpose); the status line and how long it took."""
