@@ -629,3 +629,26 @@ def test_the_default_rollback_target_names_the_partial_versions_it_passed_over(t
     with pytest.raises(RolloutError, match=rf"no good version to roll back to before stable {V1} \(rejected: \[\]; "
                                            rf"partial, so not loadable: \[{V0}\]; published: \[{V0}, {V1}\]\)"):
         default_rollback_target(LocalStore(tmp_path), MODEL, V1)
+
+
+def test_a_silent_server_keeps_older_versions_unlabelled_and_a_held_lock_is_a_rollout_error(tmp_path, monkeypatch):
+    """Review findings: a status call that answered nothing left no older version to keep, and the old stable was
+    unloaded; the lock's timeout was a bare TimeoutError, which the task did not report as the rollout's."""
+    from types import SimpleNamespace
+
+    import pipelines.rollout
+    from pipelines.rollout import _available_older, _model_lock
+
+    silent = SimpleNamespace(version_states=lambda model: {})
+    assert _available_older(silent, MODEL, V2, [V0, V1, V3]) == ([], [V1, V0])
+    says = SimpleNamespace(version_states=lambda model: {V2: "AVAILABLE", V1: "AVAILABLE", V0: "END"})
+    assert _available_older(says, MODEL, V2, [V0, V1]) == ([V1], [])
+    cfg = ServingConfigFile(tmp_path / "models.config")
+    monkeypatch.setattr(pipelines.rollout, "_lock_wait", lambda policy: 0.3)
+    with cfg.model_lock(MODEL, 1):  # a rollout of this model holds it
+        with pytest.raises(RolloutError, match=f"another rollout or rollback of {MODEL} is still running; "
+                                               "nothing changed"):
+            with _model_lock(cfg, MODEL, POLICY):
+                pass
+    with _model_lock(cfg, MODEL, POLICY):  # free again
+        pass
