@@ -34,20 +34,25 @@ log = logging.getLogger(__name__)
 INTERVAL = "{{ skewfree_interval(dag, dag_run, data_interval_start | default(none)) }}"
 
 
+def _manual_interval(dag, run_after: dt.datetime):
+    """The data interval the DAG's timetable gives a manual run at ``run_after``: the latest complete one."""
+    import pendulum
+
+    timetable = dag.timetable
+    if not hasattr(timetable, "infer_manual_data_interval"):  # the Task SDK's definition: the core one computes
+        from airflow.timetables.interval import CronDataIntervalTimetable as Computed
+
+        timetable = Computed(timetable.expression, timetable.timezone)
+    return timetable.infer_manual_data_interval(run_after=pendulum.instance(run_after))
+
+
 def run_interval(dag, dag_run, data_interval_start: dt.datetime | None = None) -> str:
     """A run's data interval as YYYY-MM-DD: the start of its data interval. Airflow 3 gives a run triggered with
     no logical date (``airflow dags trigger`` without ``--logical-date``, the REST API with ``logical_date:
     null``) no data interval at all: it gets the interval the DAG's timetable gives any manual run, the latest
     complete one before it runs (``run_after``)."""
     if data_interval_start is None:
-        import pendulum
-
-        timetable = dag.timetable
-        if not hasattr(timetable, "infer_manual_data_interval"):  # the Task SDK's definition: the core one computes
-            from airflow.timetables.interval import CronDataIntervalTimetable as Computed
-
-            timetable = Computed(timetable.expression, timetable.timezone)
-        data_interval_start = timetable.infer_manual_data_interval(run_after=pendulum.instance(dag_run.run_after)).start
+        data_interval_start = _manual_interval(dag, dag_run.run_after).start
     return data_interval_start.strftime("%Y-%m-%d")
 
 
@@ -61,7 +66,9 @@ def check_run(context) -> None:
     if context["task"].task_id != "validate" or logical is None or end is None or \
             getattr(run_type, "value", run_type) != "manual":
         return
-    if logical == end:  # a logical date on the schedule (midnight for a daily model): the scheduled run's
+    if _manual_interval(context["dag"], logical).end == logical:  # on the schedule (midnight for a daily
+        # model): the logical date of a scheduled run (the REST API's and the UI's date without a time of day,
+        # `airflow dags trigger --logical-date 2026-11-20`)
         start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))
         refuse(context, f"this manual run's logical date {logical.isoformat()} is the logical date of the scheduled "
                         f"run of the interval {logical.date()}, which one DAG may have only once: Airflow would never "

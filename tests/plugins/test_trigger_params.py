@@ -191,7 +191,10 @@ def test_a_run_triggered_without_a_logical_date_retrains_the_latest_interval(cap
         "stops there, logging 'run already exists'), and a backfill of 2026-11-20 would skip it. Nothing ran. Delete "
         "this run and trigger it again with a time of day, e.g. 2026-11-20T12:00:00Z: it retrains the same interval, "
         "2026-11-19")
-    said = pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), day)  # `airflow dags trigger --logical-date`
+    with pytest.raises(AirflowFailException, match=r"logical date 2026-11-20T00:00:00\+00:00 is the logical date of "
+                                                   r"the scheduled run .* it retrains the same interval, 2026-12-06"):
+        pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), day)  # `airflow dags trigger --logical-date 2026-11-20`
+    said = pre_execute(dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC), day)
     assert ("this manual run retrains the interval 2026-12-06..2026-12-07, which does not end on its logical date "
             "2026-11-20: `airflow dags trigger` gives a manual run the latest complete interval before it runs, "
             "whatever its logical date. To retrain a past interval, run a backfill: airflow backfill create "
