@@ -198,6 +198,7 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.config_error: str | None = None  # the config file could not be parsed: the previous one stays
+        self._config_read = False  # a config was read: a file gone later keeps it (a missing one at start fails)
         self.label_error: str | None = None  # a label pointed at a version that is not loaded: refused
         self._told_empty: set[tuple[str, str]] = set()  # (model, base path) with no version, already logged
 
@@ -230,7 +231,16 @@ class ModelManager:
 
     # -- config -------------------------------------------------------------------
     def _read_config(self) -> None:
-        text = Path(self._config_file).read_text()
+        try:
+            text = Path(self._config_file).read_text()
+        except OSError as exc:  # gone (a redeploy, a hand edit): what is loaded keeps serving, and disk polling goes on
+            if not self._config_read:
+                raise  # at start: a wrong path, said at once
+            error = f"cannot read the model config file, keeping the previous config: {exc}"
+            if error != self.config_error:  # said once, not at every poll
+                log.error("%s", error)
+            self.config_error, self._config_text = error, None  # (re-read in full once it is back)
+            return
         if text == self._config_text:
             return
         try:
@@ -240,7 +250,7 @@ class ModelManager:
             log.error("keeping the previous config: %s", exc)
             self._config_text = text
             return
-        self._config_text = text
+        self._config_text, self._config_read = text, True
         self.config_error = None
         with self._lock:
             self._specs = specs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 
@@ -66,7 +67,7 @@ def test_specific_versions_and_labels(base_path, tmp_path):
     assert err.value.status == 400 and "canary" in err.value.message
 
 
-def test_label_on_an_unloaded_version_is_refused(base_path, tmp_path):
+def test_label_on_an_unloaded_version_is_refused(base_path, tmp_path, caplog):
     cfg = tmp_path / "models.config"
     cfg.write_text(config_text(base_path, [1], {"stable": 1}))
     manager = ModelManager(config_file=str(cfg))
@@ -79,6 +80,21 @@ def test_label_on_an_unloaded_version_is_refused(base_path, tmp_path):
     manager.poll_once()
     assert "not a valid ModelServerConfig" in manager.config_error
     assert states(manager) == {1: "AVAILABLE"}  # the previous config stays in force
+    # the file gone (a fault trial: a poll failure logged every second, and no disk polling meanwhile): the
+    # previous config stays, said once; back, it is read again
+    cfg.unlink()
+    with caplog.at_level(logging.ERROR, logger="pipelines.serving.models"):
+        for _ in range(3):
+            manager.poll_once()
+    assert [r.getMessage() for r in caplog.records if "cannot read the model config file" in r.getMessage()] == [
+        f"cannot read the model config file, keeping the previous config: [Errno 2] No such file or directory: "
+        f"'{cfg}'"]
+    assert states(manager) == {1: "AVAILABLE"}
+    cfg.write_text(config_text(base_path, [1], {"stable": 1}))
+    manager.poll_once()
+    assert manager.config_error is None and manager.servable("taxi", label="stable").number == 1
+    with pytest.raises(FileNotFoundError):  # at start, a missing file is a wrong path: said at once
+        ModelManager(config_file=str(tmp_path / "typo.config")).poll_once()
 
 
 def test_config_file_is_re_read_by_the_running_server(base_path, tmp_path):
