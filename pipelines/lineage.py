@@ -23,10 +23,11 @@ STACK = ("tensorflow", "tf-keras", "tensorflow-transform", "apache-beam", "tfx-b
 
 
 @functools.cache
-def _files_digest(*roots: Path, skip: Path | None = None, suffixes: tuple[str, ...] = (".py", ".toml")) -> str:
+def _files_digest(*roots: Path, skip: Path | None = None) -> str:
+    """The Python files under ``roots`` (but ``skip``), by relative path and content."""
     h = hashlib.sha256()
     for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.suffix in suffixes and p.is_file()):
+        for path in sorted(p for p in root.rglob("*") if p.suffix == ".py" and p.is_file()):
             if skip is not None and skip in path.parents:
                 continue
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -70,8 +71,7 @@ def code_version(config: ModelConfig) -> str:
     stack's versions. Editing one model's ``model.py`` leaves every other model's caches and lineage as they
     were; editing a threshold leaves this model's transform and train outputs too."""
     h = hashlib.sha256()
-    h.update(_files_digest(_PACKAGE, skip=(_PACKAGE / "models")).encode())
-    h.update(_files_digest(config.module_dir(), suffixes=(".py",)).encode())
+    h.update(transform_code(config).encode())
     h.update(b"config\0" + config_part(config).encode())
     h.update(json.dumps(stack_versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -81,8 +81,8 @@ def transform_code(config: ModelConfig) -> str:
     """The code a transform output was made with: the pipeline's and the model's Python (``preprocessing_fn`` and
     what it imports), not its config. Recorded by transform; a later step refuses an output of other code."""
     h = hashlib.sha256()
-    h.update(_files_digest(_PACKAGE, skip=(_PACKAGE / "models"), suffixes=(".py",)).encode())
-    h.update(_files_digest(config.module_dir(), suffixes=(".py",)).encode())
+    h.update(_files_digest(_PACKAGE, skip=(_PACKAGE / "models")).encode())
+    h.update(_files_digest(config.module_dir()).encode())
     return h.hexdigest()[:16]
 
 

@@ -25,6 +25,7 @@ from skewfree.approval import approval_page, change_text
 from skewfree.assets import published_asset, stable_asset
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
+from skewfree.run_note import refuse
 from skewfree.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,15 +142,6 @@ def refuse_unknown_conf(context) -> None:
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     if problem := unknown_conf(conf, {*context["dag"].params, *context["task"].params}, context["dag"].dag_id):
         refuse(context, problem)
-
-
-def refuse(context, problem: str) -> None:
-    """Fail the task before it runs, not retried; its XCom ``error`` gives the run note the reason."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    if (ti := context.get("ti")) is not None:
-        ti.xcom_push(key="error", value=problem[:600])
-    raise AirflowFailException(problem)
 
 
 def unknown_conf(conf: dict, known: set[str], dag_id: str) -> str | None:

@@ -62,6 +62,15 @@ def _headline(metrics: dict[str, Any], baseline: dict[str, Any]) -> str:
     return ""
 
 
+def refuse(context, problem: str) -> None:
+    """Fail the task, not retried, with ``problem``; its XCom ``error`` is the reason this note gives."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if (ti := context.get("ti")) is not None:
+        ti.xcom_push(key="error", value=problem[:600])
+    raise AirflowFailException(problem) from None  # (raised while handling another: that one is not repeated)
+
+
 def summary(states: dict[str, str], results: dict[str, Any], answer: dict[str, Any] | None) -> str:
     """The note for a finished run, from its task states, the tasks' results and the approval answer."""
     evaluation = results.get("evaluate") or {}

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from pipelines.config import load_model_config
 from skewfree.assets import emit_promotion
 from skewfree.hooks.artifacts import open_root
 from skewfree.hooks.model_server import ModelServerHook
 from skewfree.links import PROMOTION_LINKS
+from skewfree.run_note import refuse
 from skewfree.settings import Settings
 
 
@@ -72,9 +73,7 @@ class RolloutOperator(BaseOperator):
                                      run_type) == "backfill",
                 )
         except rollout.RolloutError as exc:
-            if (ti := context.get("ti")) is not None:  # the run note's reason (skewfree.run_note)
-                ti.xcom_push(key="error", value=str(exc)[:600])
-            raise AirflowFailException(str(exc)) from None
+            refuse(context, str(exc))
         if result.skipped_reason or not result.changed:
             # skipped, not succeeded: the `stable` asset event (which schedules other DAGs) means a promotion
             reason = result.skipped_reason or f"version {result.stable} already serves as stable"
