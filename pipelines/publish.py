@@ -94,7 +94,8 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     store = open_store(serving_root)
 
     day = day_versions(interval)
-    if (held := _holding(store, config.name, day, digest)[1]) is not None:  # before copying anything
+    wanted = config.rollout.canary_rows
+    if (held := _holding(store, config.name, day, digest, wanted)[1]) is not None:  # before copying anything
         return _finish(run, config, interval, held, store, digest, reused=True)
     with tempfile.TemporaryDirectory(prefix="skewfree-publish-") as tmp:
         build = Path(tmp) / "version"
@@ -107,7 +108,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
         files = manifest_files(build)
         lost: list[int] = []  # numbers another writer took first (a file there is no version directory)
         for _attempt in range(PUBLISH_ATTEMPTS):
-            complete, held = _holding(store, config.name, day, digest)  # again: a rival may have published it
+            complete, held = _holding(store, config.name, day, digest, wanted)  # again: a rival may have published it
             if held is not None:
                 return _finish(run, config, interval, held, store, digest, reused=True)
             version = next_version(day, complete, taken=[*store.version_dirs(config.name), *lost])
@@ -134,14 +135,26 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     return _finish(run, config, interval, version, store, digest, reused=False)
 
 
-def _holding(store: Store, model: str, day: range, digest: str) -> tuple[list[int], int | None]:
-    """The day's complete versions, and the one among them that already holds this model (its digest)."""
+def _holding(store: Store, model: str, day: range, digest: str, canary_rows: int) -> tuple[list[int], int | None]:
+    """The day's complete versions, and the one among them that already holds this model (its digest) with at
+    least ``canary_rows`` canary rows ([rollout] canary_rows: what a rollout to it checks). A version of the same
+    model that ships fewer (published before canary_rows grew) is not reused: a rollout to it would refuse."""
     complete = [v for v in store.complete_versions(model) if v in day]  # partial ones are logged
     for version in complete:
         manifest = store.read_json(model, str(version), MANIFEST)
-        if manifest is not None and manifest.get("content_digest") == digest:
-            log.info("version %d already holds this model (digest %s); nothing to publish", version, digest[:12])
-            return complete, version
+        if manifest is None or manifest.get("content_digest") != digest:
+            continue
+        try:
+            rows = store.read_json(model, str(version), CANARY)
+        except ValueError:  # unreadable JSON: not a version to roll out to either
+            rows = None
+        if not isinstance(rows, list) or len(rows) < canary_rows:
+            log.info("version %d holds this model but ships %s canary rows, fewer than [rollout] canary_rows = %d: "
+                     "publishing it again under a new number, with evaluate's rows", version,
+                     len(rows) if isinstance(rows, list) else "no readable", canary_rows)
+            continue
+        log.info("version %d already holds this model (digest %s); nothing to publish", version, digest[:12])
+        return complete, version
     return complete, None
 
 

@@ -520,6 +520,38 @@ def test_a_second_save_of_the_same_model_publishes_nothing_new(trained_run, tmp_
     assert model_digest(saved) != first.content_digest
 
 
+def test_publish_does_not_reuse_a_version_with_fewer_canary_rows_than_a_rollout_checks(trained_run, tmp_path,
+                                                                                       taxi_config, caplog):
+    """[rollout] canary_rows raised after a version was published: evaluate ships more rows, but the model is
+    the same. Reusing the version would keep its old canary.json, and every rollout to it would refuse ("too
+    few canary rows"), whatever the user re-ran. Publish takes a new number for it instead, once."""
+    from pipelines.evaluate import evaluate
+    from pipelines.publish import publish
+    from pipelines.rollout import canary_rows_of
+    from tests.conftest import END
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(trained_run["artifact_root"], art)
+    for result in art.rglob("result.json"):
+        result.write_text(result.read_text().replace(str(trained_run["artifact_root"]), str(art)))
+    serving = tmp_path / "serving"
+    store = LocalStore(serving)
+    first = publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving))
+    shipped = len(canary_rows_of(store, MODEL, first.version))
+    more = dataclasses.replace(taxi_config, rollout=dataclasses.replace(taxi_config.rollout,
+                                                                        canary_rows=shipped + 20))
+    evaluate(more, interval=END, artifact_root=art)  # its digest holds the canary rows: it runs again
+    with caplog.at_level(logging.INFO, logger="pipelines.publish"):
+        second = publish(more, interval=END, artifact_root=art, serving_root=str(serving))
+    assert not second.reused and second.version == first.version + 1
+    assert second.content_digest == first.content_digest  # the same model, with the rows a rollout checks
+    assert len(canary_rows_of(store, MODEL, second.version)) >= shipped + 20
+    assert f"version {first.version} holds this model but ships {shipped} canary rows, fewer than [rollout] " \
+           f"canary_rows = {shipped + 20}" in caplog.text
+    assert publish(more, interval=END, artifact_root=art, serving_root=str(serving)).version == second.version
+    assert publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving)).reused  # enough rows
+
+
 def test_publish_ignores_partial_versions_and_never_reuses_a_broken_one(trained_run, tmp_path, taxi_config, capsys):
     """A stray directory at the end of the day, an interrupted copy on the next number and a published version
     whose variables were truncated afterwards: publish neither counts, reuses nor overwrites any of them, and
