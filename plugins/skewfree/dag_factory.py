@@ -47,6 +47,15 @@ def _manual_interval(dag, run_after: dt.datetime):
     return timetable.infer_manual_data_interval(run_after=pendulum.instance(run_after))
 
 
+def on_schedule(dag, logical: dt.datetime | None) -> bool:
+    """Whether ``logical`` is the logical date of one of the DAG's scheduled runs (midnight for a daily model):
+    a manual run there takes that run's place for good (``schedule_slot``)."""
+    timetable = dag.timetable  # (the Task SDK's definitions have no ``periodic``: a cron one has an expression)
+    if logical is None or not getattr(timetable, "periodic", hasattr(timetable, "expression")):
+        return False
+    return _manual_interval(dag, logical).end == logical
+
+
 def run_interval(dag, dag_run, data_interval_start: dt.datetime | None = None) -> str:
     """A run's data interval as YYYY-MM-DD: the start of its data interval. Airflow 3 gives a run triggered with
     no logical date (``airflow dags trigger`` without ``--logical-date``, the REST API with ``logical_date:
@@ -67,15 +76,14 @@ def check_run(context) -> None:
     if context["task"].task_id != "validate" or logical is None or end is None or \
             getattr(run_type, "value", run_type) != "manual":
         return
-    if _manual_interval(context["dag"], logical).end == logical:  # on the schedule (midnight for a daily
-        # model): the logical date of a scheduled run (the REST API's and the UI's date without a time of day,
-        # `airflow dags trigger --logical-date 2026-11-20`)
+    if on_schedule(context["dag"], logical):  # the REST API's and the UI's date without a time of day,
+        # `airflow dags trigger --logical-date 2026-11-20`
         start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))
         refuse(context, f"this manual run's logical date {logical.isoformat()} is the logical date of the scheduled "
-                        f"run of the interval {logical.date()}, which one DAG may have only once: Airflow would never "
-                        f"create that run (the schedule stops there, logging 'run already exists'), and a backfill "
-                        f"of {logical.date()} would skip it. Nothing ran. Delete this run and trigger it again with a "
-                        f"time of day, e.g. {logical.date()}T12:00:00Z: it retrains the same interval, {start}")
+                        f"run of the interval {logical.date()}, which one DAG may have only once. Nothing ran; when "
+                        f"this run ends its logical date is cleared, so that the scheduler still creates that run. "
+                        f"Trigger again with a time of day, e.g. {logical.date()}T12:00:00Z: it retrains the same "
+                        f"interval, {start}")
     if logical.date() != end.date():
         start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))
         log.warning("this manual run retrains the interval %s..%s, which does not end on its logical date %s: "

@@ -119,3 +119,41 @@ def test_backfill_newest_first_never_regresses_serving(local_stack):
                            if "task_id=rollout" in p.parts[-2] and f"run_id={older_run}" in str(p))
     assert rollout_logs, f"no rollout log for {older_run}"
     assert "was trained on older data than stable 2026111000" in rollout_logs
+
+
+def test_a_manual_run_on_a_scheduled_runs_date_is_refused_and_gives_the_date_back(local_stack):
+    """Triggered the way the UI and the REST API do with a date and no time of day (midnight), as the scheduler
+    runs it: validate refuses the run before anything runs, and when it fails the scheduler's listener clears
+    its logical date (test_schedule_after_demo shows the scheduler then creating the scheduled run). The same
+    date is free again: another run may take it."""
+    import sqlite3
+
+    env = local_stack["env"]
+    logical = f"{dt.datetime.now(dt.UTC).date()}T00:00:00+00:00"  # tomorrow's scheduled run's logical date
+
+    def trigger(run_id: str) -> subprocess.CompletedProcess:
+        for _ in range(3):  # SQLite under a running scheduler: "database is locked" is retried
+            out = airflow(env, "dags", "trigger", "taxi_retrain", "--logical-date", logical, "--run-id", run_id,
+                          check=False)
+            if "database is locked" not in out.stdout + out.stderr:
+                return out
+            time.sleep(5)
+        return out
+
+    def run(run_id: str) -> tuple:
+        with contextlib.closing(sqlite3.connect(local_stack["home"] / "airflow" / "airflow.db", timeout=30)) as db:
+            return db.execute("SELECT dag_run.state, dag_run.logical_date, dag_run_note.content FROM dag_run LEFT "
+                              "JOIN dag_run_note ON dag_run_note.dag_run_id = dag_run.id WHERE dag_run.run_id = ?",
+                              (run_id,)).fetchone()
+
+    for run_id in ("midnight_1", "midnight_2"):  # the second takes the date the first gave back
+        out = trigger(run_id)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        deadline = time.monotonic() + 300
+        while (found := run(run_id))[0] not in ("success", "failed") or found[1] is not None or found[2] is None:
+            assert time.monotonic() < deadline, found
+            time.sleep(3)
+        state, date, note = found
+        assert state == "failed" and date is None, found
+        assert note.startswith(f"failed in validate: this manual run's logical date {logical} is the logical date "
+                               "of the scheduled run"), note

@@ -49,3 +49,39 @@ def test_the_scheduler_creates_the_next_run_after_the_demo(tmp_path):
     assert demo[4] == "success" and dt.datetime.fromisoformat(demo[2]).time() != dt.time(), runs
     duration = dt.datetime.fromisoformat(demo[6]) - dt.datetime.fromisoformat(demo[5])
     assert dt.timedelta(0) < duration < dt.timedelta(minutes=30), runs
+
+
+def test_a_manual_run_on_a_scheduled_runs_date_gives_it_back(tmp_path):
+    """A manual run given a scheduled run's logical date (a date without a time of day: midnight) took that
+    run's place for good: Airflow keeps one run per logical date, so the scheduler logged "run already exists;
+    skipping dagrun creation" on every loop and the daily schedule stopped there (a user trial). The run is
+    refused before anything runs, and when it ends its logical date is cleared: the scheduler then creates the
+    scheduled run, and the refused run keeps its note."""
+    env = airflow_env(tmp_path)
+
+    def airflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+
+    assert airflow("db", "migrate").returncode == 0
+    day = yesterday()  # the scheduled run the scheduler wants to create now (catchup off): its logical date
+    refused = airflow("dags", "test", "taxi_retrain", day.isoformat())
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "which one DAG may have only once" in out, out[-4000:]
+    assert "cleared, so that the scheduler creates that run" in out, out[-4000:]
+
+    assert airflow("dags", "unpause", "taxi_retrain").returncode == 0
+    assert airflow("pools", "set", "default_pool", "0", "no task runs in this test").returncode == 0
+    scheduler = airflow("scheduler", "--num-runs", "3")
+    log = scheduler.stdout + scheduler.stderr
+    assert scheduler.returncode == 0, log[-4000:]
+    assert "already exists" not in log, log[-4000:]
+    with contextlib.closing(sqlite3.connect(tmp_path / "airflow" / "airflow.db")) as db:
+        runs = db.execute("SELECT dag_run.run_type, dag_run.logical_date, dag_run.state, dag_run_note.content "
+                          "FROM dag_run LEFT JOIN dag_run_note ON dag_run_note.dag_run_id = dag_run.id "
+                          "WHERE dag_id = 'taxi_retrain' ORDER BY dag_run.id").fetchall()
+    [manual] = [r for r in runs if r[0] == "manual"]
+    [scheduled] = [r for r in runs if r[0] == "scheduled"]
+    assert dt.datetime.fromisoformat(scheduled[1]) == dt.datetime.combine(day, dt.time()), runs  # (UTC, naive)
+    assert manual[1] is None and manual[2] == "failed", runs
+    assert manual[3].startswith("failed in validate: this manual run's logical date"), runs
