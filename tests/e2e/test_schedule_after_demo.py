@@ -17,6 +17,30 @@ from tests.conftest import ROOT, airflow_env, run_demo, task_states
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
+def cli(env: dict[str, str]):
+    def airflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+    return airflow
+
+
+def schedule(env: dict[str, str], home) -> list[tuple]:
+    """Unpause taxi_retrain and run the scheduler for 3 loops with no slot for tasks (this watches run creation,
+    it does not run the pipeline); every run of the DAG then, with its note."""
+    airflow = cli(env)
+    assert airflow("dags", "unpause", "taxi_retrain").returncode == 0
+    assert airflow("pools", "set", "default_pool", "0", "no task runs in this test").returncode == 0
+    scheduler = airflow("scheduler", "--num-runs", "3")
+    log = scheduler.stdout + scheduler.stderr
+    assert scheduler.returncode == 0, log[-4000:]
+    assert "already exists" not in log, log[-4000:]
+    with contextlib.closing(sqlite3.connect(home / "airflow" / "airflow.db")) as db:
+        return db.execute("SELECT dag_run.run_id, dag_run.run_type, dag_run.logical_date, "
+                          "dag_run.data_interval_start, dag_run.state, dag_run.start_date, dag_run.end_date, "
+                          "dag_run_note.content FROM dag_run LEFT JOIN dag_run_note ON dag_run_note.dag_run_id = "
+                          "dag_run.id WHERE dag_id = 'taxi_retrain' ORDER BY dag_run.id").fetchall()
+
+
 def test_the_scheduler_creates_the_next_run_after_the_demo(tmp_path):
     env = airflow_env(tmp_path)
     end = yesterday()  # as ./dev demo: the latest complete day, the interval the scheduler wants next too
@@ -24,21 +48,7 @@ def test_the_scheduler_creates_the_next_run_after_the_demo(tmp_path):
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert task_states(out.stdout)["rollout"] == "success"
 
-    def airflow(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=300)
-
-    assert airflow("dags", "unpause", "taxi_retrain").returncode == 0
-    # no slot for tasks: this test watches run creation, it does not run the pipeline a second time
-    assert airflow("pools", "set", "default_pool", "0", "no task runs in this test").returncode == 0
-    scheduler = airflow("scheduler", "--num-runs", "3")
-    log = scheduler.stdout + scheduler.stderr
-    assert scheduler.returncode == 0, log[-4000:]
-    assert "already exists" not in log, log[-4000:]
-
-    with contextlib.closing(sqlite3.connect(tmp_path / "airflow" / "airflow.db")) as db:
-        runs = db.execute("SELECT run_id, run_type, logical_date, data_interval_start, state, start_date, end_date "
-                          "FROM dag_run WHERE dag_id = 'taxi_retrain' ORDER BY id").fetchall()
+    runs = schedule(env, tmp_path)
     [demo] = [r for r in runs if r[1] == "manual"]
     [scheduled] = [r for r in runs if r[1] == "scheduled"]
     # the scheduler's run is the latest complete interval (catchup off): the day the demo trained on
@@ -59,10 +69,7 @@ def test_a_manual_run_on_a_scheduled_runs_date_gives_it_back(tmp_path):
     scheduled run, and the refused run keeps its note."""
     env = airflow_env(tmp_path)
 
-    def airflow(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=600)
-
+    airflow = cli(env)
     assert airflow("db", "migrate").returncode == 0
     day = yesterday()  # the scheduled run the scheduler wants to create now (catchup off): its logical date
     refused = airflow("dags", "test", "taxi_retrain", day.isoformat())
@@ -70,18 +77,9 @@ def test_a_manual_run_on_a_scheduled_runs_date_gives_it_back(tmp_path):
     assert refused.returncode != 0 and "which one DAG may have only once" in out, out[-4000:]
     assert "cleared, so that the scheduler creates that run" in out, out[-4000:]
 
-    assert airflow("dags", "unpause", "taxi_retrain").returncode == 0
-    assert airflow("pools", "set", "default_pool", "0", "no task runs in this test").returncode == 0
-    scheduler = airflow("scheduler", "--num-runs", "3")
-    log = scheduler.stdout + scheduler.stderr
-    assert scheduler.returncode == 0, log[-4000:]
-    assert "already exists" not in log, log[-4000:]
-    with contextlib.closing(sqlite3.connect(tmp_path / "airflow" / "airflow.db")) as db:
-        runs = db.execute("SELECT dag_run.run_type, dag_run.logical_date, dag_run.state, dag_run_note.content "
-                          "FROM dag_run LEFT JOIN dag_run_note ON dag_run_note.dag_run_id = dag_run.id "
-                          "WHERE dag_id = 'taxi_retrain' ORDER BY dag_run.id").fetchall()
-    [manual] = [r for r in runs if r[0] == "manual"]
-    [scheduled] = [r for r in runs if r[0] == "scheduled"]
-    assert dt.datetime.fromisoformat(scheduled[1]) == dt.datetime.combine(day, dt.time()), runs  # (UTC, naive)
-    assert manual[1] is None and manual[2] == "failed", runs
-    assert manual[3].startswith("failed in validate: this manual run's logical date"), runs
+    runs = schedule(env, tmp_path)
+    [manual] = [r for r in runs if r[1] == "manual"]
+    [scheduled] = [r for r in runs if r[1] == "scheduled"]
+    assert dt.datetime.fromisoformat(scheduled[2]) == dt.datetime.combine(day, dt.time()), runs  # (UTC, naive)
+    assert manual[2] is None and manual[4] == "failed", runs
+    assert manual[7].startswith("failed in validate: this manual run's logical date"), runs
