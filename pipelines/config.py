@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import importlib
 import math
 import os
@@ -623,15 +624,35 @@ def _validation(raw: dict[str, Any], data: DataConfig, source: Path) -> Validati
     )
 
 
+# A Kubernetes resource quantity: a decimal number with a binary (Ki..Ei) or decimal (m, k..E) suffix, or an exponent
+_QUANTITY = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:[KMGTPE]i|[mkMGTPE]|[eE][+-]?\d+)?")
+_QUANTITY_EXAMPLES = {"cpu": "'2', '1.5' or '500m' (millicores)", "memory": "'2Gi', '512Mi' or '4G'"}
+TOLERATION_FIELDS = {"key": str, "operator": str, "value": str, "effect": str, "toleration_seconds": int}
+TOLERATION_VALUES = {"operator": ("Equal", "Exists"), "effect": ("NoSchedule", "PreferNoSchedule", "NoExecute")}
+
+
 def _kubernetes(raw: dict[str, Any], source: Path) -> KubernetesConfig:
+    from pipelines.runs import STEPS
+
     raw = dict(raw)
     resources = {}
     for step, values in raw.pop("resources", {}).items():
+        if step not in STEPS:  # a typo would give the step the defaults: no GPU, 2Gi
+            close = difflib.get_close_matches(step, STEPS, 1)
+            raise ConfigError(f"{source}: [kubernetes.resources.{step}]: no step is named {step!r}"
+                              + (f" (did you mean [kubernetes.resources.{close[0]}]?)" if close else "")
+                              + f"; the steps are {', '.join(STEPS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: [kubernetes.resources.{step}] must be a table")
         res = _build(StepResources, values, f"kubernetes.resources.{step}", source)
         if res.gpus < 0 or res.active_deadline_seconds < 1:
             raise ConfigError(f"{source}: [kubernetes.resources.{step}] gpus >= 0 and active_deadline_seconds >= 1")
+        for what, example in _QUANTITY_EXAMPLES.items():
+            value = getattr(res, what)
+            match = _QUANTITY.fullmatch(value)
+            if match is None or float(match.group(1)) == 0:
+                raise ConfigError(f"{source}: [kubernetes.resources.{step}] {what} = {value!r} is not a positive "
+                                  f"Kubernetes quantity, e.g. {example}")
         resources[step] = res
     selector = raw.pop("gpu_node_selector", {})
     tolerations = raw.pop("gpu_tolerations", [])
@@ -639,7 +660,20 @@ def _kubernetes(raw: dict[str, Any], source: Path) -> KubernetesConfig:
         raise ConfigError(f"{source}: [kubernetes] gpu_node_selector must be a table of strings")
     if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
         raise ConfigError(f"{source}: [kubernetes] gpu_tolerations must be a list of tables")
+    for i, toleration in enumerate(tolerations):
+        where = f"{source}: [kubernetes] gpu_tolerations[{i}]"
+        if unknown := sorted(set(toleration) - set(TOLERATION_FIELDS)):
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; a toleration has "
+                              f"{', '.join(TOLERATION_FIELDS)}")
+        for name, value in toleration.items():
+            if not isinstance(value, TOLERATION_FIELDS[name]) or isinstance(value, bool):
+                raise ConfigError(f"{where}: {name} must be {TOLERATION_FIELDS[name].__name__}, got {value!r}")
+            if name in TOLERATION_VALUES and value not in TOLERATION_VALUES[name]:
+                raise ConfigError(f"{where}: {name} = {value!r} is not one of {', '.join(TOLERATION_VALUES[name])}")
     rest = _build(KubernetesConfig, raw, "kubernetes", source)
+    if rest.startup_timeout_seconds < 1:
+        raise ConfigError(f"{source}: [kubernetes] startup_timeout_seconds must be at least 1 (how long a pod may "
+                          f"wait to be scheduled and pull its image), got {rest.startup_timeout_seconds}")
     return dataclasses.replace(rest, resources=resources, gpu_node_selector=selector,
                                gpu_tolerations=tuple(tolerations))
 

@@ -76,6 +76,25 @@ def test_window_reads_lookback_plus_interval_and_holds_out_newest(tmp_path):
          "unknown field(s) in [validation.features.company]: new_value"),
         (("[thresholds]", "[validation.features.compnay]\nnew_values = 0.2\n[thresholds]"),
          "[validation.features] names column(s) the schema of pipelines.models.taxi does not have: compnay"),
+        # a platform trial: a typo in a step's resources gave train the defaults (no GPU, 2Gi), silently
+        (("[thresholds]", "[kubernetes.resources.trian]\ngpus = 1\n[thresholds]"),
+         "[kubernetes.resources.trian]: no step is named 'trian' (did you mean [kubernetes.resources.train]?); the "
+         "steps are validate, transform, train, evaluate, publish"),
+        (("[thresholds]", "[kubernetes.resources.train]\nmemory = \"32GB\"\n[thresholds]"),
+         "[kubernetes.resources.train] memory = '32GB' is not a positive Kubernetes quantity, e.g. '2Gi', '512Mi'"),
+        (("[thresholds]", "[kubernetes.resources.train]\ncpu = \"eight\"\n[thresholds]"),
+         "[kubernetes.resources.train] cpu = 'eight' is not a positive Kubernetes quantity, e.g. '2', '1.5' or "
+         "'500m'"),
+        (("[thresholds]", "[kubernetes.resources.evaluate]\ncpu = \"0m\"\n[thresholds]"),
+         "cpu = '0m' is not a positive Kubernetes quantity"),
+        (("[thresholds]", "[kubernetes]\nstartup_timeout_seconds = -5\n[thresholds]"),
+         "[kubernetes] startup_timeout_seconds must be at least 1"),
+        (("[thresholds]", "[kubernetes]\ngpu_tolerations = [{ kye = \"nvidia.com/gpu\" }]\n[thresholds]"),
+         "[kubernetes] gpu_tolerations[0]: unknown field(s) kye; a toleration has key, operator, value, effect, "
+         "toleration_seconds"),
+        (("[thresholds]", "[kubernetes]\ngpu_tolerations = [{ key = \"g\", effect = \"NoSchedul\" }]\n"
+                          "[thresholds]"),
+         "gpu_tolerations[0]: effect = 'NoSchedul' is not one of NoSchedule, PreferNoSchedule, NoExecute"),
     ],
 )
 def test_bad_config_names_field_and_file(tmp_path, change, message):
