@@ -1,7 +1,8 @@
 """The baseline an evaluation compares with: the version that serves as ``stable``.
 
-Resolved from the model server's config file (``--model-server-config``, TF Serving's
-``--model_config_file``), else ``{serving_root}/models.config``; with no ``stable`` label in either,
+Resolved from the model server's config file (``--stable-version``: its ``stable`` label as the caller read
+it, for a pod that cannot read the file; else ``--model-server-config``, TF Serving's ``--model_config_file``),
+else ``{serving_root}/models.config``; with no ``stable`` label in either,
 the newest complete version under the serving root; none on a model's first run. The baseline is
 scored through its own serving signature on the candidate's raw eval rows, so both are judged on
 exactly the same requests.
@@ -36,12 +37,14 @@ class Baseline:
     interval: str | None = None  # the data interval it was trained for
 
 
-def resolve_baseline(model: str, serving_root: str, server_config: str | None = None) -> Baseline | None:
+def resolve_baseline(model: str, serving_root: str, server_config: str | None = None,
+                     stable_version: int | None = None) -> Baseline | None:
     store = open_store(serving_root)
     complete = store.complete_versions(model)
     if not complete:
         return None
-    stable, where = _stable_label(store, model, server_config)
+    stable, where = (stable_version, "the model server's config file (--stable-version)") \
+        if stable_version is not None else _stable_label(store, model, server_config)
     if stable is not None and stable in complete:
         version, how = stable, f"label 'stable' in {where}"
     else:

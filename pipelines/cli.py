@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
               "or not", *STEP_ROOTS["evaluate"])
     ev.add_argument("--model-server-config", help="the model server's config file: its 'stable' label is the "
                                                   "baseline (default: {serving_root}/models.config)")
+    ev.add_argument("--stable-version", type=_positive_int,
+                    help="the version the model server serves as 'stable' (the baseline), as read from its config "
+                         "file by the caller: a pod cannot read that file (the kubernetes backend passes it)")
     for name in CACHED_STEPS:
         sub.choices[name].add_argument("--force", action="store_true",
                                        help="recompute even if a cached output matches")
@@ -252,7 +255,7 @@ def run_step(args: argparse.Namespace, config):
         from pipelines.evaluate import evaluate
 
         return evaluate(config, serving_root=args.serving_root, server_config=args.model_server_config,
-                        force=args.force, **common)
+                        stable_version=args.stable_version, force=args.force, **common)
     if args.step == "publish":
         from pipelines.publish import publish
 

@@ -391,11 +391,13 @@ def compare_with_baseline(config: ModelConfig, interval: dt.date, baseline: Base
 
 
 def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serving_root: str | None = None,
-             server_config: str | None = None, force: bool = False) -> EvaluateResult:
+             server_config: str | None = None, stable_version: int | None = None,
+             force: bool = False) -> EvaluateResult:
     """Score the candidate (and the baseline) through the serving signature; bless or not, with reasons.
 
     :param serving_root: where published versions are; the baseline is resolved there (see ``pipelines.baseline``).
     :param server_config: the model server's config file, whose ``stable`` label names the baseline.
+    :param stable_version: that label's version, read from the file by the caller (before ``server_config``).
     """
     run = Run(artifact_root, config.name, interval)
     transformed = run.read_result("transform")
@@ -405,7 +407,7 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
     # the model itself (a forced retrain has the same inputs but other weights), the eval split
     # (transform's digest), the thresholds (config), this code and the baseline it is compared with
     fingerprint = model_fingerprint(trained["saved_model"])
-    baseline = resolve_baseline(config.name, serving_root, server_config) if serving_root else None
+    baseline = resolve_baseline(config.name, serving_root, server_config, stable_version) if serving_root else None
     digest = input_digest(step="evaluate", **step_inputs(config), transform=transformed["input_digest"],
                           # its verdict's settings (thresholds, slices, skew tolerance) and the canary rows it
                           # ships (no other [rollout] setting)

@@ -163,6 +163,17 @@ def unknown_conf(conf: dict, known: set[str], dag_id: str) -> str | None:
             f"of {dag_id}: nothing ran. Its parameters are {sorted(known)}; trigger it again with those names")
 
 
+def stable_flag(model: str) -> str:
+    """``--stable-version=N`` for the evaluate pod: the ``stable`` label in the model server's config file, which
+    only the Airflow side reads (with an S3 serving root it is not under it); nothing when there is none."""
+    from pathlib import Path
+
+    from pipelines.serving.models import version_labels
+
+    stable = version_labels(Path(Settings.from_env().model_server_config), model).get("stable")
+    return f"--stable-version={stable}" if stable is not None else ""
+
+
 def _flag(flag: str, param: str) -> str:
     """A CLI flag from a trigger param, or nothing when the param is empty (filtered by the operator)."""
     return f"{{{{ '{flag}=' ~ params.{param} if params.{param} is not none else '' }}}}"
@@ -182,8 +193,10 @@ def step_flags(step: str, *, config, settings: Settings) -> list[str]:
         "train": [_flag("--epochs", "epochs"), _flag("--learning-rate", "learning_rate"),
                   _flag("--batch-size", "batch_size"),
                   f"--gpus={effective_gpus(config)}" if kubernetes else _flag("--gpus", "gpus")],
-        # the local server's config file names the baseline evaluate compares with (pods read the serving root's)
-        "evaluate": [] if kubernetes else [f"--model-server-config={settings.model_server_config}"],
+        # the model server's config file names the baseline evaluate compares with; a pod cannot read it, so
+        # its stable label is read here when the pod starts
+        "evaluate": ["{{ skewfree_stable_flag() }}"] if kubernetes else
+        [f"--model-server-config={settings.model_server_config}"],
         # the manifest records the image the steps actually ran in
         "publish": ["--run-id={{ run_id }}", f"--image={image_ref(settings)}" if kubernetes else "--image=local"],
     }[step]
@@ -366,7 +379,8 @@ def retrain_dag(model: str, *, dag_id: str | None = None) -> DAG:
         doc_md=dag_doc(config, settings),
         params=trigger_params(),
         user_defined_macros={"approval_page": functools.partial(approval_page, config=config),
-                             "skewfree_interval": run_interval},
+                             "skewfree_interval": run_interval,
+                             "skewfree_stable_flag": functools.partial(stable_flag, config.name)},
         # every step's deadline (each may run twice: one retry, 2 min apart), the approval's, and a day queued
         # for the training pool: a run can never hold max_active_runs=1 forever, nor be cut short by this
         dagrun_timeout=dagrun_timeout(config),

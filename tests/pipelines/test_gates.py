@@ -63,6 +63,28 @@ def _write(tmp_path, text):
     return path
 
 
+def test_the_baseline_is_the_stable_version_a_pod_is_told(tmp_path):
+    """On the kubernetes backend the model server's config file is where the Airflow side reads it, not under
+    the serving root a pod sees (with an S3 serving root it cannot be). A pod then took the newest version as
+    the baseline: after a rollback, the rejected one (a platform trial). Airflow reads the label and passes
+    it (``--stable-version``); the serving root's own models.config and the newest version come after."""
+    from pipelines.baseline import resolve_baseline
+
+    root = tmp_path / "serving"
+    for version in (2026111000, 2026111100):  # complete SavedModels without a manifest
+        (root / "taxi" / str(version) / "variables").mkdir(parents=True)
+        (root / "taxi" / str(version) / "saved_model.pb").write_bytes(b"graph")
+        for name in ("variables.index", "variables.data-00000-of-00001"):
+            (root / "taxi" / str(version) / "variables" / name).write_bytes(b"v")
+    assert resolve_baseline("taxi", str(root)).version == 2026111100  # no label anywhere: the newest
+    told = resolve_baseline("taxi", str(root), stable_version=2026111000)
+    assert told.version == 2026111000 and told.how == "label 'stable' in the model server's config file " \
+                                                      "(--stable-version)"
+    serve_as_stable(root, 2026111100)  # the serving root's models.config says otherwise: what the pod is told wins
+    assert resolve_baseline("taxi", str(root), stable_version=2026111000).version == 2026111000
+    assert resolve_baseline("taxi", str(root)).version == 2026111100
+
+
 @pytest.mark.slow
 def test_candidate_against_the_serving_baseline(trained_run, tmp_path, caplog):
     """A weak candidate is refused against a strong stable version with both numbers; the strong one is

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import jinja2
 import pytest
 from airflow.sdk.definitions.param import ParamsDict
 
 from pipelines.config import load_model_config
 from pipelines.storage import confined
-from skewfree.dag_factory import step_flags, trigger_params
+from skewfree.dag_factory import stable_flag, step_flags, trigger_params
 from skewfree.settings import Settings
 
 
@@ -63,7 +65,9 @@ KUBERNETES = Settings.from_env({"SKEWFREE_BACKEND": "kubernetes", "SKEWFREE_DATA
 def render(step: str, params: dict, settings: Settings = LOCAL) -> list[str]:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     flags = step_flags(step, config=load_model_config("taxi"), settings=settings)
-    rendered = [env.from_string(flag).render(params=params, run_id="manual__1") for flag in flags]
+    rendered = [env.from_string(flag).render(params=params, run_id="manual__1",
+                                             skewfree_stable_flag=functools.partial(stable_flag, "taxi"))
+                for flag in flags]
     return [arg for arg in rendered if arg]
 
 
@@ -83,15 +87,21 @@ def test_params_become_step_flags_only_when_set():
     assert render("publish", custom)[1] == "--image=local"  # locally the steps ran in this interpreter
 
 
-def test_pods_get_the_effective_gpu_count_and_record_the_image_they_ran():
+def test_pods_get_the_effective_gpu_count_and_record_the_image_they_ran(tmp_path, monkeypatch):
     """A scheduled run on the kubernetes backend trains with the model config's GPU (taxi: 1) and its trainer
     is told so (its preflight refuses a pod that cannot see it); a run's gpus param overrides both; publish
-    records the exact image the pods ran."""
+    records the exact image the pods ran; evaluate is told the stable version, from the model server's config
+    file that only this side reads."""
+    monkeypatch.setenv("SKEWFREE_MODEL_SERVER_CONFIG", str(tmp_path / "models.config"))
     defaults = validated({})
     assert render("train", defaults, KUBERNETES) == ["--gpus=1"]
     assert render("train", validated({"gpus": 0}), KUBERNETES) == ["--gpus=0"]
     assert render("train", validated({"gpus": 2}), KUBERNETES) == ["--gpus=2"]
-    assert render("evaluate", defaults, KUBERNETES) == []
+    assert render("evaluate", defaults, KUBERNETES) == []  # no config file yet: no stable version
+    (tmp_path / "models.config").write_text('model_config_list { config { name: "taxi" base_path: "/models/taxi" '
+                                            'model_platform: "tensorflow" version_labels { key: "stable" value: '
+                                            '2026111000 } } }')
+    assert render("evaluate", defaults, KUBERNETES) == ["--stable-version=2026111000"]
     assert render("publish", defaults, KUBERNETES)[1] == "--image=ghcr.io/skewfree/trainer:0.1.0-tf2.21.0-gpu"
     tagged = validated({"image_tag": "0.2.0-tf2.21.0-gpu"})
     assert render("publish", tagged, KUBERNETES)[1] == "--image=ghcr.io/skewfree/trainer:0.2.0-tf2.21.0-gpu"
