@@ -26,7 +26,7 @@ from skewfree.assets import published_asset, stable_asset
 from skewfree.operators.rollout import RolloutOperator
 from skewfree.operators.step import PipelineStepOperator
 from skewfree.run_note import refuse
-from skewfree.settings import Settings
+from skewfree.settings import IMAGE_TAG_PATTERN, Settings
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,6 @@ def check_run(context) -> None:
 # skewfree_training 1 "..."`) bounds how many of them train at the same time.
 TRAINING_POOL = "skewfree_training"
 
-# Image tags: Docker's tag grammar, and never the moving 'latest'.
-IMAGE_TAG_PATTERN = r"^(?!latest$)[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 # An anomaly id as validate lists it: KIND or KIND:COLUMN
 ANOMALY_ID_PATTERN = r"^[a-z_]+(:[A-Za-z0-9_.-]+)?$"
 # A relative path under its root: no leading '/', '~' or '.', no '..' segment.
@@ -117,7 +115,8 @@ def trigger_params() -> dict[str, Param]:
                       description="GPUs for training; the trainer fails fast if it cannot see them. Empty: the "
                                   "model config's [kubernetes] train GPUs on the kubernetes backend, none locally."),
         "image_tag": Param(None, type=["null", "string"], pattern=IMAGE_TAG_PATTERN, title="Trainer image tag",
-                           description="Exact trainer image tag (kubernetes backend); 'latest' is refused."),
+                           description="Exact trainer image tag (kubernetes backend), optionally pinned to its digest: "
+                                       "TAG@sha256:<64 hex>; 'latest' is refused."),
         "data_dir": Param(None, type=["null", "string"], pattern=RELATIVE_PATH_PATTERN, title="Data directory",
                           description="Read partitions from this directory under the data root (e.g. a "
                                       "corrected copy). Relative only: '..' and absolute paths are refused."),

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.objectstore import is_s3
 
 BACKENDS = ("local", "kubernetes")
+# An image tag: Docker's tag grammar, never the moving 'latest'; optionally pinned to a digest too (TAG@sha256:...)
+IMAGE_TAG_PATTERN = r"^(?!latest(@|$))[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$"
+# A namespace: a DNS-1123 label
+NAMESPACE_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 # The trainer image built from docker/trainer.Dockerfile; runs pin an exact tag, never 'latest'.
 DEFAULT_TRAINER_IMAGE = "ghcr.io/skewfree/trainer"
 DEFAULT_TRAINER_TAG = "0.1.0-tf2.21.0-gpu"
@@ -74,7 +80,7 @@ class Settings:
             trainer_image=env.get("SKEWFREE_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE),
             trainer_tag=env.get("SKEWFREE_TRAINER_TAG", DEFAULT_TRAINER_TAG),
             namespace=env.get("SKEWFREE_K8S_NAMESPACE", "skewfree"),
-            deferrable=env.get("SKEWFREE_DEFERRABLE", "false").lower() in ("1", "true", "yes"),
+            deferrable=_boolean(env, "SKEWFREE_DEFERRABLE", False),
             aws_conn_id=env.get("SKEWFREE_AWS_CONN_ID", "aws_default"),
             s3_secret=env.get("SKEWFREE_K8S_S3_SECRET") or None,
             s3_endpoint_url=env.get("SKEWFREE_S3_ENDPOINT_URL") or None,
@@ -84,9 +90,14 @@ class Settings:
         if is_s3(settings.model_server_config):
             raise ValueError("SKEWFREE_MODEL_SERVER_CONFIG must be a file the model server reads, not an s3:// URL "
                              f"(got {settings.model_server_config!r})")
-        if settings.trainer_tag == "latest" or ":" in settings.trainer_image.rsplit("/", 1)[-1]:
+        if not re.fullmatch(IMAGE_TAG_PATTERN, settings.trainer_tag) or ":" in settings.trainer_image.rsplit("/", 1)[-1] \
+                or "@" in settings.trainer_image:
             raise ValueError("SKEWFREE_TRAINER_IMAGE is a repository without a tag and SKEWFREE_TRAINER_TAG an "
-                             f"exact tag other than 'latest' (got {settings.trainer_image!r}, {settings.trainer_tag!r})")
+                             "exact tag other than 'latest' (letters, digits, '_', '.', '-'), optionally pinned to a "
+                             f"digest: TAG@sha256:<64 hex> (got {settings.trainer_image!r}, {settings.trainer_tag!r})")
+        if not re.fullmatch(NAMESPACE_PATTERN, settings.namespace):
+            raise ValueError(f"SKEWFREE_K8S_NAMESPACE={settings.namespace!r} is not a Kubernetes namespace name (lower "
+                             "case letters, digits and '-', at most 63): step pods would not be created")
         if settings.backend not in BACKENDS:
             raise ValueError(f"SKEWFREE_BACKEND={settings.backend!r} is not one of {', '.join(BACKENDS)}")
         if settings.backend == "kubernetes":
@@ -111,10 +122,17 @@ class Settings:
         return {"data": self.data_root, "artifact": self.artifact_root, "serving": self.serving_root}
 
 
+def _boolean(env, name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _BOOLEANS:
+        raise ValueError(f"{name}={env[name]!r} is not a boolean: use true or false")
+    return _BOOLEANS[value]
+
+
 def parse_volume_claims(text: str) -> tuple[tuple[str, str], ...]:
     """``/models=skewfree-serving,/mnt/data=team-data`` -> ((mount path, claim name), ...)."""
-    import re
-
     claims: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         mount, sep, claim = (part.strip() for part in item.partition("="))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -128,6 +129,11 @@ def test_every_step_pod_is_a_valid_locked_down_pod(monkeypatch, step):
     container = pod.spec.containers[0]
     assert container.security_context.read_only_root_filesystem is True
     assert container.security_context.seccomp_profile.type == "RuntimeDefault"
+    # every container meets the 'restricted' Pod Security Standard, the XCom sidecar too
+    for each in pod.spec.containers:
+        assert each.security_context.allow_privilege_escalation is False, each.name
+        assert each.security_context.capabilities.drop == ["ALL"], each.name
+        assert each.security_context.run_as_non_root is True, each.name
     mounts = {m.mount_path: m.name for m in container.volume_mounts}
     claims = {v.name: v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim}
     assert {path: claims[name] for path, name in mounts.items() if name in claims} == {
@@ -184,6 +190,32 @@ def test_latest_tag_is_refused(monkeypatch):
         Settings.from_env({"SKEWFREE_TRAINER_TAG": "latest"})
     with pytest.raises(ValueError, match="repository without a tag"):
         Settings.from_env({"SKEWFREE_TRAINER_IMAGE": "ghcr.io/skewfree/trainer:latest"})
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    # each rendered and passed the schema, to fail at image pull or at the API server after validate and
+    # transform had run (a platform trial)
+    ("SKEWFREE_TRAINER_TAG", "", "SKEWFREE_TRAINER_TAG an exact tag other than 'latest'"),
+    ("SKEWFREE_TRAINER_TAG", "0.1 gpu", "got 'ghcr.io/skewfree/trainer', '0.1 gpu'"),
+    ("SKEWFREE_TRAINER_TAG", "latest@sha256:" + "a" * 64, "other than 'latest'"),
+    ("SKEWFREE_TRAINER_IMAGE", "ghcr.io/skewfree/trainer@sha256:" + "a" * 64, "TAG@sha256:<64 hex>"),
+    ("SKEWFREE_K8S_NAMESPACE", "", "SKEWFREE_K8S_NAMESPACE='' is not a Kubernetes namespace name"),
+    ("SKEWFREE_K8S_NAMESPACE", "Skewfree_Prod", "SKEWFREE_K8S_NAMESPACE='Skewfree_Prod' is not a Kubernetes"),
+    ("SKEWFREE_DEFERRABLE", "ture", "SKEWFREE_DEFERRABLE='ture' is not a boolean: use true or false"),
+])
+def test_bad_settings_are_refused_naming_the_variable(variable, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings.from_env({variable: value})
+
+
+def test_the_trainer_image_may_be_pinned_to_its_digest(monkeypatch):
+    digest = "sha256:" + "0123456789abcdef" * 4
+    monkeypatch.setitem(ENV, "SKEWFREE_TRAINER_TAG", f"0.1.0-tf2.21.0-gpu@{digest}")
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("train"), dag)
+    image = task.build_pod_request_obj(context, dry_run=True).spec.containers[0].image
+    assert image == f"registry.example.com/skewfree/trainer:0.1.0-tf2.21.0-gpu@{digest}"
+    assert Settings.from_env({"SKEWFREE_DEFERRABLE": "No"}).deferrable is False
 
 
 def test_pods_on_s3_roots_get_the_urls_credentials_and_endpoint(monkeypatch):

@@ -9,10 +9,12 @@ from tests.conftest import ROOT
 from tests.plugins.test_step_pods import ENV, rendered, validated_manifest
 
 
-def multi_worker_config(tmp_path, workers: int = 3, strategy: str = "multi_worker", gpus: int = 1):
+def multi_worker_config(tmp_path, workers: int = 3, strategy: str = "multi_worker", gpus: int = 1,
+                        name: str = "taxi"):
     text = (ROOT / "pipelines/models/taxi/config.toml").read_text()
-    assert 'strategy = "default"' in text
+    assert 'strategy = "default"' in text and 'name = "taxi"' in text
     text = text.replace('strategy = "default"', f'strategy = "{strategy}"\nworkers = {workers}', 1)
+    text = text.replace('name = "taxi"', f'name = "{name}"', 1)
     source = tmp_path / "taxi.toml"
     source.write_text(text)
     return source
@@ -63,6 +65,29 @@ def test_the_train_job_renders_n_indexed_workers_with_a_headless_service(monkeyp
     assert data["spec"]["clusterIP"] == "None" and data["spec"]["publishNotReadyAddresses"] is True
     assert data["spec"]["selector"] == {"batch.kubernetes.io/job-name": name} and data["metadata"]["name"] == name
     assert data["metadata"]["ownerReferences"][0]["kind"] == "Job"  # deleted with the Job
+
+
+def test_a_long_model_name_still_gives_every_worker_a_valid_hostname(monkeypatch, tmp_path):
+    """Each pod's hostname is <job>-<index>: with the provider's 63-character Job name, a model named with 40
+    characters gave hostnames of 64, which no DNS label may be, though the manifest passed the schema (a
+    platform trial). The Job's name is cut to leave room for the largest index."""
+    import re
+
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    from pipelines.cluster import WORKERS_ENV
+
+    name = "customer_lifetime_value_churn_propensity"
+    dag, task = train_job(monkeypatch, tmp_path, workers=12, name=name)
+    task, context = rendered(task, dag)
+    monkeypatch.setattr(KubernetesHook, "is_in_cluster", property(lambda self: False))
+    job = task.build_job_request_obj(context)
+    validated_manifest(job)
+    assert job.metadata.name.startswith("job-skewfree-customer-lifetime")
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    hostnames = [host.split(".", 1)[0] for host in env[WORKERS_ENV].split(",")]
+    assert len(hostnames) == 12 and hostnames[-1] == f"{job.metadata.name}-11"
+    assert all(re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", h) for h in hostnames), hostnames
 
 
 def test_only_the_chiefs_result_is_the_tasks(monkeypatch, tmp_path):

@@ -70,6 +70,15 @@ def effective_gpus(config: ModelConfig) -> str:
     return f"{{{{ params.gpus if params.gpus is not none else {config.kubernetes.for_step('train').gpus} }}}}"
 
 
+def locked_down() -> k8s.V1SecurityContext:
+    """A step container's security context, and its XCom sidecar's: non-root, no privilege escalation, no
+    capabilities, a read-only root filesystem, the runtime's seccomp profile (the 'restricted' standard)."""
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
+        read_only_root_filesystem=True, capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
+
+
 SCRATCH = "/scratch"  # the one writable place in a step container (emptyDir): temp files, staging, HOME
 
 
@@ -123,11 +132,10 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
                                                   # never a recursive chown of a shared claim at every start
                                                   fs_group_change_policy="OnRootMismatch",
                                                   seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
-        container_security_context=k8s.V1SecurityContext(
-            allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
-            read_only_root_filesystem=True, capabilities=k8s.V1Capabilities(drop=["ALL"]),
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-        ),
+        container_security_context=locked_down(),
+        # the XCom sidecar too: a namespace enforcing the 'restricted' Pod Security Standard refuses a pod
+        # with any container that may escalate or keeps capabilities
+        xcom_sidecar_container_security_context=locked_down(),
         startup_timeout_seconds=config.kubernetes.startup_timeout_seconds,
         active_deadline_seconds=resources.active_deadline_seconds,
         get_logs=True,

@@ -37,6 +37,12 @@ class TrainJobOperator(KubernetesJobOperator, StepPod):
 
     def build_job_request_obj(self, context: Any = None) -> k8s.V1Job:
         job = super().build_job_request_obj(context)
+        # each pod's hostname is <job>-<index>, a DNS label of at most 63 characters (the provider keeps the Job's
+        # name itself to 63): a long model name is cut, before the provider's random suffix
+        room = 63 - len(f"-{self.completions - 1}")
+        if len(job.metadata.name) > room:
+            base, suffix = job.metadata.name.rsplit("-", 1)
+            job.metadata.name = f"{base[:room - len(suffix) - 1].rstrip('-.')}-{suffix}"
         name, namespace = job.metadata.name, job.metadata.namespace
         spec = job.spec.template.spec
         spec.subdomain = name  # the headless Service: <job>-<index>.<job>.<namespace>.svc
