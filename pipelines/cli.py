@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pipelines.config import HEADLINE_METRIC, ConfigError, load_model_config
+from pipelines.objectstore import s3_problem
 from pipelines.runs import CACHED_STEPS, Run, StepError
 from pipelines.staging import Staging
 from pipelines.storage import jsonable, sweep_leftovers
@@ -279,9 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             return infer_schema_command(args.data, label=args.label, max_values=args.max_values, out=args.out,
                                         force=args.force)
         payload = run(args, staging)
-    except (ConfigError, StepError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        # Expected failures (bad input, missing data, a refused publish): one clear message, no traceback.
-        message = staging.describe(str(exc))
+    except Exception as exc:  # noqa: BLE001 - which ones are expected is decided here; the rest go on
+        expected = (ConfigError, StepError, ValueError, FileNotFoundError, FileExistsError)
+        if not isinstance(exc, expected) and (problem := s3_problem(exc)) is None:
+            raise
+        # Expected failures (bad input, missing data, a refused publish, an S3 setup error): one clear message,
+        # no traceback.
+        message = staging.describe(str(exc) if isinstance(exc, expected) else problem)
         one_line = f"error: {args.step}: {' '.join(message.split())}"
         # The last line of stdout is what the orchestrator reports: the whole message on one line. Where stdout
         # is stderr (a terminal, the step operator's pipe, 2>&1) everything goes to stdout, in order, and a

@@ -70,6 +70,39 @@ def s3_client():
     return _client
 
 
+# S3 answers that no retry changes: the setup is wrong (the README's "Roots on S3" says what to set)
+S3_SETUP_ERRORS = {
+    "NoSuchBucket": "the bucket does not exist: create it, or fix the root's URL",
+    "AccessDenied": "access denied: the credentials may not use this bucket",
+    "AllAccessDisabled": "access to the bucket is disabled",
+    "InvalidAccessKeyId": "the endpoint knows no such access key (AWS_ACCESS_KEY_ID)",
+    "SignatureDoesNotMatch": "the secret access key does not match the access key (AWS_SECRET_ACCESS_KEY)",
+    "InvalidBucketName": "not a valid bucket name",
+}
+
+
+def s3_problem(exc: BaseException) -> str | None:
+    """One line for an S3 failure that retrying cannot fix (missing credentials, a bucket that does not exist,
+    access denied), naming the bucket and the endpoint; None for any other exception (a lost connection is
+    retried)."""
+    if not type(exc).__module__.startswith("botocore"):
+        return None
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return (f"S3: {exc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a step pod gets them from the Secret "
+                "SKEWFREE_K8S_S3_SECRET), or give the pod's service account a role that grants the buckets")
+    if not isinstance(exc, ClientError):
+        return None
+    error = exc.response.get("Error", {})
+    code = error.get("Code")
+    if code not in S3_SETUP_ERRORS:
+        return None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    bucket = f" s3://{error['BucketName']}" if error.get("BucketName") else ""
+    return f"S3{bucket} at {endpoint}: {S3_SETUP_ERRORS[code]} ({code} in {exc.operation_name})"
+
+
 def _missing(exc: Exception) -> bool:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code")
     return code in ("404", "NoSuchKey", "NotFound")

@@ -61,3 +61,33 @@ def test_a_step_error_is_printed_once_where_stdout_is_stderr_and_is_stdouts_last
     lines, _ = run(one, merged=True)
     assert json.loads((tmp_path / "xcom" / "return.json").read_text()) == {
         "error": lines[0].removeprefix("error: train: ")}
+
+
+def test_an_s3_setup_error_is_a_step_error_naming_the_bucket_and_endpoint(tmp_path, s3_server):
+    """A platform trial: a missing bucket and missing credentials were botocore tracebacks that named neither,
+    and the DAG retried them as crashes ("it crashed (exit 1)"). They are expected failures now: one line with
+    the bucket, the endpoint and what to set, and no retry (the step operator fails at once on an error line)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | s3_server | {
+        "PYTHONPATH": str(root), "SKEWFREE_STAGING_DIR": str(tmp_path / "staging")}
+    argv = [sys.executable, "-m", "pipelines", "validate", "--model", "taxi", "--interval", "2026-11-10",
+            "--data-root", "s3://no-such-bucket/raw", "--artifact-root", str(tmp_path / "art")]
+
+    def last_line(environ) -> str:
+        out = subprocess.run(argv, cwd=root, env=environ, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert out.returncode == 1, out.stdout[-3000:]
+        assert "Traceback" not in out.stdout, out.stdout[-3000:]
+        return out.stdout.strip().splitlines()[-1]
+
+    endpoint = s3_server["AWS_ENDPOINT_URL_S3"]
+    assert last_line(env) == (f"error: validate: S3 s3://no-such-bucket at {endpoint}: the bucket does not exist: "
+                              "create it, or fix the root's URL (NoSuchBucket in ListObjectsV2)")
+    anonymous = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    anonymous["AWS_SHARED_CREDENTIALS_FILE"] = anonymous["AWS_CONFIG_FILE"] = str(tmp_path / "none")
+    assert last_line(anonymous).startswith("error: validate: S3: Unable to locate credentials: set "
+                                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
