@@ -32,14 +32,19 @@ def _date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
+def _int_from(least: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
+        return number
+    return parse
+
+
+_positive_int = _int_from(1)
 
 
 # the same default folders under SKEWFREE_HOME as the Airflow side (skewfree.settings.Settings)
@@ -116,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--batch-size", type=_positive_int)
     train.add_argument("--learning-rate", type=float)
-    train.add_argument("--gpus", type=int, default=0, help="GPUs the step must see (fails fast otherwise)")
+    train.add_argument("--gpus", type=_int_from(0), default=0, help="GPUs the step must see (fails fast otherwise)")
     ev = step("evaluate", "metrics through the serving signature on raw eval rows, against the baseline; bless "
               "or not", *STEP_ROOTS["evaluate"])
     ev.add_argument("--model-server-config", help="the model server's config file: its 'stable' label is the "

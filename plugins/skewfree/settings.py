@@ -41,6 +41,8 @@ class Settings:
     :param s3_endpoint_url: ``AWS_ENDPOINT_URL_S3`` for step pods (MinIO and other S3-compatible stores).
     :param models_dir: ``SKEWFREE_MODELS_DIR``, model folders outside this repository; step pods get the
         same value, so the trainer image must hold those folders at the same path.
+    :param service_account: ``SKEWFREE_K8S_SERVICE_ACCOUNT``, the step pods' service account (e.g. one with an
+        IAM role that grants the S3 buckets); unset: the namespace's default.
     :param volume_claims: ``SKEWFREE_K8S_VOLUME_CLAIMS`` (``/models=skewfree-serving,/mnt/data=team-data``):
         PersistentVolumeClaims every step pod mounts at those paths. A root that is a local path on the
         kubernetes backend must be under one of them (the serving root on a ReadWriteMany claim that TF
@@ -62,6 +64,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     models_dir: str | None = None
     volume_claims: tuple[tuple[str, str], ...] = ()
+    service_account: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -86,6 +89,7 @@ class Settings:
             s3_endpoint_url=env.get("SKEWFREE_S3_ENDPOINT_URL") or None,
             models_dir=env.get("SKEWFREE_MODELS_DIR") or None,
             volume_claims=parse_volume_claims(env.get("SKEWFREE_K8S_VOLUME_CLAIMS", "")),
+            service_account=env.get("SKEWFREE_K8S_SERVICE_ACCOUNT") or None,
         )
         if is_s3(settings.model_server_config):
             raise ValueError("SKEWFREE_MODEL_SERVER_CONFIG must be a file the model server reads, not an s3:// URL "
@@ -95,6 +99,10 @@ class Settings:
             raise ValueError("SKEWFREE_TRAINER_IMAGE is a repository without a tag and SKEWFREE_TRAINER_TAG an "
                              "exact tag other than 'latest' (letters, digits, '_', '.', '-'), optionally pinned to a "
                              f"digest: TAG@sha256:<64 hex> (got {settings.trainer_image!r}, {settings.trainer_tag!r})")
+        if settings.service_account is not None and not re.fullmatch(
+                r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", settings.service_account):
+            raise ValueError(f"SKEWFREE_K8S_SERVICE_ACCOUNT={settings.service_account!r} is not a Kubernetes object "
+                             "name (lower case letters, digits, '-' and '.')")
         if not re.fullmatch(NAMESPACE_PATTERN, settings.namespace):
             raise ValueError(f"SKEWFREE_K8S_NAMESPACE={settings.namespace!r} is not a Kubernetes namespace name (lower "
                              "case letters, digits and '-', at most 63): step pods would not be created")

@@ -232,6 +232,19 @@ def test_pods_on_s3_roots_get_the_urls_credentials_and_endpoint(monkeypatch):
     assert {e.name: e.value for e in container.env}["AWS_ENDPOINT_URL_S3"] == "http://minio.storage:9000"
 
 
+def test_pods_may_run_as_a_service_account_with_an_iam_role(monkeypatch):
+    """The README offers an IAM role for the pods' service account instead of a Secret; the pods always ran
+    as the namespace's default (a platform trial). SKEWFREE_K8S_SERVICE_ACCOUNT names it; still no token."""
+    monkeypatch.setitem(ENV, "SKEWFREE_K8S_SERVICE_ACCOUNT", "skewfree-steps")
+    dag = dags(monkeypatch, "kubernetes")
+    task, context = rendered(dag.get_task("transform"), dag)
+    pod = task.build_pod_request_obj(context, dry_run=True)
+    assert pod.spec.service_account_name == "skewfree-steps" and pod.spec.automount_service_account_token is False
+    validated_manifest(pod)
+    with pytest.raises(ValueError, match="SKEWFREE_K8S_SERVICE_ACCOUNT='Steps_SA' is not a Kubernetes object name"):
+        Settings.from_env({"SKEWFREE_K8S_SERVICE_ACCOUNT": "Steps_SA"})
+
+
 def test_model_server_config_cannot_be_an_s3_url():
     settings = Settings.from_env({"SKEWFREE_SERVING_ROOT": "s3://b/models", "SKEWFREE_HOME": "/srv/skewfree"})
     assert settings.model_server_config == "/srv/skewfree/models.config"  # not under the S3 root

@@ -119,6 +119,7 @@ def step_pod(step: str, *, model: str, config: ModelConfig, settings: Settings, 
         volumes=volumes,
         volume_mounts=mounts,
         automount_service_account_token=False,  # steps never call the Kubernetes API
+        service_account_name=settings.service_account,  # e.g. one whose IAM role grants the S3 buckets
         env_vars={"SKEWFREE_XCOM_RETURN": XCOM_RETURN, "TF_CPP_MIN_LOG_LEVEL": "2",
                   "HOME": SCRATCH, "TMPDIR": SCRATCH, "SKEWFREE_STAGING_DIR": f"{SCRATCH}/staging",
                   **({"AWS_ENDPOINT_URL_S3": settings.s3_endpoint_url} if settings.s3_endpoint_url else {}),
