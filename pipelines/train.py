@@ -297,6 +297,36 @@ def distribution_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
+def epoch_log(backup_dir: Path, chief: bool):
+    """A callback that records each epoch's metrics beside the checkpoints (``history.json``, pushed with them on
+    S3), so a resumed attempt's curves and final metrics cover every epoch, not only those it ran itself (all
+    were lost when a kill came after the last epoch's checkpoint). ``curves()``: per metric, one value an epoch."""
+    import tf_keras
+
+    path = backup_dir / "history.json"
+
+    class EpochLog(tf_keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            try:  # the killed attempt's (the checkpoints' directory is keyed by the inputs: the same training)
+                self.epochs = {int(k): v for k, v in json.loads(path.read_text()).items()}
+            except (OSError, ValueError, AttributeError):
+                self.epochs = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs[epoch] = {k: float(v) for k, v in (logs or {}).items()}
+            if chief:  # before BackupAndRestore's save: a kill between the two reruns the epoch, which replaces it
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(self.epochs))
+
+        def curves(self) -> dict[str, list[float]]:
+            epochs = [self.epochs[e] for e in sorted(self.epochs)]
+            names = [k for k in (epochs[0] if epochs else {}) if all(k in e for e in epochs)]
+            return {k: [round(e[k], 6) for e in epochs] for k in names}
+
+    return EpochLog()
+
+
 def checkpoint_callbacks(backup_dir: Path) -> list:
     """With the artifact root on S3: push the checkpoints after every epoch (after BackupAndRestore
     wrote them), so a new pod resumes a killed one. Nothing for a local root."""
@@ -405,10 +435,12 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
         # does not fit the task (export_serving_model makes them again on the model it saves)
         check_output_shape(model, config.task, class_names(config.task, tft_output, features.SCHEMA.label)
                            if config.task.type == "multiclass" else None)
+        epochs_logged = epoch_log(backup_dir, chief)
         history = model.fit(
             **data,
             epochs=params.epochs,
             callbacks=[
+                epochs_logged,
                 tf_keras.callbacks.BackupAndRestore(str(backup_dir)),
                 *checkpoint_callbacks(backup_dir),
                 tf_keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")),
@@ -416,6 +448,7 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             verbose=2,
         )
         export_serving_model(model, tft_output, features.SCHEMA, out / "saved_model", config.task)
+        curves = epochs_logged.curves()
         final = run.step_dir("train")
         result = TrainResult(
             model=config.name,
@@ -428,8 +461,9 @@ def train(config: ModelConfig, *, interval: dt.date, artifact_root: Path,
             resumed_from_epoch=history.epoch[0] if history.epoch else params.epochs,
             strategy=params.strategy,
             seconds=round(time.monotonic() - started, 2),
-            history={k: round(float(v[-1]), 6) for k, v in history.history.items()},
-            curves={k: [round(float(x), 6) for x in v] for k, v in history.history.items()},
+            # every epoch's, a killed attempt's too (epoch_log)
+            history={k: v[-1] for k, v in curves.items()},
+            curves=curves,
             tensorboard=str(final / "tensorboard") if chief else "",
             input_digest=digest,
             transform_digest=transformed["input_digest"],

@@ -31,7 +31,7 @@ def test_sigkill_mid_training_then_resume(trained_run, tmp_path):
     deadline = time.monotonic() + 300
     epochs_seen = 0
     while time.monotonic() < deadline and first.poll() is None:
-        if backup.is_dir() and any(p.is_file() for p in backup.rglob("*")):
+        if backup.is_dir() and any(p.is_file() and p.name != "history.json" for p in backup.rglob("*")):
             time.sleep(0.3)  # let the epoch's checkpoint finish writing
             os.kill(first.pid, signal.SIGKILL)
             break
@@ -48,6 +48,9 @@ def test_sigkill_mid_training_then_resume(trained_run, tmp_path):
     result = json.loads(second.stdout.strip().splitlines()[-1])
     assert result["resumed_from_epoch"] >= 1, "training started over instead of resuming"
     assert result["epochs_run"] == 6 - result["resumed_from_epoch"]
+    # the curves and final metrics cover the killed attempt's epochs too (they were the resumed ones only, or none)
+    assert result["curves"] and all(len(v) == 6 for v in result["curves"].values()), result["curves"]
+    assert result["history"] == {k: v[-1] for k, v in result["curves"].items()}
     assert not backup.exists()  # a completed run clears its backup
 
     import tensorflow as tf
@@ -101,6 +104,7 @@ def test_sigkill_mid_training_resumes_from_checkpoints_on_s3(trained_run, s3, tm
     result = json.loads(second.stdout.strip().splitlines()[-1])
     assert result["resumed_from_epoch"] >= 1, "training started over instead of resuming"
     assert result["epochs_run"] == 6 - result["resumed_from_epoch"]
+    assert result["curves"] and all(len(v) == 6 for v in result["curves"].values()), result["curves"]
     assert result["saved_model"] == url + f"/taxi/runs/{END}/train/saved_model"
     assert store.read_head(*train_prefix, "saved_model", "saved_model.pb") is not None
     assert not store.objects("taxi", "runs", str(END), "train_checkpoints")  # cleared once complete
