@@ -163,7 +163,8 @@ def worker_location(beam_args: list[str], inputs: list[str], output: Path) -> st
     local = [p for p in [*inputs, str(output)] if "://" not in p]
     if runner == "DataflowRunner" and local:
         raise StepError(f"--runner=DataflowRunner: Dataflow's workers cannot read or write this machine's files, "
-                        f"and transform reads {local[0]} and writes {output} ({len(local)} local paths). Add "
+                        f"and transform reads {local[0]} and writes {output} ({len(local)} paths on this machine; "
+                        f"an S3 root's files are copies here, named by their URL). Add "
                         f"--temp_location=gs://BUCKET/PATH: transform then uploads its inputs there, runs TFT with "
                         f"its temp files and outputs there, and brings the outputs back to commit them")
     scratch = os.environ.get("SKEWFREE_STAGING_DIR")
