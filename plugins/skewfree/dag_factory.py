@@ -48,10 +48,11 @@ def _manual_interval(dag, run_after: dt.datetime):
 
 
 def on_schedule(dag, logical: dt.datetime | None) -> bool:
-    """Whether ``logical`` is the logical date of one of the DAG's scheduled runs (midnight for a daily model):
-    a manual run there takes that run's place for good (``schedule_slot``)."""
-    timetable = dag.timetable  # (the Task SDK's definitions have no ``periodic``: a cron one has an expression)
-    if logical is None or not getattr(timetable, "periodic", hasattr(timetable, "expression")):
+    """Whether ``logical`` is the logical date of one of a retraining DAG's scheduled runs (midnight for a daily
+    model): a manual run there takes that run's place for good (``schedule_slot``). Its timetable is a
+    ``CronDataIntervalTimetable``, whose scheduled runs sit at an interval's start (a trigger timetable's
+    manual intervals end at any time: not for them)."""
+    if logical is None or type(dag.timetable).__name__ != "CronDataIntervalTimetable":
         return False
     return _manual_interval(dag, logical).end == logical
 
@@ -79,6 +80,10 @@ def check_run(context) -> None:
     if on_schedule(context["dag"], logical):  # the REST API's and the UI's date without a time of day,
         # `airflow dags trigger --logical-date 2026-11-20`
         start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))
+        if (ti := context.get("ti")) is not None:  # the listener gives the date back when the run ends
+            from skewfree.schedule_slot import MARK
+
+            ti.xcom_push(key=MARK, value=logical.isoformat())
         refuse(context, f"this manual run's logical date {logical.isoformat()} is the logical date of the scheduled "
                         f"run of the interval {logical.date()}, which one DAG may have only once. Nothing ran; when "
                         f"this run ends its logical date is cleared, so that the scheduler still creates that run. "

@@ -209,3 +209,26 @@ def test_a_run_triggered_without_a_logical_date_retrains_the_latest_interval(cap
             "whatever its logical date. To retrain a past interval, run a backfill: airflow backfill create "
             "--dag-id taxi_retrain") in said
     assert pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), day, run_type="scheduled") == ""
+
+
+def test_only_a_retraining_dags_scheduled_logical_dates_count_as_taken():
+    """The schedule slot's rule (a review): a trigger or delta timetable gives a manual run an interval that
+    ends at any time, so 'the interval ends at the logical date' held for every manual run of such DAGs. Only a
+    CronDataIntervalTimetable's scheduled runs sit where a manual run can take their place; and the listener
+    clears only a run its own validate refused and marked (schedule_slot.MARK)."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+    from airflow.timetables.trigger import CronTriggerTimetable, DeltaTriggerTimetable
+
+    from skewfree.dag_factory import on_schedule, retrain_dag
+
+    midnight, noon = dt.datetime(2026, 11, 20, tzinfo=dt.UTC), dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+    assert on_schedule(retrain_dag("taxi"), midnight) and not on_schedule(retrain_dag("taxi"), noon)
+    assert on_schedule(SimpleNamespace(timetable=CronDataIntervalTimetable("@daily", "UTC")), midnight)
+    for timetable in (CronTriggerTimetable("@daily", timezone="UTC"), DeltaTriggerTimetable(dt.timedelta(days=1)),
+                      DeltaDataIntervalTimetable(dt.timedelta(days=1))):
+        for logical in (midnight, noon):
+            assert not on_schedule(SimpleNamespace(timetable=timetable), logical), (timetable, logical)
+    assert not on_schedule(retrain_dag("taxi"), None)
