@@ -24,7 +24,7 @@ from pipelines.objectstore import MANIFEST, SAVED_MODEL, VERSION_ORDER, Store, m
 from pipelines.runs import Run, write_result
 from pipelines.serving.models import labels_in
 from pipelines.staging import active_mirror
-from pipelines.storage import staged_dir, write_json
+from pipelines.storage import read_json, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
     store = open_store(serving_root)
 
     day = day_versions(interval)
-    wanted = config.rollout.canary_rows
+    # a held version is reused when it ships the rows a rollout checks, or as many as evaluate has (a small eval
+    # split: no version could ship more, and each re-run would publish another copy)
+    wanted = min(config.rollout.canary_rows, len(read_json(Path(evaluation["canary"]))))
     if (held := _holding(store, config.name, day, digest, wanted)[1]) is not None:  # before copying anything
         return _finish(run, config, interval, held, store, digest, reused=True)
     with tempfile.TemporaryDirectory(prefix="skewfree-publish-") as tmp:
@@ -137,8 +139,8 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
 
 def _holding(store: Store, model: str, day: range, digest: str, canary_rows: int) -> tuple[list[int], int | None]:
     """The day's complete versions, and the one among them that already holds this model (its digest) with at
-    least ``canary_rows`` canary rows ([rollout] canary_rows: what a rollout to it checks). A version of the same
-    model that ships fewer (published before canary_rows grew) is not reused: a rollout to it would refuse."""
+    least ``canary_rows`` canary rows (what a rollout to it checks, or all evaluate has). A version of the same
+    model that ships fewer (published before [rollout] canary_rows grew) is not reused: a rollout would refuse it."""
     complete = [v for v in store.complete_versions(model) if v in day]  # partial ones are logged
     for version in complete:
         manifest = store.read_json(model, str(version), MANIFEST)

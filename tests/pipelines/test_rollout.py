@@ -551,6 +551,17 @@ def test_publish_does_not_reuse_a_version_with_fewer_canary_rows_than_a_rollout_
     assert publish(more, interval=END, artifact_root=art, serving_root=str(serving)).version == second.version
     assert publish(taxi_config, interval=END, artifact_root=art, serving_root=str(serving)).reused  # enough rows
 
+    # an eval split with fewer rows than canary_rows: the version ships them all, and is then reused (a review:
+    # each re-run published another copy, as none could ever ship canary_rows)
+    canary = Path(json.loads(Path(art, "taxi", "runs", str(END), "evaluate", "result.json").read_text())["canary"])
+    canary.write_text(json.dumps(json.loads(canary.read_text())[:40]))
+    small, sixty_four = tmp_path / "small", dataclasses.replace(taxi_config, rollout=dataclasses.replace(
+        taxi_config.rollout, canary_rows=64))  # (evaluate ships 64 at least: its output stands)
+    third = publish(sixty_four, interval=END, artifact_root=art, serving_root=str(small))
+    assert len(canary_rows_of(LocalStore(small), MODEL, third.version)) == 40
+    again = publish(sixty_four, interval=END, artifact_root=art, serving_root=str(small))
+    assert again.reused and again.version == third.version
+
 
 def test_publish_ignores_partial_versions_and_never_reuses_a_broken_one(trained_run, tmp_path, taxi_config, capsys):
     """A stray directory at the end of the day, an interrupted copy on the next number and a published version
