@@ -22,6 +22,7 @@ import numpy as np
 
 from pipelines.objectstore import LocalStore, Mirror, open_store
 from pipelines.publish import MANIFEST, MODEL_CONFIG
+from pipelines.runs import StepError
 from pipelines.serving.models import labels_in
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,13 @@ def resolve_baseline(model: str, serving_root: str, server_config: str | None = 
         return None
     stable, where = (stable_version, "the model server's config file (--stable-version)") \
         if stable_version is not None else _stable_label(store, model, server_config)
-    if stable is not None and stable in complete:
+    if stable is not None and stable not in complete:  # comparing with another version would judge against
+        # something that does not serve (after a rollback: the rejected version)
+        raise StepError(f"the 'stable' label in {where} names {model} version {stable}, which is not a complete "
+                        f"version under {store.url(model)} ({store.version_problem(model, str(stable))}): evaluate "
+                        "compares a candidate with the version that serves. Restore it, or label a complete version "
+                        "stable (a rollback), then run evaluate again")
+    if stable is not None:
         version, how = stable, f"label 'stable' in {where}"
     else:
         version, how = max(complete), f"the newest complete version under {store.url(model)} (no 'stable' label)"

@@ -174,7 +174,11 @@ def stable_flag(model: str) -> str:
 
     from pipelines.serving.models import version_labels
 
-    stable = version_labels(Path(Settings.from_env().model_server_config), model).get("stable")
+    config_file = Path(Settings.from_env().model_server_config)
+    if not config_file.is_file():
+        log.warning("the model server's config file %s is not here: evaluate takes {serving_root}/models.config's "
+                    "stable label, else the newest complete version, as the baseline", config_file)
+    stable = version_labels(config_file, model).get("stable")
     return f"--stable-version={stable}" if stable is not None else ""
 
 

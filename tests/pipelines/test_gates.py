@@ -69,6 +69,7 @@ def test_the_baseline_is_the_stable_version_a_pod_is_told(tmp_path):
     the baseline: after a rollback, the rejected one (a platform trial). Airflow reads the label and passes
     it (``--stable-version``); the serving root's own models.config and the newest version come after."""
     from pipelines.baseline import resolve_baseline
+    from pipelines.runs import StepError
 
     root = tmp_path / "serving"
     for version in (2026111000, 2026111100):  # complete SavedModels without a manifest
@@ -83,6 +84,15 @@ def test_the_baseline_is_the_stable_version_a_pod_is_told(tmp_path):
     serve_as_stable(root, 2026111100)  # the serving root's models.config says otherwise: what the pod is told wins
     assert resolve_baseline("taxi", str(root), stable_version=2026111000).version == 2026111000
     assert resolve_baseline("taxi", str(root)).version == 2026111100
+    # a stable version that is not complete is refused: the newest would be judged against instead (a review)
+    (root / "taxi" / "2026111000" / "variables" / "variables.index").unlink()
+    with pytest.raises(StepError, match=r"the 'stable' label in the model server's config file \(--stable-version\) "
+                                        r"names taxi version 2026111000, which is not a complete version under "
+                                        r".*no variables/variables.index.*label a complete version stable"):
+        resolve_baseline("taxi", str(root), stable_version=2026111000)
+    serve_as_stable(root, 2026111000)
+    with pytest.raises(StepError, match=r"the 'stable' label in .*models.config names taxi version 2026111000"):
+        resolve_baseline("taxi", str(root))
 
 
 @pytest.mark.slow
