@@ -85,7 +85,11 @@ def s3_problem(exc: BaseException) -> str | None:
     """One line for an S3 failure that retrying cannot fix (missing credentials, a bucket that does not exist,
     access denied), naming the bucket and the endpoint; None for any other exception (a lost connection is
     retried)."""
-    if not type(exc).__module__.startswith("botocore"):
+    seen = set()  # boto3's transfers wrap botocore's error (S3UploadFailedError): look through the chain
+    while exc is not None and not type(exc).__module__.startswith("botocore") and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    if exc is None or not type(exc).__module__.startswith("botocore"):
         return None
     from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
@@ -95,10 +99,13 @@ def s3_problem(exc: BaseException) -> str | None:
     if not isinstance(exc, ClientError):
         return None
     error = exc.response.get("Error", {})
-    code = error.get("Code")
+    code = {"403": "AccessDenied"}.get(error.get("Code"), error.get("Code"))  # a HEAD's answer has no body
     if code not in S3_SETUP_ERRORS:
         return None
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    try:
+        endpoint = s3_client().meta.endpoint_url
+    except Exception:  # noqa: BLE001 - only for the message
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
     bucket = f" s3://{error['BucketName']}" if error.get("BucketName") else ""
     return f"S3{bucket} at {endpoint}: {S3_SETUP_ERRORS[code]} ({code} in {exc.operation_name})"
 

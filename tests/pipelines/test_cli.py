@@ -91,3 +91,29 @@ def test_an_s3_setup_error_is_a_step_error_naming_the_bucket_and_endpoint(tmp_pa
     anonymous["AWS_SHARED_CREDENTIALS_FILE"] = anonymous["AWS_CONFIG_FILE"] = str(tmp_path / "none")
     assert last_line(anonymous).startswith("error: validate: S3: Unable to locate credentials: set "
                                            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+def test_s3_problem_looks_through_wrapped_errors_and_keeps_transient_ones_for_a_retry():
+    """boto3's uploads wrap botocore's error (S3UploadFailedError), and a HEAD's refusal is a bare '403' (a
+    review): both are setup errors. A lost connection or a throttle is not: it propagates, and is retried."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from pipelines.objectstore import s3_problem
+
+    def wrapped(error: Exception) -> Exception:
+        try:
+            try:
+                raise error
+            except Exception as exc:
+                raise S3UploadFailedError("Failed to upload x to b/x: An error occurred") from exc
+        except S3UploadFailedError as outer:
+            return outer
+
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject")
+    assert "access denied: the credentials may not use this bucket (AccessDenied in PutObject)" in s3_problem(
+        wrapped(denied))
+    assert "(AccessDenied in HeadObject)" in s3_problem(ClientError({"Error": {"Code": "403"}}, "HeadObject"))
+    assert s3_problem(ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")) is None
+    assert s3_problem(wrapped(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))) is None
+    assert s3_problem(ValueError("not S3")) is None
