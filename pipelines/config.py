@@ -650,7 +650,8 @@ def _kubernetes(raw: dict[str, Any], source: Path) -> KubernetesConfig:
         for what, example in _QUANTITY_EXAMPLES.items():
             value = getattr(res, what)
             match = _QUANTITY.fullmatch(value)
-            if match is None or float(match.group(1)) == 0:
+            if match is None or float(match.group(1)) == 0 or (what == "memory" and value.endswith("m")):
+                # (memory "512m" is 0.512 bytes: a container that never starts)
                 raise ConfigError(f"{source}: [kubernetes.resources.{step}] {what} = {value!r} is not a positive "
                                   f"Kubernetes quantity, e.g. {example}")
         resources[step] = res
@@ -670,6 +671,13 @@ def _kubernetes(raw: dict[str, Any], source: Path) -> KubernetesConfig:
                 raise ConfigError(f"{where}: {name} must be {TOLERATION_FIELDS[name].__name__}, got {value!r}")
             if name in TOLERATION_VALUES and value not in TOLERATION_VALUES[name]:
                 raise ConfigError(f"{where}: {name} = {value!r} is not one of {', '.join(TOLERATION_VALUES[name])}")
+        # the API server's own rules, which it would apply to the train pod only, hours in
+        if toleration.get("operator") == "Exists" and toleration.get("value"):
+            raise ConfigError(f"{where}: operator = 'Exists' takes no value")
+        if toleration.get("operator", "Equal") == "Equal" and not toleration.get("key"):
+            raise ConfigError(f"{where}: operator 'Equal' needs a key")
+        if "toleration_seconds" in toleration and toleration.get("effect") != "NoExecute":
+            raise ConfigError(f"{where}: toleration_seconds needs effect = 'NoExecute'")
     rest = _build(KubernetesConfig, raw, "kubernetes", source)
     if rest.startup_timeout_seconds < 1:
         raise ConfigError(f"{source}: [kubernetes] startup_timeout_seconds must be at least 1 (how long a pod may "

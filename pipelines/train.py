@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -317,7 +318,9 @@ def epoch_log(backup_dir: Path, chief: bool):
             self.epochs[epoch] = {k: float(v) for k, v in (logs or {}).items()}
             if chief:  # before BackupAndRestore's save: a kill between the two reruns the epoch, which replaces it
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(self.epochs))
+                partial = path.with_suffix(".json.tmp")  # never a truncated file: renamed into place whole
+                partial.write_text(json.dumps(self.epochs))
+                os.replace(partial, path)
 
         def curves(self) -> dict[str, list[float]]:
             epochs = [self.epochs[e] for e in sorted(self.epochs)]

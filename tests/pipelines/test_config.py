@@ -87,6 +87,14 @@ def test_window_reads_lookback_plus_interval_and_holds_out_newest(tmp_path):
          "'500m'"),
         (("[thresholds]", "[kubernetes.resources.evaluate]\ncpu = \"0m\"\n[thresholds]"),
          "cpu = '0m' is not a positive Kubernetes quantity"),
+        (("[thresholds]", "[kubernetes.resources.evaluate]\nmemory = \"512m\"\n[thresholds]"),
+         "memory = '512m' is not a positive Kubernetes quantity, e.g. '2Gi', '512Mi'"),
+        (("[thresholds]", "[kubernetes]\ngpu_tolerations = [{ key = \"g\", operator = \"Exists\", value = \"x\" }]"
+                          "\n[thresholds]"), "gpu_tolerations[0]: operator = 'Exists' takes no value"),
+        (("[thresholds]", "[kubernetes]\ngpu_tolerations = [{ value = \"x\" }]\n[thresholds]"),
+         "gpu_tolerations[0]: operator 'Equal' needs a key"),
+        (("[thresholds]", "[kubernetes]\ngpu_tolerations = [{ key = \"g\", toleration_seconds = 60 }]\n"
+                          "[thresholds]"), "gpu_tolerations[0]: toleration_seconds needs effect = 'NoExecute'"),
         (("[thresholds]", "[kubernetes]\nstartup_timeout_seconds = -5\n[thresholds]"),
          "[kubernetes] startup_timeout_seconds must be at least 1"),
         (("[thresholds]", "[kubernetes]\ngpu_tolerations = [{ kye = \"nvidia.com/gpu\" }]\n[thresholds]"),
