@@ -87,7 +87,8 @@ def check_run(context) -> None:
         refuse(context, f"this manual run's logical date {logical.isoformat()} is the logical date of the scheduled "
                         f"run of the interval {logical.date()}, which one DAG may have only once. Nothing ran; when "
                         f"this run ends its logical date is cleared, so that the scheduler still creates that run. "
-                        f"Trigger again with a time of day, e.g. {logical.date()}T12:00:00Z: it retrains the same "
+                        f"Trigger again with a time of day, e.g. {logical.date()}T00:01:00Z (not a time still to come: "
+                        f"Airflow holds such a run until then, and the runs after it): it retrains the same "
                         f"interval, {start}")
     if logical.date() != end.date():
         start = run_interval(context["dag"], dag_run, context.get("data_interval_start"))

@@ -199,7 +199,8 @@ def test_a_run_triggered_without_a_logical_date_retrains_the_latest_interval(cap
         "this manual run's logical date 2026-11-20T00:00:00+00:00 is the logical date of the scheduled run of the "
         "interval 2026-11-20, which one DAG may have only once. Nothing ran; when this run ends its logical date is "
         "cleared, so that the scheduler still creates that run. Trigger again with a time of day, e.g. "
-        "2026-11-20T12:00:00Z: it retrains the same interval, 2026-11-19")
+        "2026-11-20T00:01:00Z (not a time still to come: Airflow holds such a run until then, and the runs after "
+        "it): it retrains the same interval, 2026-11-19")
     with pytest.raises(AirflowFailException, match=r"logical date 2026-11-20T00:00:00\+00:00 is the logical date of "
                                                    r"the scheduled run .* it retrains the same interval, 2026-12-06"):
         pre_execute(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), day)  # `airflow dags trigger --logical-date 2026-11-20`
