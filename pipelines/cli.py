@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pipelines.config import HEADLINE_METRIC, ConfigError, load_model_config
 from pipelines.objectstore import s3_problem
-from pipelines.runs import CACHED_STEPS, Run, StepError
+from pipelines.runs import CACHED_STEPS, STEPS, Run, StepError, claim_interval, owner_problem
 from pipelines.staging import Staging
-from pipelines.storage import jsonable, sweep_leftovers
+from pipelines.storage import check_commit, commit_guard, jsonable, sweep_leftovers
 
 log = logging.getLogger("pipelines")
 
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True, help="registered model name or path to its config.toml")
         if name != "generate-data":
             p.add_argument("--interval", required=True, type=_date, help="data interval date, YYYY-MM-DD")
+        if name in STEPS:
+            p.add_argument("--run-id", default="", help="the orchestrator's run id: validate claims the interval's "
+                           "run directory for it, and a run that another claimed since stops at its next commit; "
+                           "publish records it in the version's manifest")
         for root in roots:
             p.add_argument(f"--{root}-root", default=_root(root, f"{home}/{ROOT_DIRS[root]}"),
                            help=f"{root} root directory (env SKEWFREE_{root.upper()}_ROOT)")
@@ -134,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
                                        help="recompute even if a cached output matches")
     pub = step("publish", "copy a blessed model to {serving_root}/{model}/{version} atomically",
                *STEP_ROOTS["publish"])
-    pub.add_argument("--run-id", default="", help="orchestrator run id, recorded in the version's manifest")
     pub.add_argument("--image", default="local", help="trainer image, recorded in the version's manifest")
     ver = sub.add_parser("versions", help="list a model's published versions with their lineage")
     ver.add_argument("--model", required=True)
@@ -221,17 +224,31 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, staging: Staging):
-    """Run one step; with roots on S3, on the local mirror with its inputs pulled and outputs pushed."""
+    """Run one step; with roots on S3, on the local mirror with its inputs pulled and outputs pushed. With a
+    ``--run-id``, validate claims the interval for the run, and every commit checks it still owns it."""
     config = load_model_config(args.model)
     names = [n for n in ("data", "artifact") if hasattr(args, f"{n}_root")]
+    interval = getattr(args, "interval", None)
+    guard = None
+    if getattr(args, "run_id", "") and args.step in STEPS:
+        artifact_root, run_id = args.artifact_root, args.run_id  # (the root's URL, not its mirror)
+
+        def guard() -> None:
+            if (problem := owner_problem(artifact_root, config.name, interval, run_id)) is not None:
+                raise StepError(problem)
+
+        if args.step == "validate":
+            claim_interval(artifact_root, config.name, interval, run_id)
+        guard()  # before any work: a run that lost its interval stops at once
     roots = staging.local_roots({n: getattr(args, f"{n}_root") for n in names})
     for name, value in roots.items():
         setattr(args, f"{name}_root", value)
-    interval = getattr(args, "interval", None)
     try:
-        staging.pull(args.step, config, interval=interval, roots=roots, data_dir=getattr(args, "data_dir", None))
-        result = run_step(args, config)
-        return staging.push(args.step, config, result, interval=interval, roots=roots)
+        with commit_guard(guard):
+            staging.pull(args.step, config, interval=interval, roots=roots, data_dir=getattr(args, "data_dir", None))
+            result = run_step(args, config)
+            check_commit()  # (on S3 the push is the commit)
+            return staging.push(args.step, config, result, interval=interval, roots=roots)
     finally:
         staging.close()
 

@@ -24,7 +24,7 @@ from pipelines.objectstore import MANIFEST, SAVED_MODEL, VERSION_ORDER, Store, m
 from pipelines.runs import Run, write_result
 from pipelines.serving.models import labels_in
 from pipelines.staging import active_mirror
-from pipelines.storage import read_json, staged_dir, write_json
+from pipelines.storage import check_commit, read_json, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def publish(config: ModelConfig, *, interval: dt.date, artifact_root: Path, serv
             try:
                 # renamed into place locally; on S3 saved_model.pb then the manifest go last; an existing
                 # version (even a partial one) is never overwritten (FileExistsError)
+                check_commit()  # a run that lost its interval to another run publishes nothing
                 store.put_dir(build, config.name, str(version), last=VERSION_ORDER)
                 break
             except FileExistsError:

@@ -53,9 +53,30 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+_commit_guard = None  # set while a step runs for an orchestrator run (cli: runs.owner_problem)
+
+
+@contextlib.contextmanager
+def commit_guard(check) -> Iterator[None]:
+    """While the block runs, ``check()`` is called before every output is committed (``staged_dir``, a publish's
+    copy, an S3 push) and may raise to refuse the commit."""
+    global _commit_guard
+    previous, _commit_guard = _commit_guard, check
+    try:
+        yield
+    finally:
+        _commit_guard = previous
+
+
+def check_commit() -> None:
+    if _commit_guard is not None:
+        _commit_guard()
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
-    """Build a directory beside ``final`` and swap it in only if the block succeeds.
+    """Build a directory beside ``final`` and swap it in only if the block succeeds and the commit guard
+    (``commit_guard``) allows it.
 
     On failure the temporary directory is removed and ``final`` (a previous good
     output) is left as it was.
@@ -65,6 +86,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        check_commit()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -207,8 +207,11 @@ def step_flags(step: str, *, config, settings: Settings) -> list[str]:
         "evaluate": ["{{ skewfree_stable_flag() }}"] if kubernetes else
         [f"--model-server-config={settings.model_server_config}"],
         # the manifest records the image the steps actually ran in
-        "publish": ["--run-id={{ run_id }}", f"--image={image_ref(settings)}" if kubernetes else "--image=local"],
+        "publish": [f"--image={image_ref(settings)}" if kubernetes else "--image=local"],
     }[step]
+    # validate claims the interval's run directory for this run; a run of the same interval started since (a
+    # manual run beside a backfill's) makes this one stop at its next commit, never mix outputs with it
+    flags.insert(0, "--run-id={{ run_id }}")
     if step in CACHED_STEPS:
         flags.append("{{ '--force' if params.force else '' }}")
     return flags

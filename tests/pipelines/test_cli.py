@@ -117,3 +117,49 @@ def test_s3_problem_looks_through_wrapped_errors_and_keeps_transient_ones_for_a_
     assert s3_problem(ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")) is None
     assert s3_problem(wrapped(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))) is None
     assert s3_problem(ValueError("not S3")) is None
+
+
+def test_two_runs_of_one_interval_never_mix_their_outputs(trained_run, small_data, tmp_path, capsys, monkeypatch):
+    """A user trial: a manual run and a backfill's run of the same day ran at once in one run directory; the
+    scheduled run published the manual run's model (8 epochs, its own evaluate had scored a 6-epoch one) under
+    its own run id. Validate now claims the interval for its run; the older run stops at its next step, and a
+    step of it already under way cannot commit once the interval is claimed: its previous output stays."""
+    import shutil
+
+    from pipelines import evaluate as evaluate_module
+    from pipelines.cli import main
+    from pipelines.runs import claim_interval
+    from tests.conftest import END
+
+    art = tmp_path / "art"
+    shutil.copytree(trained_run["artifact_root"], art)
+    for result in art.rglob("result.json"):
+        result.write_text(result.read_text().replace(str(trained_run["artifact_root"]), str(art)))
+    common = ["--model", "taxi", "--interval", str(END), "--artifact-root", str(art)]
+
+    def step(*argv: str) -> tuple[int, str]:
+        code = main(list(argv))
+        return code, capsys.readouterr().out.strip().splitlines()[-1]
+
+    assert step("validate", *common, "--data-root", str(small_data), "--run-id", "manual__a")[0] == 0
+    assert step("validate", *common, "--data-root", str(small_data), "--run-id", "backfill__b")[0] == 0
+    code, line = step("transform", *common, "--run-id", "manual__a")
+    assert code == 1 and line.startswith(f"error: transform: run backfill__b started interval {END} of taxi after "
+                                         "this run (manual__a) and owns its run directory since ")
+    assert "this run stops here, so that the two never mix their outputs" in line
+    assert step("transform", *common, "--run-id", "backfill__b")[0] == 0  # the owner goes on
+    assert step("transform", *common)[0] == 0  # (a step run by hand, without a run id, is not judged)
+
+    # a step of the older run already under way when the newer one claims the interval commits nothing
+    before = (art / "taxi" / "runs" / str(END) / "evaluate" / "result.json").read_text()
+    real = evaluate_module.resolve_baseline
+
+    def claimed_meanwhile(*args, **kwargs):
+        claim_interval(str(art), "taxi", END, "scheduled__c")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "resolve_baseline", claimed_meanwhile)
+    code, line = step("evaluate", *common, "--serving-root", str(tmp_path / "serving"), "--run-id", "backfill__b",
+                      "--force")
+    assert code == 1 and line.startswith(f"error: evaluate: run scheduled__c started interval {END}"), line
+    assert (art / "taxi" / "runs" / str(END) / "evaluate" / "result.json").read_text() == before

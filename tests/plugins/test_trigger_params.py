@@ -68,7 +68,8 @@ def render(step: str, params: dict, settings: Settings = LOCAL) -> list[str]:
     rendered = [env.from_string(flag).render(params=params, run_id="manual__1",
                                              skewfree_stable_flag=functools.partial(stable_flag, "taxi"))
                 for flag in flags]
-    return [arg for arg in rendered if arg]
+    assert rendered[0] == "--run-id=manual__1"  # every step: validate claims the interval for the run
+    return [arg for arg in rendered[1:] if arg]
 
 
 def test_params_become_step_flags_only_when_set():
@@ -77,14 +78,14 @@ def test_params_become_step_flags_only_when_set():
     assert render("transform", defaults) == []
     assert render("evaluate", defaults) == ["--model-server-config=/srv/skewfree/serving/models.config"]
     assert render("validate", defaults) == []
-    assert render("publish", defaults) == ["--run-id=manual__1", "--image=local"]
+    assert render("publish", defaults) == ["--image=local"]
     custom = validated({"epochs": 5, "learning_rate": 0.01, "force": True, "data_dir": "fixed", "gpus": 0,
                         "image_tag": "2.21.0-gpu"})
     assert render("train", custom) == ["--epochs=5", "--learning-rate=0.01", "--gpus=0", "--force"]
     assert render("transform", custom) == ["--force"]
     assert render("evaluate", custom)[-1] == "--force"
     assert render("validate", custom) == ["--data-dir=fixed"]
-    assert render("publish", custom)[1] == "--image=local"  # locally the steps ran in this interpreter
+    assert render("publish", custom)[0] == "--image=local"  # locally the steps ran in this interpreter
 
 
 def test_pods_get_the_effective_gpu_count_and_record_the_image_they_ran(tmp_path, monkeypatch):
@@ -102,9 +103,9 @@ def test_pods_get_the_effective_gpu_count_and_record_the_image_they_ran(tmp_path
                                             'model_platform: "tensorflow" version_labels { key: "stable" value: '
                                             '2026111000 } } }')
     assert render("evaluate", defaults, KUBERNETES) == ["--stable-version=2026111000"]
-    assert render("publish", defaults, KUBERNETES)[1] == "--image=ghcr.io/skewfree/trainer:0.1.0-tf2.21.0-gpu"
+    assert render("publish", defaults, KUBERNETES)[0] == "--image=ghcr.io/skewfree/trainer:0.1.0-tf2.21.0-gpu"
     tagged = validated({"image_tag": "0.2.0-tf2.21.0-gpu"})
-    assert render("publish", tagged, KUBERNETES)[1] == "--image=ghcr.io/skewfree/trainer:0.2.0-tf2.21.0-gpu"
+    assert render("publish", tagged, KUBERNETES)[0] == "--image=ghcr.io/skewfree/trainer:0.2.0-tf2.21.0-gpu"
     accepting = validated({"accept_anomalies": ["volume", "new_values:company"]})
     assert render("validate", accepting) == ["--accept-anomaly=volume,new_values:company"]
 
