@@ -112,9 +112,13 @@ def test_dropping_a_model_folder_adds_its_dags_and_a_broken_one_is_named(tmp_pat
     assert out.returncode == 0, out.stderr[-3000:]
     parsed = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"fares_retrain", "fares_rollback", "taxi_retrain", "taxi_rollback"} <= set(parsed["dag_ids"])
-    assert not {"typo_retrain", "nobuild_retrain", "skewfree_broken_models"} & set(parsed["dag_ids"])
+    assert not {"typo_retrain", "typo_rollback", "nobuild_retrain", "skewfree_broken_models"} & set(parsed["dag_ids"])
+    # a broken model.py keeps the rollback DAG, which needs the config only (a user trial: a bad edit took it away,
+    # when a rollback was needed most)
+    assert "nobuild_rollback" in parsed["dag_ids"]
     assert parsed["heavy"] == []
     [error] = parsed["import_errors"].values()
     assert "2 model folder(s) failed to load" in error
     assert f"- typo: {typo}: [thresholds] 'acu' is not a metric of a binary task" in error
     assert f"- nobuild: model 'nobuild' ({models / 'nobuild' / 'config.toml'}): {model_py} is missing build_model" in error
+    assert "; its rollback DAG is loaded" in error.split("- nobuild: ")[1] and "rollback" not in error.split("- typo: ")[1]

@@ -50,7 +50,7 @@ class RolloutOperator(BaseOperator):
         from pipelines import rollout
 
         settings = Settings.from_env()
-        config = load_model_config(self.model)
+        config = load_model_config(self.model, check_module=not self.rollback)  # a rollback needs the config only
         client = ModelServerHook(self.model_server_conn_id).get_conn()
         params = context.get("params", {})
         store = open_root(settings.serving_root, settings.aws_conn_id)
