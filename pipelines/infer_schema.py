@@ -34,16 +34,27 @@ def _files(data: Path) -> tuple[list[Path], str]:
     return files, formats.pop().lstrip(".")
 
 
-def _read(files: list[Path], fmt: str) -> pa.Table:
+def _read(files: list[Path], fmt: str) -> tuple[pa.Table, list[str]]:
+    """All files as one table, and notes: a column read as numbers in some files and as text in others (a few
+    stray cells, 'n/a', on one day) is text in all, and the note names the files with text."""
     if fmt == "parquet":  # an empty string is missing, as an empty CSV cell is (pipelines.rawdata)
         from pipelines.rawdata import empty_as_missing
 
-        return pa.concat_tables([empty_as_missing(pq.read_table(p)) for p in files], promote_options="permissive")
-    tables = []
-    for path in files:  # TFXIO's rule: only an empty cell is missing
-        tables.append(pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            null_values=[""], strings_can_be_null=True, timestamp_parsers=[])))
-    return pa.concat_tables(tables, promote_options="permissive")
+        tables = [empty_as_missing(pq.read_table(p)) for p in files]
+    else:
+        tables = [pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(  # TFXIO's rule: only an empty cell
+            null_values=[""], strings_can_be_null=True, timestamp_parsers=[])) for path in files]  # is missing
+    notes = []
+    for name in dict.fromkeys(n for t in tables for n in t.column_names):
+        types = [t.schema.field(name).type if name in t.column_names else pa.null() for t in tables]
+        texts = [i for i, kind in enumerate(types) if pa.types.is_string(kind) or pa.types.is_large_string(kind)]
+        if not texts or not any(pa.types.is_integer(kind) or pa.types.is_floating(kind) for kind in types):
+            continue
+        shown = ", ".join(str(files[i]) for i in texts[:3]) + (f" and {len(texts) - 3} more" if len(texts) > 3 else "")
+        notes.append(f"column {name!r} is numbers in some files and text in {len(texts)}: {shown}")
+        tables = [t.set_column(t.schema.get_field_index(name), name, pc.cast(t.column(name), pa.string()))
+                  if name in t.column_names else t for t in tables]
+    return pa.concat_tables(tables, promote_options="permissive"), notes
 
 
 def _mostly_numbers(name: str, present: pa.ChunkedArray) -> str | None:
@@ -64,10 +75,10 @@ def _mostly_numbers(name: str, present: pa.ChunkedArray) -> str | None:
 def infer_schema(data: str | Path, *, label: str, max_values: int = 20) -> tuple[RawSchema, list[str]]:
     """The inferred contract and notes for the person editing it (NaN seen, label domain, ...)."""
     files, fmt = _files(Path(data))
-    table = _read(files, fmt)
+    table, notes = _read(files, fmt)
     if label not in table.column_names:
         raise ValueError(f"label column {label!r} is not in the data (columns: {', '.join(table.column_names)})")
-    features, notes = [], []
+    features = []
     for name in table.column_names:
         column = table.column(name)
         kind = next((k for k, (test,) in _TYPES.items() if test(column.type)), "string")

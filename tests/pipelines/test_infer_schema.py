@@ -96,6 +96,24 @@ def test_a_numeric_column_made_text_by_a_few_cells_gets_a_note(tmp_path):
     assert not [n for n in infer_schema(tmp_path / "names.csv", label="label")[1] if "inferred as string" in n]
 
 
+def test_a_column_that_is_text_on_one_day_only_gets_a_note_naming_the_file(tmp_path):
+    """A user trial: the README's whole-dataset command ended in pyarrow's 'Unable to merge: Field parts_count has
+    incompatible types: int64 vs string', naming no file, when one day had 'n/a' in a number column. That
+    column is now text in all files, and the notes name the file and the stray cells."""
+    for day, bad in (("2026-12-05", None), ("2026-12-06", "n/a"), ("2026-12-07", None)):
+        rows = [f"{i % 4 + 1},{i % 2}" for i in range(30)]
+        if bad:
+            rows[3] = f"{bad},1"
+        (tmp_path / f"dt={day}").mkdir()
+        (tmp_path / f"dt={day}" / "part-00000.csv").write_text("parts,label\n" + "\n".join(rows) + "\n")
+    schema, notes = infer_schema(tmp_path, label="label")
+    assert schema.feature("parts").type == "string"
+    assert f"column 'parts' is numbers in some files and text in 1: {tmp_path / 'dt=2026-12-06' / 'part-00000.csv'}" \
+        in notes
+    assert [n for n in notes if n.startswith("column 'parts' is inferred as string, but 89 of its 90 values are "
+                                             "numbers: 1 are not ('n/a')")]
+
+
 def test_a_whole_number_float_column_with_missing_values_gets_a_note(tmp_path):
     """pandas writes an integer column with missing values as float64 to Parquet: a user trial's count of
     attachments was inferred as float without a word."""
