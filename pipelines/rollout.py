@@ -357,7 +357,9 @@ def _promote_locked(cfg: ServingConfigFile, client: ModelServerClient, *, model:
         log.warning("%s: not promoted: %s", model, reason)
         return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,
                              skipped_reason=reason)
-    if old_stable is not None and version < old_stable and not allow_older:
+    # older data: an earlier day (a version of stable's own day with a lower number is the same data, e.g. a
+    # re-run's model identical to the day's first version, which publish hands back: it was judged against stable)
+    if old_stable is not None and version // 100 < old_stable // 100 and not allow_older:
         log.warning("%s version %d is older than stable %d: not promoted (allow_older_than_serving is off)",
                     model, version, old_stable)
         return RolloutResult(model, version, labels.get(PREVIOUS), old_stable, sorted(loaded), changed=False,

@@ -118,6 +118,23 @@ def test_older_version_is_not_promoted_over_newer_stable(stack):
     assert stable_of(stack) == V1
 
 
+def test_a_lower_version_of_stables_own_day_is_not_older_data(stack):
+    """A user trial: a manual run of the serving day trained the day's first model again (publish handed back
+    its version, 00) and beat stable (02, the same day) at the gates; it was refused as 'trained on older data'.
+    Versions of one day hold the same data: it is promoted."""
+    same_day = V1 + 2
+    shutil.copytree(stack["base"] / str(V1), stack["base"] / str(same_day))
+    try:
+        ensure_v1_stable(stack)
+        assert go(stack, same_day).changed and stable_of(stack) == same_day
+        result = go(stack, V1)
+        assert result.changed and result.skipped_reason is None and stable_of(stack) == V1, result
+    finally:
+        if stable_of(stack) != V1:
+            go(stack, V1, allow_older=True)
+        shutil.rmtree(stack["base"] / str(same_day), ignore_errors=True)
+
+
 def test_a_backfill_of_the_serving_interval_is_not_promoted(stack):
     """A user trial backfilled stable's own day (--reprocess-behavior completed, force): the new version of that
     day, one number higher, replaced stable, which a rollback had chosen. A backfill promotes only newer data."""
