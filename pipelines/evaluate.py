@@ -39,7 +39,7 @@ from pipelines.lineage import (
 )
 from pipelines.report import render as render_report
 from pipelines.runs import Run, StepError, write_result
-from pipelines.slicing import slice_metrics, slice_reasons
+from pipelines.slicing import slice_metrics, slice_reasons, worst_slice
 from pipelines.storage import staged_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -469,6 +469,10 @@ def evaluate(config: ModelConfig, *, interval: dt.date, artifact_root: Path, ser
             for candidate, stable in zip(slices, before, strict=True):
                 candidate["baseline_metrics"] = stable["metrics"]
         reasons += slice_reasons(slices, config.evaluation.slice_thresholds, config.evaluation.slice_min_examples)
+        for bound in config.thresholds:  # an overall threshold broken: the slice where it breaks worst
+            if bound.violation(metrics.get(bound.metric)) is not None and \
+                    (hint := worst_slice(slices, bound, config.evaluation.slice_min_examples)) is not None:
+                reasons = [f"{r} ({hint})" if r.startswith(f"{bound.metric}=") else r for r in reasons]
     blessed = not reasons
     log.info("candidate vs baseline (%s):\n%s", compared.get("how"), metrics_table(metrics, compared.get("metrics")))
     log.info("%s", "BLESSED" if blessed else "NOT blessed:\n" + "\n".join(f"  - {r}" for r in reasons))

@@ -71,3 +71,20 @@ def slice_reasons(slices: list[dict[str, Any]], bounds: tuple[Bound, ...], min_e
             more = f"; and {len(broken) - 3} more slice(s)" if len(broken) > 3 else ""
             reasons.append(f"slice threshold on {bound.metric}: " + "; ".join(b[1] for b in broken[:3]) + more)
     return reasons
+
+
+def worst_slice(slices: list[dict[str, Any]], bound: Bound, min_examples: int) -> str | None:
+    """For an overall threshold the candidate broke: the judged slice that breaks it worst, where to look first
+    (a user trial's r2 fell under its minimum for one new category only; the message named neither)."""
+    broken = []
+    for s in slices:
+        value = s["metrics"].get(bound.metric)
+        if s["examples"] >= min_examples and bound.violation(value) is not None:
+            target = bound.min if bound.min is not None else bound.max
+            gap = math.inf if value is None or not math.isfinite(value) else abs(value - target)
+            broken.append((gap, s, value))
+    if not broken:
+        return None
+    _, s, value = max(broken, key=lambda b: b[0])
+    shown = f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+    return f"worst slice: {s['feature']}={s['slice']} ({s['examples']} rows) at {bound.metric}={shown}"

@@ -234,6 +234,21 @@ def test_slice_thresholds_name_the_worst_slices_and_skip_small_ones():
     assert "tiny" not in reason and "f=a" not in reason
 
 
+def test_a_broken_overall_threshold_names_the_worst_slice():
+    """A user trial: r2 fell under its minimum because of one new category, and the reason named nothing but
+    the number; the slice table in the report had the answer. The reason now names the worst judged slice."""
+    from pipelines.config import Bound
+    from pipelines.slicing import worst_slice
+
+    slices = [{"feature": "kind", "slice": name, "examples": n, "metrics": {"r2": r2}}
+              for name, n, r2 in [("boiler", 900, 0.91), ("heat_pump", 240, -7.0), ("tiny", 5, -50.0)]]
+    assert worst_slice(slices, Bound("r2", min=0.8), min_examples=100) == \
+        "worst slice: kind=heat_pump (240 rows) at r2=-7"
+    assert worst_slice(slices, Bound("r2", min=-10.0), min_examples=100) is None  # none breaks it
+    nan = [{"feature": "kind", "slice": "x", "examples": 300, "metrics": {"r2": math.nan}}, *slices]
+    assert worst_slice(nan, Bound("r2", min=0.8), min_examples=100) == "worst slice: kind=x (300 rows) at r2=nan"
+
+
 @pytest.mark.slow
 def test_per_slice_metrics_in_the_evaluation(trained_run, tmp_path):
     from pipelines.evaluate import evaluate
@@ -253,6 +268,11 @@ def test_per_slice_metrics_in_the_evaluation(trained_run, tmp_path):
     assert "auc" in by[("payment_type", "Credit Card")]["metrics"]
     [reason] = [r for r in result.reasons if r.startswith("slice threshold on accuracy")]
     judged = [s for s in result.slices if s["examples"] >= 150]
+    strict = evaluate(load_model_config(_write(tmp_path, text.replace("accuracy = { min = 0.75 }",
+                                                                      "accuracy = { min = 0.99 }"))),
+                      interval=END, artifact_root=art, force=True)
+    [overall] = [r for r in strict.reasons if r.startswith("accuracy=")]
+    assert "is below the minimum 0.99 (worst slice: " in overall and " rows) at accuracy=" in overall
     assert any(f"{s['feature']}={s['slice']} ({s['examples']} rows)" in reason for s in judged)
     assert not any(f"={s['slice']} ({s['examples']} rows)" in reason for s in result.slices if s["examples"] < 150)
 
