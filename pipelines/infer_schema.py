@@ -59,7 +59,7 @@ def _read(files: list[Path], fmt: str) -> tuple[pa.Table, list[str]]:
 
 def _mostly_numbers(name: str, present: pa.ChunkedArray) -> str | None:
     """A note when a column read as text is mostly numbers: a few stray cells ('three', 'n/a') made it a string."""
-    from pipelines.rawdata import NUMBER_TEXT
+    from pipelines.schema import NUMBER_TEXT
 
     numeric = pc.match_substring_regex(present, NUMBER_TEXT["float"], ignore_case=True)
     count = int(pc.sum(numeric).as_py() or 0)

@@ -27,14 +27,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipelines.anomalies import Anomaly
-from pipelines.schema import RawSchema
+from pipelines.schema import NUMBER_TEXT, RawSchema
 
 EXAMPLES = 5  # offending lines quoted per problem
 HASH_BYTES = 8 << 20  # a Parquet partition is hashed in pieces of this size before it is parsed
-NUMBER_TEXT = {
-    "int": r"^\s*-?[0-9]+\s*$",  # as pyarrow reads int64, less its hexadecimal (0x10) that int() refuses
-    "float": r"^\s*[+-]?([0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?|nan|inf|infinity)\s*$",
-}
 
 
 BLOCK_BYTES = 4 << 20  # transform's batches: one per 4 MiB of CSV (~50,000 taxi rows; TFXIO made 1,000)

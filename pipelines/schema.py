@@ -33,6 +33,13 @@ def _tfxio_types() -> dict[str, pa.DataType]:
             "string": pa.large_list(pa.large_binary())}
 
 
+# A number as CSV text: what training's CSV reader takes for an int64 or a float column (pyarrow's grammar, less
+# hexadecimal); validate counts the cells that miss it, and the client reads a csv.DictReader row's cells by it
+NUMBER_TEXT = {
+    "int": r"^\s*-?[0-9]+\s*$",  # as pyarrow reads int64, less its hexadecimal (0x10) that int() refuses
+    "float": r"^\s*[+-]?([0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?|nan|inf|infinity)\s*$",
+}
+
 @dataclass(frozen=True)
 class Feature:
     """One raw column.

@@ -9,13 +9,14 @@ import base64
 import json
 import math
 import numbers
+import re
 import struct
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-from pipelines.schema import RAW_SIGNATURE
+from pipelines.schema import NUMBER_TEXT, RAW_SIGNATURE
 
 # -- tf.Example without TensorFlow ----------------------------------------------------
 # The wire format of tensorflow/core/example/{example,feature}.proto: Example{1: Features{1: map<string,
@@ -42,8 +43,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
     """A serialized tf.Example of one row of raw features: ``None``, NaN (an empty cell of a pandas frame), ""
     (an empty cell of ``csv.DictReader``, as training reads one) or an absent key is a missing feature, as a
-    sparse row needs (the server names a row that misses a feature the model needs); infinity is sent as it
-    is, and refused. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
+    sparse row needs (the server names a row that misses a feature the model needs); a number feature's text
+    (a ``csv.DictReader`` cell, '24.95') is read as training reads the CSV; infinity is sent as it is, and
+    refused. ``types`` maps each feature to ``DT_STRING``, ``DT_FLOAT`` or
     ``DT_INT64`` (see ``ModelServerClient.feature_types``). A value of the wrong type or a feature the
     model does not take raises ``ValueError`` naming it."""
     entries = b""
@@ -56,6 +58,11 @@ def encode_example(row: dict[str, Any], types: dict[str, str]) -> bytes:
         if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str | bytes)
                                                                                  and not value):
             continue
+        if isinstance(value, str) and kind in ("DT_FLOAT", "DT_INT64"):  # a csv.DictReader row's cell: read as
+            # training reads the CSV (NUMBER_TEXT), nothing looser ('1_000' and ' 0x10' are text there too)
+            if not re.match(NUMBER_TEXT["int" if kind == "DT_INT64" else "float"], value, re.IGNORECASE):
+                raise ValueError(f"feature {name!r}: {value!r} is not {'an integer' if kind == 'DT_INT64' else 'a number'}")
+            value = int(value) if kind == "DT_INT64" else float(value)
         if kind == "DT_STRING":
             if not isinstance(value, str | bytes):
                 raise ValueError(f"feature {name!r}: {value!r} is not a string")

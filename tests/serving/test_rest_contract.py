@@ -139,6 +139,28 @@ def test_client_sends_sparse_dict_rows_as_tf_examples(target, canary):
     np.testing.assert_allclose(predictions, [row["prediction"] for row in sparse], atol=1e-5)
 
 
+def test_client_reads_csv_dictreader_rows_as_training_reads_the_csv(target, canary):
+    """A user trial: csv.DictReader rows, which the README offers, failed with "'24.95' is not a number". A
+    number feature's text is read by the grammar training's CSV reader uses: the same predictions as typed
+    rows; text that reader would not take as a number ('1_000', which Python's float() takes) is refused."""
+    import csv
+    import io
+
+    sparse = sorted(canary, key=lambda row: len(row["features"]))[:5]
+    names = sorted({name for row in canary for name in row["features"]})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=names)
+    writer.writeheader()
+    writer.writerows(row["features"] for row in sparse)  # an absent feature: an empty cell
+    rows = list(csv.DictReader(io.StringIO(text.getvalue())))
+    assert all(isinstance(v, str) for row in rows for v in row.values()) and any("" in row.values() for row in rows)
+    client = ModelServerClient(target.url)
+    predictions = client.predict_rows(MODEL, rows, version=target.version)
+    np.testing.assert_allclose(predictions, [row["prediction"] for row in sparse], atol=1e-5)
+    with pytest.raises(ValueError, match=r"feature 'trip_miles': '1_000' is not a number"):
+        client.predict_rows(MODEL, [dict(rows[0], trip_miles="1_000")], version=target.version)
+
+
 def _example(row: dict, **override_types) -> dict:
     import base64
 
