@@ -25,8 +25,6 @@ MARK = "skewfree_gives_back_logical_date"  # validate's XCom on a run refused fo
 
 def give_back(dag_run) -> bool:
     """Clear a finished run's logical date when its validate task marked it; True when it did."""
-    from sqlalchemy.orm import object_session
-
     if dag_run.logical_date is None:
         return False
     session = object_session(dag_run)
