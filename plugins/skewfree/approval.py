@@ -77,7 +77,13 @@ def approval_page(evaluation: dict[str, Any] | None, publication: dict[str, Any]
                                   "NOT blessed: " + "; ".join(reasons))]
     if note := baseline.get("note"):
         lines.append(f"_{note}_")
-    if report := evaluation.get("report"):
+    if (version := publication.get("version")) is not None:  # the copy published with the version: another
+        # run of the interval may replace the run directory's while this waits (a user trial)
+        from skewfree.links import PREFIX
+
+        url = f"{PREFIX}/models/{config.name}/versions/{version}/report"
+        lines += ["", f"**Model report** (plots, every slice), as published with version {version}: [{url}]({url})"]
+    elif report := evaluation.get("report"):
         lines += ["", f"**Model report** (plots, every slice): `{report}`"]
     lines += ["", f"Approve: version {publication.get('version', '?')} is canary-checked and becomes `stable`, "
                   "the current one stays loaded as `previous`. Reject, or no answer within "

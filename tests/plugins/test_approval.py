@@ -123,7 +123,11 @@ def test_the_approval_body_is_a_decision_page():
     assert moved.index("payment_type=Cash") < moved.index("payment_type=Credit Card")
     assert "| payment_type=Cash | 5000 | 0.8 | 0.85 | -0.05 |" in moved and "trip_miles" not in moved
     assert "| company=A\\|B Cabs | 700 |" in moved  # a '|' in a value does not break the table
-    assert "/runs/2026-11-23/evaluate/report.html" in page and "within 1440 minutes: nothing changes" in page
+    # the report published with the version, which no later run of the interval replaces (a user trial saw the
+    # run directory's change while an approval waited)
+    assert "as published with version 2026112300: [/skewfree/models/taxi/versions/2026112300/report](" in page
+    assert "within 1440 minutes: nothing changes" in page
+    assert "`/runs/2026-11-23/evaluate/report.html`" in approval_page(evaluation, {}, config)
 
 
 def test_the_demo_says_where_to_approve_once_a_minute_not_every_second(capsys):
